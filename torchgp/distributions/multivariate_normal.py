@@ -1,0 +1,178 @@
+r"""``MultivariateNormal`` over a covariance that may be lazy (a kernel matrix never formed whole).
+
+Shapes: ``mean (*batch, n)``, covariance ``(*batch, n, n)``; ``batch_shape = *batch``,
+``event_shape = (n,)``. Sampling and ``log_prob`` factorise the covariance only when called, and
+``log_prob`` runs through :func:`torchgp.linalg.inv_quad_logdet` (analytic backward; iterative
+path for large n).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.distributions import Distribution, Normal, constraints
+
+from torchgp import settings
+from torchgp.errors import ShapeError
+from torchgp.linalg.cholesky import psd_safe_cholesky
+from torchgp.linalg.inv_quad_logdet import inv_quad_logdet
+from torchgp.linalg.operators import AddedDiagOperator, DenseOperator, Operator, as_operator
+
+
+class MultivariateNormal(Distribution):
+    """Gaussian ``N(mean, covariance)`` with GPyTorch's interface.
+
+    Args:
+        mean: ``(*batch, n)``.
+        covariance_matrix: ``(*batch, n, n)`` tensor or :class:`~torchgp.linalg.Operator`.
+
+    Example:
+        >>> import torch
+        >>> from torchgp.distributions import MultivariateNormal
+        >>> d = MultivariateNormal(torch.zeros(2), torch.eye(2))
+        >>> d.log_prob(torch.zeros(2)).item() == -math.log(2 * math.pi)
+        True
+    """
+
+    arg_constraints = {}
+    support = constraints.real_vector
+    has_rsample = True
+
+    def __init__(self, mean: torch.Tensor, covariance_matrix, validate_args: bool = False):
+        if mean.dim() < 1:
+            raise ShapeError(f"MultivariateNormal: mean must have shape (*batch, n); got a scalar.")
+        cov = as_operator(covariance_matrix)
+        n = mean.shape[-1]
+        if cov.shape[-1] != n or cov.shape[-2] != n:
+            raise ShapeError(
+                f"MultivariateNormal: mean has shape {tuple(mean.shape)} (n = {n}) but the covariance has "
+                f"shape {tuple(cov.shape)}; it must be (*batch, {n}, {n})."
+            )
+        batch = torch.broadcast_shapes(mean.shape[:-1], cov.shape[:-2])
+        self._mean = mean.expand(*batch, n)
+        self._covar = cov
+        self._chol = None
+        super().__init__(batch_shape=batch, event_shape=torch.Size([n]), validate_args=False)
+
+    # ------------------------------------------------------------------ moments
+    @property
+    def mean(self) -> torch.Tensor:
+        return self._mean
+
+    @property
+    def loc(self) -> torch.Tensor:
+        return self._mean
+
+    @property
+    def lazy_covariance_matrix(self) -> Operator:
+        return self._covar
+
+    @property
+    def islazy(self) -> bool:
+        return not isinstance(self._covar, DenseOperator)
+
+    @property
+    def covariance_matrix(self) -> torch.Tensor:
+        cov = self._covar.to_dense()
+        return cov.expand(*self.batch_shape, *cov.shape[-2:])
+
+    @property
+    def variance(self) -> torch.Tensor:
+        """Marginal variances ``(*batch, n)``, clamped below at ``settings.min_variance``."""
+        if settings.skip_posterior_variances.on():
+            return torch.zeros_like(self._mean)
+        var = self._covar.diagonal().expand(*self.batch_shape, self.event_shape[0])
+        return var.clamp_min(settings.min_variance.value(var.dtype))
+
+    @property
+    def stddev(self) -> torch.Tensor:
+        return self.variance.sqrt()
+
+    def confidence_region(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(mean - 2σ, mean + 2σ)``, each ``(*batch, n)`` (≈ 95% pointwise interval)."""
+        std2 = 2 * self.stddev
+        return self.mean - std2, self.mean + std2
+
+    # ------------------------------------------------------------------ factor / samples
+    @property
+    def scale_tril(self) -> torch.Tensor:
+        """Lower Cholesky factor of the covariance, ``(*batch, n, n)`` (jitter added if needed)."""
+        if self._chol is None:
+            self._chol = psd_safe_cholesky(self.covariance_matrix)
+        return self._chol
+
+    def rsample(self, sample_shape=torch.Size(), base_samples: torch.Tensor | None = None) -> torch.Tensor:
+        """Reparameterised samples ``(*sample_shape, *batch, n)``: mean + L ε."""
+        shape = torch.Size(sample_shape) + self._mean.shape
+        if base_samples is None:
+            base_samples = torch.randn(shape, dtype=self._mean.dtype, device=self._mean.device)
+        elif base_samples.shape[-len(self._mean.shape):] != self._mean.shape:
+            raise ShapeError(f"base_samples must end in shape {tuple(self._mean.shape)}; got {tuple(base_samples.shape)}.")
+        L = self.scale_tril
+        return self._mean + (L @ base_samples.unsqueeze(-1)).squeeze(-1)
+
+    def sample(self, sample_shape=torch.Size(), base_samples=None) -> torch.Tensor:
+        with torch.no_grad():
+            return self.rsample(sample_shape, base_samples)
+
+    # ------------------------------------------------------------------ densities
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        r"""``log N(value; mean, K)``, ``(*batch)``.
+
+        .. math:: -\tfrac12 \big[(y-\mu)^\top K^{-1}(y-\mu) + \log|K| + n\log 2\pi\big]
+        """
+        n = self.event_shape[0]
+        if value.shape[-1] != n:
+            raise ShapeError(f"log_prob: value has {value.shape[-1]} entries in its last dimension; expected n = {n}.")
+        diff = value - self._mean
+        quad, logdet = inv_quad_logdet(self._covar, diff.unsqueeze(-1))
+        return -0.5 * (quad + logdet + n * math.log(2 * math.pi))
+
+    def entropy(self) -> torch.Tensor:
+        n = self.event_shape[0]
+        _, logdet = inv_quad_logdet(self._covar, None)
+        return 0.5 * (n * (1 + math.log(2 * math.pi)) + logdet)
+
+    # ------------------------------------------------------------------ algebra
+    def __add__(self, other):
+        if isinstance(other, MultivariateNormal):
+            return MultivariateNormal(self.mean + other.mean, self.covariance_matrix + other.covariance_matrix)
+        if isinstance(other, (int, float, torch.Tensor)):
+            return MultivariateNormal(self.mean + other, self._covar)
+        return NotImplemented
+
+    __radd__ = __add__
+
+    def __mul__(self, other):
+        if not isinstance(other, (int, float)):
+            raise TypeError("MultivariateNormal can only be multiplied by a Python scalar.")
+        return MultivariateNormal(self.mean * other, self.covariance_matrix * other**2)
+
+    __rmul__ = __mul__
+
+    def __truediv__(self, other):
+        return self * (1.0 / other)
+
+    def add_jitter(self, noise: float = 1e-4) -> "MultivariateNormal":
+        return MultivariateNormal(self.mean, AddedDiagOperator(self._covar, torch.tensor(noise, dtype=self.mean.dtype)))
+
+    def expand(self, batch_shape, _instance=None):
+        batch_shape = torch.Size(batch_shape)
+        cov = self.covariance_matrix.expand(*batch_shape, *self.event_shape, *self.event_shape)
+        return MultivariateNormal(self.mean.expand(*batch_shape, *self.event_shape), cov)
+
+    def __getitem__(self, idx):
+        """Index the batch dimensions, e.g. ``mvn[0]`` of a batch of GPs."""
+        if not isinstance(idx, tuple):
+            idx = (idx,)
+        if len(idx) > len(self.batch_shape):
+            raise IndexError("MultivariateNormal indexing applies to batch dimensions only.")
+        return MultivariateNormal(self.mean[idx], self.covariance_matrix[idx])
+
+    def to_data_independent_dist(self) -> Normal:
+        """The independent-marginals Normal ``(*batch, n)`` (drops correlations)."""
+        return Normal(self.mean, self.stddev)
+
+    def __repr__(self) -> str:
+        return f"MultivariateNormal(batch_shape={tuple(self.batch_shape)}, n={self.event_shape[0]})"

@@ -1,0 +1,96 @@
+r"""Observation-noise models: the diagonal σ²(x) added to the kernel matrix.
+
+Each returns the noise variances ``(*batch, n)`` for ``n`` inputs.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+from torchgp import settings
+from torchgp.constraints import GreaterThan
+from torchgp.errors import InputError, ShapeError
+from torchgp.module import Module
+
+
+class HomoskedasticNoise(Module):
+    """One learned noise variance σ² per batch member (``raw_noise``, default ``GreaterThan(1e-4)``)."""
+
+    def __init__(self, noise_prior=None, noise_constraint=None, batch_shape=torch.Size(), num_tasks: int = 1):
+        super().__init__()
+        self.batch_shape = torch.Size(batch_shape)
+        constraint = GreaterThan(1e-4) if noise_constraint is None else noise_constraint
+        init = constraint.transform(torch.zeros(*self.batch_shape, num_tasks))
+        self.register_constrained("noise", init, constraint, noise_prior)
+
+    def forward(self, *params, shape: torch.Size | None = None, **kwargs) -> torch.Tensor:
+        """σ² broadcast to ``shape`` (``(*batch, n)``) or to the inputs' ``(*batch, n)``."""
+        if shape is None:
+            x = params[0] if params and torch.is_tensor(params[0]) else None
+            shape = x.shape[:-1] if x is not None and x.dim() > 1 else torch.Size([x.shape[0] if x is not None else 1])
+        noise = self.noise  # (*batch, 1)
+        return noise.expand(*torch.broadcast_shapes(noise.shape[:-1], shape[:-1]), shape[-1])
+
+
+class FixedGaussianNoise(Module):
+    """Known per-point noise variances, ``(*batch, n)``; not trained.
+
+    Args:
+        noise: ``(*batch, n)`` variances (≥ ``settings.min_fixed_noise``; smaller values are raised
+            to it with a warning).
+    """
+
+    def __init__(self, noise: torch.Tensor):
+        super().__init__()
+        noise = torch.as_tensor(noise)
+        if noise.dim() == 0:
+            raise ShapeError("FixedGaussianNoise: noise must have shape (*batch, n), one variance per point.")
+        if not torch.all(torch.isfinite(noise)) or torch.any(noise < 0):
+            raise InputError("FixedGaussianNoise: noise variances must be finite and non-negative.")
+        floor = settings.min_fixed_noise.value(noise.dtype)
+        if torch.any(noise < floor):
+            warnings.warn(f"Fixed noise variances below {floor:g} were raised to {floor:g} for numerical stability.")
+            noise = noise.clamp_min(floor)
+        self.register_buffer("noise", noise)
+
+    def forward(self, *params, shape: torch.Size | None = None, noise: torch.Tensor | None = None, **kwargs):
+        if noise is not None:
+            return torch.as_tensor(noise, dtype=self.noise.dtype, device=self.noise.device)
+        n = shape[-1] if shape is not None else (params[0].shape[-2] if params and torch.is_tensor(params[0]) and params[0].dim() > 1 else None)
+        if n is None or n == self.noise.shape[-1]:
+            return self.noise
+        warnings.warn(
+            f"FixedNoiseGaussianLikelihood got {n} points but holds noise for {self.noise.shape[-1]}; using the "
+            "mean training noise for them. Pass noise=... (shape (*batch, n)) for new points.",
+            stacklevel=4,
+        )
+        return self.noise.mean(-1, keepdim=True).expand(*self.noise.shape[:-1], n)
+
+
+class HeteroskedasticNoise(Module):
+    """Input-dependent noise σ²(x) = constraint(g(x)) from a learned model ``g``.
+
+    Args:
+        noise_model: a module mapping ``x (*batch, n, d)`` to raw values ``(*batch, n)`` (or to a
+            MultivariateNormal, whose mean is used, as for a GP on the log-noise).
+        noise_constraint: maps raw values to variances (default ``GreaterThan(1e-4)``).
+    """
+
+    def __init__(self, noise_model: torch.nn.Module, noise_constraint=None):
+        super().__init__()
+        self.noise_model = noise_model
+        self.noise_constraint = GreaterThan(1e-4) if noise_constraint is None else noise_constraint
+
+    def forward(self, *params, shape=None, **kwargs):
+        if not params or not torch.is_tensor(params[0]):
+            raise InputError(
+                "Heteroskedastic noise needs the inputs: call likelihood(output, X) (the exact MLL passes the "
+                "training inputs itself)."
+            )
+        out = self.noise_model(params[0])
+        raw = out.mean if hasattr(out, "mean") and not torch.is_tensor(out) else out
+        if raw.dim() == params[0].dim():
+            raw = raw.squeeze(-1)
+        return self.noise_constraint.transform(raw)

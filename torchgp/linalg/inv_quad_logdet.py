@@ -1,0 +1,114 @@
+r"""The marginal likelihood's linear algebra: ``rᵀK⁻¹r`` and ``log|K|`` with an analytic backward.
+
+This is the ONE place that chooses between the Cholesky path and the iterative path
+(``settings.max_cholesky_size``). On the Cholesky path the backward is the closed form
+(R&W 2006, eq. 5.9 before the chain rule through K):
+
+.. math::
+    \frac{\partial}{\partial K}\big[g_q\, r^\top K^{-1} r + g_l \log|K|\big] = g_l K^{-1} - g_q\,\alpha\alpha^\top,
+    \qquad \frac{\partial}{\partial r} = 2 g_q \alpha,\quad \alpha = K^{-1} r
+
+computed with one ``cholesky_inverse``; autograd carries ``∂/∂K`` through the kernel's forward to
+every hyperparameter. Nothing is differentiated through the factorisation itself.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from torchgp import settings
+from torchgp.errors import ShapeError
+from torchgp.linalg.cholesky import psd_safe_cholesky
+from torchgp.linalg.operators import Operator, as_operator
+
+
+class CholeskyInvQuadLogdet(torch.autograd.Function):
+    """``(K (*b,n,n), r (*b,n,k)) → (Σ_k r_kᵀK⁻¹r_k (*b), log|K| (*b))`` with analytic backward."""
+
+    @staticmethod
+    def forward(ctx, K, rhs):
+        L = psd_safe_cholesky(K)
+        alpha = torch.cholesky_solve(rhs, L)  # R&W Alg. 2.1 line 3: α = Lᵀ\(L\y)
+        inv_quad = (rhs * alpha).sum((-2, -1))
+        logdet = 2 * L.diagonal(dim1=-2, dim2=-1).log().sum(-1)  # R&W Alg. 2.1 line 7
+        ctx.save_for_backward(L, alpha)
+        return inv_quad, logdet
+
+    @staticmethod
+    def backward(ctx, g_quad, g_logdet):
+        L, alpha = ctx.saved_tensors
+        grad_K = grad_rhs = None
+        if ctx.needs_input_grad[0]:
+            grad_K = -(g_quad[..., None, None] * alpha) @ alpha.mT
+            if g_logdet is not None and torch.any(g_logdet != 0):
+                grad_K = grad_K + g_logdet[..., None, None] * torch.cholesky_inverse(L)
+        if ctx.needs_input_grad[1]:
+            grad_rhs = 2 * g_quad[..., None, None] * alpha
+        return grad_K, grad_rhs
+
+
+def _cholesky_inv_quad_logdet(K: torch.Tensor, rhs: torch.Tensor):
+    return CholeskyInvQuadLogdet.apply(K, rhs)
+
+
+def inv_quad_logdet(covariance, rhs: torch.Tensor | None = None, logdet: bool = True):
+    r"""``(rᵀK⁻¹r, log|K|)`` for a covariance ``K`` (tensor or operator).
+
+    Args:
+        covariance: ``(*batch, n, n)`` tensor or :class:`~torchgp.linalg.operators.Operator`.
+        rhs: ``(*batch, n)`` or ``(*batch, n, k)``; with k columns the quadratic forms are summed.
+            None: only the log-determinant.
+        logdet: whether the log-determinant is wanted (else ``None`` is returned in its place).
+
+    Returns:
+        ``(inv_quad (*batch), logdet (*batch))``; ``inv_quad`` is zeros when ``rhs`` is None.
+
+    Both outputs are differentiable with respect to the covariance (and so every hyperparameter
+    behind it) and ``rhs``.
+    """
+    op = as_operator(covariance)
+    n = op.shape[-1]
+    if op.shape[-2] != n:
+        raise ShapeError(f"inv_quad_logdet needs a square covariance; got shape {tuple(op.shape)}.")
+    if rhs is None:
+        rhs_m = torch.zeros(*op.batch_shape, n, 1, dtype=op.dtype, device=op.device)
+    else:
+        rhs_m = rhs.unsqueeze(-1) if rhs.dim() == op.dim() - 1 else rhs
+        if rhs_m.shape[-2] != n:
+            raise ShapeError(
+                f"inv_quad_logdet: rhs has {rhs_m.shape[-2]} rows but the covariance is {n}x{n} "
+                f"(rhs shape {tuple(rhs.shape)}, covariance {tuple(op.shape)})."
+            )
+    out_dtype = op.dtype
+    solve_dtype = settings.solve_dtype.value()
+    if n <= settings.max_cholesky_size.value():
+        K = op.to_dense()
+        if solve_dtype is not None and solve_dtype != K.dtype:
+            K, rhs_m = K.to(solve_dtype), rhs_m.to(solve_dtype)
+        batch = torch.broadcast_shapes(K.shape[:-2], rhs_m.shape[:-2])
+        K, rhs_m = K.expand(*batch, n, n), rhs_m.expand(*batch, *rhs_m.shape[-2:])
+        quad, ld = _cholesky_inv_quad_logdet(K, rhs_m)
+    else:
+        from torchgp.linalg.iterative import iterative_inv_quad_logdet
+
+        quad, ld = iterative_inv_quad_logdet(op, rhs_m, logdet=logdet)
+    return quad.to(out_dtype), (ld.to(out_dtype) if logdet else None)
+
+
+def solve(covariance, rhs: torch.Tensor) -> torch.Tensor:
+    """``K⁻¹ rhs`` by Cholesky (n ≤ ``max_cholesky_size``) or preconditioned CG.
+
+    Args:
+        covariance: ``(*batch, n, n)`` tensor or operator.
+        rhs: ``(*batch, n, k)``.
+
+    Returns:
+        ``(*batch, n, k)``, differentiable through both arguments.
+    """
+    op = as_operator(covariance)
+    if op.shape[-1] <= settings.max_cholesky_size.value():
+        L = psd_safe_cholesky(op.to_dense())
+        return torch.cholesky_solve(rhs, L)
+    from torchgp.linalg.iterative import iterative_solve
+
+    return iterative_solve(op, rhs)

@@ -1,0 +1,227 @@
+r"""``ExactGP``: GP regression with a Gaussian likelihood, solved exactly.
+
+Write ``forward(x)`` returning the prior ``MultivariateNormal(mean(x), kernel(x))``. In train
+mode ``model(X)`` is that prior at the training inputs; in eval mode ``model(X*)`` is the
+posterior at ``X*`` (R&W 2006, Alg. 2.1), computed from an :class:`ExactPosterior` that is rebuilt
+whenever a parameter, buffer or the training data changes, so predictions are never stale.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+from torchgp import settings
+from torchgp.distributions import MultivariateNormal
+from torchgp.errors import InputError, ModelTypeError, NonFiniteError
+from torchgp.likelihoods.gaussian import _GaussianLikelihoodBase
+from torchgp.linalg.operators import DenseOperator, KernelOperator
+from torchgp.models.gp import GP
+from torchgp.models.posterior import ExactPosterior
+from torchgp.models.validation import check_test_inputs, check_train_inputs, check_train_targets
+
+
+class ExactGP(GP):
+    """Exact GP regression model (GPyTorch's interface).
+
+    Args:
+        train_inputs: ``(*batch, n, d)`` (or ``(n,)``), or a tuple of such tensors.
+        train_targets: ``(*batch, n)``; ``(*batch, n, 1)`` is accepted for one output.
+        likelihood: a Gaussian likelihood (``GaussianLikelihood``, ``FixedNoiseGaussianLikelihood``, ...).
+
+    Shapes:
+        train mode: ``model(X)`` → prior ``MultivariateNormal`` ``(*batch, n)``;
+        eval mode: ``model(X*)`` with ``X* (*batch, t, d)`` → posterior ``(*batch, t)``.
+    """
+
+    _multi_output = False
+
+    def __init__(self, train_inputs, train_targets, likelihood):
+        if not isinstance(likelihood, _GaussianLikelihoodBase):
+            raise ModelTypeError(
+                f"ExactGP needs a Gaussian likelihood (GaussianLikelihood, FixedNoiseGaussianLikelihood); got "
+                f"{type(likelihood).__name__}. For non-Gaussian likelihoods use an ApproximateGP with "
+                "VariationalELBO."
+            )
+        super().__init__()
+        self.likelihood = likelihood
+        self.train_inputs = None
+        self.train_targets = None
+        self._cache = None
+        if train_inputs is not None:
+            self.set_train_data(train_inputs, train_targets, strict=False)
+
+    # ------------------------------------------------------------------ data
+    def set_train_data(self, inputs=None, targets=None, strict: bool = True) -> None:
+        """Replace the training data (the cached posterior is dropped).
+
+        Args:
+            inputs: ``(*batch, n, d)`` tensor or tuple of tensors; None keeps the current ones.
+            targets: ``(*batch, n)``; None keeps the current ones.
+            strict: if True, shapes, dtypes and devices must equal the current ones.
+        """
+        if inputs is not None:
+            inputs = (inputs,) if torch.is_tensor(inputs) else tuple(inputs)
+            inputs = tuple(check_train_inputs(x, "train_inputs") for x in inputs)
+            if strict and self.train_inputs is not None:
+                for old, new in zip(self.train_inputs, inputs):
+                    if old.shape != new.shape or old.dtype != new.dtype or old.device != new.device:
+                        raise InputError(
+                            f"set_train_data(strict=True): new inputs {tuple(new.shape)} {new.dtype} differ from "
+                            f"the current {tuple(old.shape)} {old.dtype}; pass strict=False to change them."
+                        )
+        else:
+            inputs = self.train_inputs
+        if targets is not None:
+            if inputs is None:
+                raise InputError("set_train_data: targets given but the model has no training inputs.")
+            targets = check_train_targets(targets, inputs[0], self._multi_output)
+            if strict and self.train_targets is not None and targets.shape != self.train_targets.shape:
+                raise InputError(
+                    f"set_train_data(strict=True): new targets {tuple(targets.shape)} differ in shape from the "
+                    f"current {tuple(self.train_targets.shape)}; pass strict=False."
+                )
+        elif inputs is not None and self.train_targets is not None and inputs[0].shape[-2] != self.train_targets.shape[-1]:
+            raise InputError("set_train_data: the new inputs have a different n; pass the matching targets too.")
+        if inputs is not None and targets is None and self.train_targets is None:
+            raise InputError("ExactGP needs train_targets with train_inputs (got None).")
+        self.train_inputs = inputs
+        if targets is not None:
+            self.train_targets = targets
+        self._cache = None
+
+    def _apply(self, fn, *args, **kwargs):
+        """Move/convert the training data along with the parameters (``.double()``, ``.to(device)``)."""
+        if self.train_inputs is not None:
+            self.train_inputs = tuple(fn(x) for x in self.train_inputs)
+            self.train_targets = fn(self.train_targets)
+        self._cache = None
+        return super()._apply(fn, *args, **kwargs)
+
+    # ------------------------------------------------------------------ calling
+    def _prior(self, *inputs) -> MultivariateNormal:
+        out = self.forward(*inputs)
+        if not isinstance(out, MultivariateNormal):
+            raise ModelTypeError(
+                f"{type(self).__name__}.forward must return a torchgp MultivariateNormal; got {type(out).__name__}."
+            )
+        return out
+
+    def __call__(self, *args, **kwargs):
+        if not args:
+            raise InputError("Call the model on inputs: model(X) with X of shape (*batch, n, d).")
+        train_x = None if self.train_inputs is None else self.train_inputs[0]
+        if self.training:
+            if self.train_inputs is None:
+                raise InputError("The model has no training data; pass it to the constructor or set_train_data().")
+            inputs = tuple(check_test_inputs(a, t) for a, t in zip(args, self.train_inputs))
+            if settings.debug.on() and not all(
+                a is t or (a.shape == t.shape and torch.equal(a, t)) for a, t in zip(inputs, self.train_inputs)
+            ):
+                raise InputError(
+                    "In train mode the model must be called on its training inputs (it returns the prior there). "
+                    "Call model.eval() to predict at new inputs, or model.set_train_data() to change the data."
+                )
+            return self._prior(*self.train_inputs, **kwargs)
+        inputs = tuple(check_test_inputs(a, train_x) for a in args)
+        if settings.prior_mode.on():
+            return self._prior(*inputs, **kwargs)
+        if self.train_inputs is None:
+            raise InputError(
+                "Cannot predict: the model has no training data. Give it data with set_train_data(X, y), or use "
+                "`with torchgp.settings.prior_mode():` to get the prior."
+            )
+        return self._posterior_at(inputs, **kwargs)
+
+    # ------------------------------------------------------------------ posterior
+    def _state_key(self):
+        """What the posterior depends on: parameter/buffer values, training data versions, grad mode."""
+        tensors = [*self.parameters(), *self.buffers()]
+        flat = torch.cat([t.detach().reshape(-1).to(torch.float64) for t in tensors]) if tensors else torch.zeros(0)
+        data = tuple((t.data_ptr(), t._version, t.shape, t.dtype) for t in (*self.train_inputs, self.train_targets))
+        grad = torch.is_grad_enabled() and not settings.detach_test_caches.on()
+        return flat, (data, grad, settings.max_cholesky_size.value())
+
+    def _posterior_at(self, inputs, **kwargs) -> MultivariateNormal:
+        train = self.train_inputs
+        n = train[0].shape[-2]
+        batch = torch.broadcast_shapes(*(x.shape[:-2] for x in (*train, *inputs)))
+        full_inputs = [
+            torch.cat([a.expand(*batch, *a.shape[-2:]), b.expand(*batch, *b.shape[-2:])], dim=-2)
+            for a, b in zip(train, inputs)
+        ]
+        full = self._prior(*full_inputs, **kwargs)
+        mean_full, covar_full = full.mean, full.lazy_covariance_matrix
+        if isinstance(covar_full, KernelOperator) and covar_full.symmetric:
+            x = covar_full.x1
+            kern, params = covar_full.kernel, covar_full.params
+            x_tr, x_te = x[..., :n, :], x[..., n:, :]
+            train_covar = KernelOperator(kern, x_tr, x_tr, **params)
+            K_sx = kern.evaluate_block(x_te, x_tr, **params)
+            test_covar = KernelOperator(kern, x_te, x_te, **params)
+        else:
+            C = covar_full.to_dense()
+            train_covar = DenseOperator(C[..., :n, :n])
+            K_sx, test_covar = C[..., n:, :n], DenseOperator(C[..., n:, n:])
+        posterior = self._posterior(mean_full[..., :n], train_covar)
+        mean, covar = posterior.predict(mean_full[..., n:], K_sx, test_covar)
+        return MultivariateNormal(mean, covar)
+
+    def _posterior(self, train_mean, train_covar) -> ExactPosterior:
+        key_values, key_meta = self._state_key()
+        if self._cache is not None:
+            old_values, old_meta, post = self._cache
+            if old_meta == key_meta and old_values.shape == key_values.shape and torch.equal(old_values, key_values):
+                return post
+        noisy = self.likelihood.marginal(MultivariateNormal(train_mean, train_covar), *self.train_inputs)
+        post = ExactPosterior(self.train_inputs[0], self.train_targets, train_mean, noisy.lazy_covariance_matrix)
+        if settings.detach_test_caches.on() or not torch.is_grad_enabled():
+            post = post.detach()
+        self._cache = (key_values, key_meta, post)
+        return post
+
+    # ------------------------------------------------------------------ likelihood
+    def log_likelihood(self, output: MultivariateNormal, target: torch.Tensor | None = None) -> torch.Tensor:
+        """Exact log marginal likelihood ``log p(y | X, θ)`` (not divided by n; no priors).
+
+        Args:
+            output: the prior returned by ``model(train_x)`` in train mode, ``(*batch, n)``.
+            target: ``(*batch, n)`` or ``(*batch, n, 1)``; default the training targets.
+
+        Returns:
+            A scalar: summed over a batch of independent GPs (their joint log-likelihood).
+        """
+        target = self.train_targets if target is None else check_train_targets(target, self.train_inputs[0], self._multi_output)
+        res = self.likelihood.marginal(output, *self.train_inputs).log_prob(target).sum()
+        if not torch.isfinite(res):
+            raise NonFiniteError(describe_nonfinite(self))
+        return res
+
+    def get_fantasy_model(self, inputs, targets, **kwargs) -> "ExactGP":
+        """A copy conditioned on extra observations (the posterior is rebuilt, exact)."""
+        import copy
+
+        inputs = (inputs,) if torch.is_tensor(inputs) else tuple(inputs)
+        new = copy.deepcopy(self)
+        x_new = [torch.cat([a, check_test_inputs(b, a)], dim=-2) for a, b in zip(self.train_inputs, inputs)]
+        y_new = torch.cat([self.train_targets, check_train_targets(targets, inputs[0].unsqueeze(-1) if inputs[0].dim() == 1 else inputs[0])], dim=-1)
+        new.set_train_data(x_new, y_new, strict=False)
+        return new
+
+
+def describe_nonfinite(module) -> str:
+    """Message for a loss that became NaN/inf, naming the parameters that went bad."""
+    bad = module.non_finite_parameters()
+    if bad:
+        return (
+            f"The loss is not finite because these parameters hold NaN or inf: {', '.join(bad)}. The optimiser "
+            "diverged: lower the learning rate, add priors, or re-initialise them."
+        )
+    return (
+        "The loss is not finite although every parameter is finite: a hyperparameter is at an extreme value "
+        "(overflow) or a custom kernel/mean returned NaN. Check model.named_hyperparameters()."
+    )
+
+
+warnings.filterwarnings("default", category=UserWarning, module="torchgp")

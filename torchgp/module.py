@@ -1,0 +1,233 @@
+"""The ``Module`` base: constrained hyperparameters, priors, dotted ``initialize``.
+
+GPyTorch's public names are kept (``raw_lengthscale``, ``raw_lengthscale_constraint``,
+``lengthscale``, ``register_prior``, ``named_priors``, ``initialize``), but declaring a
+constrained hyperparameter takes one call::
+
+    self.register_constrained("lengthscale", torch.ones(1, d), Positive(), prior=prior)
+
+after which ``self.lengthscale`` reads the constrained value and ``self.lengthscale = v``
+validates ``v`` (finite, inside the constraint) and writes the raw parameter.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterator
+
+import torch
+from torch import nn
+
+from torchgp.constraints import Interval
+from torchgp.errors import InputError
+
+
+class _Getter:
+    """Picklable ``lambda m: getattr(m, name)``."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __call__(self, module):
+        return getattr(module, self.name)
+
+
+class _Setter:
+    """Picklable ``lambda m, v: setattr(m, name, v)``."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __call__(self, module, value):
+        setattr(module, self.name, value)
+
+
+class Module(nn.Module):
+    """Base of every torchgp kernel, mean, likelihood and model."""
+
+    def __init__(self):
+        super().__init__()
+        object.__setattr__(self, "_constrained", {})  # public name -> raw parameter name
+        self._prior_closures = {}  # prior name -> (closure, setting_closure)
+
+    # ------------------------------------------------------------------ constrained params
+    def register_constrained(self, name: str, init, constraint: Interval, prior=None) -> None:
+        """Register ``raw_<name>`` with ``constraint``; ``self.<name>`` is then the constrained value.
+
+        Args:
+            name: public name (``"lengthscale"``).
+            init: initial constrained value; its shape is the parameter's shape.
+            constraint: an :mod:`torchgp.constraints` object.
+            prior: optional prior on the constrained value, registered as ``<name>_prior``.
+        """
+        init = torch.as_tensor(init, dtype=torch.get_default_dtype())
+        if constraint.initial_value is not None:
+            init = torch.full_like(init, float(constraint.initial_value))
+        self._check_value(name, init, constraint)
+        raw_name = f"raw_{name}"
+        self.register_parameter(raw_name, nn.Parameter(constraint.inverse_transform(init).detach().clone()))
+        self.register_constraint(raw_name, constraint)
+        self._constrained[name] = raw_name
+        if prior is not None:
+            self.register_prior(f"{name}_prior", prior, _Getter(name), _Setter(name))
+
+    def register_constraint(self, param_name: str, constraint: Interval, replace: bool = True) -> None:
+        """Attach ``constraint`` to the raw parameter ``param_name`` (GPyTorch signature)."""
+        if param_name not in self._parameters:
+            raise AttributeError(f"register_constraint: {type(self).__name__} has no parameter {param_name!r}.")
+        key = f"{param_name}_constraint"
+        if key in self._modules and not replace:
+            raise AttributeError(f"Constraint {key} already exists; pass replace=True.")
+        self.add_module(key, constraint)
+        if param_name.startswith("raw_"):
+            self._constrained.setdefault(param_name[4:], param_name)
+
+    def constraint_for_parameter_name(self, param_name: str):
+        """The constraint on a (possibly dotted) raw parameter name, or None."""
+        *path, leaf = param_name.split(".")
+        module = self
+        for part in path:
+            module = getattr(module, part)
+        return module._modules.get(f"{leaf}_constraint")
+
+    def named_parameters_and_constraints(self):
+        """Yield ``(name, parameter, constraint or None)`` for every parameter."""
+        for name, param in self.named_parameters():
+            yield name, param, self.constraint_for_parameter_name(name)
+
+    @staticmethod
+    def _check_value(name, value, constraint):
+        if not torch.all(torch.isfinite(value)):
+            raise InputError(f"{name} must be finite; got {value.tolist() if value.numel() < 10 else value}.")
+        if not constraint.check(value):
+            bad = value.detach().flatten()
+            raise InputError(
+                f"{name} must be {constraint.describe()} (its constraint {constraint!r}); got "
+                f"{bad.tolist() if bad.numel() < 10 else f'min {bad.min().item():g}'}. "
+                f"Pass a value inside the constraint, or register a different constraint."
+            )
+
+    def _set_constrained(self, name: str, value) -> None:
+        raw_name = self._constrained[name]
+        raw = self._parameters[raw_name]
+        constraint = self._modules[f"{raw_name}_constraint"]
+        value = torch.as_tensor(value, dtype=raw.dtype, device=raw.device)
+        self._check_value(name, value, constraint)
+        new_raw = constraint.inverse_transform(value)
+        try:
+            new_raw = new_raw.expand_as(raw)
+        except RuntimeError:
+            raise InputError(
+                f"{name} has shape {tuple(raw.shape)}; a value of shape {tuple(value.shape)} cannot be "
+                f"broadcast to it."
+            ) from None
+        with torch.no_grad():
+            raw.copy_(new_raw)
+
+    def __getattr__(self, name: str):
+        constrained = self.__dict__.get("_constrained")
+        if constrained and name in constrained:
+            raw_name = constrained[name]
+            raw = self._parameters[raw_name]
+            return self._modules[f"{raw_name}_constraint"].transform(raw)
+        return super().__getattr__(name)
+
+    def __setattr__(self, name: str, value) -> None:
+        constrained = self.__dict__.get("_constrained")
+        if constrained and name in constrained and not isinstance(value, nn.Parameter):
+            self._set_constrained(name, value)
+        else:
+            super().__setattr__(name, value)
+
+    # ------------------------------------------------------------------ initialize
+    def initialize(self, **kwargs) -> "Module":
+        """Set hyperparameters by (dotted) name: ``initialize(**{"covar_module.outputscale": 2.0})``.
+
+        Constrained names (``lengthscale``) take constrained values and are validated; raw names
+        (``raw_lengthscale``) are copied as given (they must be finite).
+        """
+        for full_name, value in kwargs.items():
+            *path, leaf = full_name.split(".")
+            module = self
+            for part in path:
+                if not hasattr(module, part):
+                    raise AttributeError(f"initialize: {type(module).__name__} has no submodule {part!r} ({full_name}).")
+                module = getattr(module, part)
+            if isinstance(module, Module) and leaf in module._constrained:
+                module._set_constrained(leaf, value)
+            elif leaf in module._parameters:
+                param = module._parameters[leaf]
+                value = torch.as_tensor(value, dtype=param.dtype, device=param.device)
+                if not torch.all(torch.isfinite(value)):
+                    raise InputError(f"initialize: {full_name} must be finite; got {value}.")
+                with torch.no_grad():
+                    param.copy_(value.expand_as(param))
+            elif hasattr(module, leaf):
+                setattr(module, leaf, value)
+            else:
+                raise AttributeError(f"initialize: {type(module).__name__} has no attribute {leaf!r} ({full_name}).")
+        return self
+
+    # ------------------------------------------------------------------ priors
+    def register_prior(self, name: str, prior, param_or_closure, setting_closure: Callable | None = None) -> None:
+        """Add ``prior`` on a parameter (by name) or on ``closure(module)``; GPyTorch signature."""
+        if isinstance(param_or_closure, str):
+            if param_or_closure not in self._parameters and not hasattr(self, param_or_closure):
+                raise AttributeError(f"register_prior: {type(self).__name__} has no parameter {param_or_closure!r}.")
+            closure = _Getter(param_or_closure)
+            if setting_closure is None and param_or_closure in self._parameters:
+                setting_closure = _Setter(param_or_closure)
+        elif callable(param_or_closure):
+            closure = param_or_closure
+        else:
+            raise TypeError("register_prior: param_or_closure must be a parameter name or a callable(module).")
+        self.add_module(name, prior)
+        self._prior_closures[name] = (closure, setting_closure)
+
+    def named_priors(self, memo=None, prefix: str = "") -> Iterator:
+        """Yield ``(name, module, prior, closure, setting_closure)`` for every prior below."""
+        for mod_name, module in self.named_modules(prefix=prefix):
+            if isinstance(module, Module):
+                for name, (closure, setting) in module._prior_closures.items():
+                    full = f"{mod_name}.{name}" if mod_name else name
+                    yield full, module, module._modules[name], closure, setting
+
+    def log_prior(self) -> torch.Tensor | float:
+        """Σ over every registered prior of ``log p(closure(module))``."""
+        total = 0.0
+        for _, module, prior, closure, _ in self.named_priors():
+            total = total + prior.log_prob(closure(module)).sum()
+        return total
+
+    def sample_from_prior(self, prior_name: str) -> None:
+        """Set the parameter behind ``prior_name`` to a draw from that prior."""
+        for name, module, prior, closure, setting in self.named_priors():
+            if name == prior_name:
+                if setting is None:
+                    raise RuntimeError(f"Prior {prior_name} has no setting closure.")
+                setting(module, prior.sample(closure(module).shape[: -len(prior.sample().shape) or None]).expand_as(closure(module)))
+                return
+        raise AttributeError(f"No prior named {prior_name!r}.")
+
+    # ------------------------------------------------------------------ views
+    def named_hyperparameters(self):
+        """Parameters that are not variational parameters."""
+        for name, param in self.named_parameters():
+            if "variational_" not in name:
+                yield name, param
+
+    def hyperparameters(self):
+        for _, param in self.named_hyperparameters():
+            yield param
+
+    def named_variational_parameters(self):
+        for name, param in self.named_parameters():
+            if "variational_" in name:
+                yield name, param
+
+    def variational_parameters(self):
+        for _, param in self.named_variational_parameters():
+            yield param
+
+    def non_finite_parameters(self) -> list[str]:
+        """Names of parameters holding NaN or ±inf (used to name the culprit of a bad loss)."""
+        return [name for name, p in self.named_parameters() if not torch.all(torch.isfinite(p.detach()))]
