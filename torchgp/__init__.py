@@ -13,8 +13,10 @@ from torchgp import (
     means,
     mlls,
     models,
+    optim,
     priors,
     settings,
+    variational,
 )
 from torchgp.module import Module
 
@@ -31,6 +33,8 @@ __all__ = [
     "means",
     "mlls",
     "models",
+    "optim",
+    "variational",
     "priors",
     "settings",
 ]

@@ -210,19 +210,20 @@ class Module(nn.Module):
 
     # ------------------------------------------------------------------ views
     def named_hyperparameters(self):
-        """Parameters that are not variational parameters."""
-        for name, param in self.named_parameters():
-            if "variational_" not in name:
-                yield name, param
+        """Parameters that are not variational parameters (GPyTorch: all but those of variational distributions)."""
+        for prefix, module in self.named_modules():
+            if not getattr(module, "_is_variational_distribution", False):
+                yield from module.named_parameters(prefix=prefix, recurse=False)
 
     def hyperparameters(self):
         for _, param in self.named_hyperparameters():
             yield param
 
     def named_variational_parameters(self):
-        for name, param in self.named_parameters():
-            if "variational_" in name:
-                yield name, param
+        """Parameters of variational distributions (``q(u)``); inducing points are hyperparameters, as in GPyTorch."""
+        for prefix, module in self.named_modules():
+            if getattr(module, "_is_variational_distribution", False):
+                yield from module.named_parameters(prefix=prefix, recurse=False)
 
     def variational_parameters(self):
         for _, param in self.named_variational_parameters():

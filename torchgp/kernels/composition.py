@@ -7,6 +7,7 @@ import operator
 
 import torch
 
+from torchgp._shapes import broadcast_shapes
 from torchgp.kernels.kernel import Kernel
 
 
@@ -21,7 +22,7 @@ class _Combination(Kernel):
         for k in kernels:
             if not isinstance(k, Kernel):
                 raise TypeError(f"{type(self).__name__} takes torchgp kernels; got {type(k).__name__}.")
-        batch = torch.broadcast_shapes(*(k.batch_shape for k in kernels))
+        batch = broadcast_shapes(*(k.batch_shape for k in kernels))
         super().__init__(batch_shape=batch)
         flat = []
         for k in kernels:

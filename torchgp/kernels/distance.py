@@ -6,7 +6,7 @@ import torch
 
 # Below this many n·m·d elements, differences are formed directly (exact, no cancellation);
 # above it, the centred Gram form ‖a‖² + ‖b‖² − 2aᵀb (BLAS speed) is used and clamped at 0.
-_DIRECT_LIMIT = 2**20
+_DIRECT_LIMIT = 2**15
 
 
 def sq_dist(x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
@@ -18,7 +18,10 @@ def sq_dist(x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
     if n * m * d <= _DIRECT_LIMIT:
         return (x1.unsqueeze(-2) - x2.unsqueeze(-3)).pow(2).sum(-1)
     # Centring at the mean of x1 removes the cancellation that large offsets cause.
-    shift = x1.detach().mean(dim=-2, keepdim=True)
+    # (mean over finite entries only: a NaN test row must not turn every other row into NaN)
+    x1d = x1.detach()
+    finite = torch.isfinite(x1d)
+    shift = torch.where(finite, x1d, 0).sum(-2, keepdim=True) / finite.sum(-2, keepdim=True).clamp_min(1)
     a = x1 - shift
     b = a if x2 is x1 else x2 - shift
     res = a.pow(2).sum(-1, keepdim=True) - 2 * (a @ b.mT) + b.pow(2).sum(-1).unsqueeze(-2)

@@ -10,11 +10,12 @@ products (``k1 + k2``, ``k1 * k2``).
 from __future__ import annotations
 
 import inspect
-from functools import lru_cache
+from functools import cache
 
 import torch
 
 from torchgp import settings
+from torchgp._shapes import broadcast_shapes
 from torchgp.constraints import Positive
 from torchgp.errors import ShapeError
 from torchgp.kernels.distance import dist, sq_dist
@@ -22,13 +23,23 @@ from torchgp.linalg.operators import KernelOperator
 from torchgp.module import Module
 
 
-@lru_cache(maxsize=None)
+@cache
 def _forward_accepts(cls) -> tuple[bool, bool, bool]:
-    """(accepts diag, accepts last_dim_is_batch, accepts **params) for ``cls.forward``."""
+    """(accepts diag, handles last_dim_is_batch, accepts **params) for ``cls.forward``.
+
+    ``last_dim_is_batch`` counts as handled only when ``forward`` names it: a forward taking
+    ``**params`` would silently ignore it, so the base class reshapes the inputs instead.
+    """
     sig = inspect.signature(cls.forward)
     names = sig.parameters
     var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in names.values())
-    return "diag" in names or var_kw, "last_dim_is_batch" in names or var_kw, var_kw
+    return "diag" in names or var_kw, "last_dim_is_batch" in names, var_kw
+
+
+@cache
+def _names_diag(cls) -> bool:
+    """Whether ``cls.forward`` names ``diag`` (else it may get it through ``**params`` and ignore it)."""
+    return "diag" in inspect.signature(cls.forward).parameters
 
 
 def as_inputs(x, name: str) -> torch.Tensor:
@@ -107,7 +118,7 @@ class Kernel(Module):
 
     def output_shape(self, x1, x2, last_dim_is_batch: bool = False, **params) -> torch.Size:
         """Shape of ``k(x1, x2)``: ``(*broadcast batch, n, m)``."""
-        batch = torch.broadcast_shapes(x1.shape[:-2], x2.shape[:-2], self.batch_shape)
+        batch = broadcast_shapes(x1.shape[:-2], x2.shape[:-2], self.batch_shape)
         if last_dim_is_batch:
             d = x1.shape[-1] if self.active_dims is None else self.active_dims.numel()
             batch = torch.Size([*batch, d])
@@ -130,7 +141,9 @@ class Kernel(Module):
         self._check_dims(x1)
         if diag:
             if x1.shape[-2] != x2.shape[-2]:
-                raise ShapeError(f"diag=True needs as many points in x1 as in x2; got {x1.shape[-2]} and {x2.shape[-2]}.")
+                raise ShapeError(
+                    f"diag=True needs as many points in x1 as in x2; got {x1.shape[-2]} and {x2.shape[-2]}."
+                )
             return self.evaluate_block(x1, x2, diag=True, last_dim_is_batch=last_dim_is_batch, **params)
         if settings.lazily_evaluate_kernels.on():
             return KernelOperator(self, x1, x2, last_dim_is_batch=last_dim_is_batch, **params)
@@ -167,6 +180,12 @@ class Kernel(Module):
             x2 = x1 if same else x2.index_select(-1, self.active_dims)
         takes_diag, takes_ldb, takes_kw = _forward_accepts(type(self))
         if last_dim_is_batch and not takes_ldb:
+            if self.ard_num_dims is not None and self.ard_num_dims > 1:
+                raise ShapeError(
+                    f"{type(self).__name__}(ard_num_dims={self.ard_num_dims}) cannot apply last_dim_is_batch: its "
+                    "per-dimension hyperparameters would meet one-column inputs. Build it without ard_num_dims and "
+                    "with batch_shape=torch.Size([d]) to get one kernel per dimension."
+                )
             x1 = x1.mT.unsqueeze(-1)
             x2 = x1 if same else x2.mT.unsqueeze(-1)
             last_dim_is_batch = False
@@ -181,6 +200,8 @@ class Kernel(Module):
         if not isinstance(out, torch.Tensor):
             out = out.to_dense()  # an operator returned by a composite forward
         n, m = x1.shape[-2], x2.shape[-2]
+        if diag and not _names_diag(type(self)) and tuple(out.shape[-2:]) == (n, m):
+            out = out.diagonal(dim1=-2, dim2=-1)  # a forward that took **params but ignored diag (as GPyTorch allows)
         expected = (n,) if diag else (n, m)
         if tuple(out.shape[-len(expected) :]) != expected:
             raise ShapeError(
@@ -213,12 +234,12 @@ class Kernel(Module):
         return x / self.lengthscale
 
     # ------------------------------------------------------------------ algebra
-    def __add__(self, other: "Kernel") -> "Kernel":
+    def __add__(self, other: Kernel) -> Kernel:
         from torchgp.kernels.composition import AdditiveKernel
 
         return AdditiveKernel(self, other)
 
-    def __mul__(self, other: "Kernel") -> "Kernel":
+    def __mul__(self, other: Kernel) -> Kernel:
         from torchgp.kernels.composition import ProductKernel
 
         return ProductKernel(self, other)

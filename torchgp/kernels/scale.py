@@ -39,4 +39,4 @@ class ScaleKernel(Kernel):
         s = self.outputscale
         if last_dim_is_batch:
             s = s.unsqueeze(-1)
-        return base * (s if diag else s[..., None, None]) if s.dim() else base * s
+        return base * (s[..., None] if diag else s[..., None, None]) if s.dim() else base * s

@@ -12,14 +12,20 @@ import math
 
 import torch
 
+from torchgp._shapes import broadcast_shapes
 from torchgp.constraints import Positive
-from torchgp.kernels.distance import dist, sq_dist
+from torchgp.kernels.distance import sq_dist
 from torchgp.kernels.kernel import Kernel
 
 
 def _ones_diag(x1: torch.Tensor, batch_shape: torch.Size) -> torch.Tensor:
-    shape = torch.broadcast_shapes(x1.shape[:-1], (*batch_shape, 1))
+    shape = broadcast_shapes(x1.shape[:-1], (*batch_shape, 1))
     return torch.ones(shape, dtype=x1.dtype, device=x1.device)
+
+
+def _sq_dist(a: torch.Tensor, b: torch.Tensor, diag: bool) -> torch.Tensor:
+    """Squared distances: pairwise ``(*batch, n, m)``, or row by row ``(*batch, n)`` when ``diag``."""
+    return (a - b).pow(2).sum(-1) if diag else sq_dist(a, b)
 
 
 class RBFKernel(Kernel):
@@ -32,11 +38,11 @@ class RBFKernel(Kernel):
     is_stationary = True
 
     def forward(self, x1, x2, diag=False, **params):
-        if diag:
+        if diag and x1 is x2:
             return _ones_diag(x1, self.batch_shape)
         a = self.scaled(x1)
         b = a if x2 is x1 else self.scaled(x2)
-        return torch.exp(-0.5 * sq_dist(a, b))
+        return torch.exp(-0.5 * _sq_dist(a, b, diag))
 
 
 class MaternKernel(Kernel):
@@ -60,14 +66,14 @@ class MaternKernel(Kernel):
         self.nu = nu
 
     def forward(self, x1, x2, diag=False, **params):
-        if diag:
+        if diag and x1 is x2:
             return _ones_diag(x1, self.batch_shape)
         a = self.scaled(x1)
         b = a if x2 is x1 else self.scaled(x2)
+        r2 = _sq_dist(a, b, diag)
         if self.nu == 0.5:
-            return torch.exp(-dist(a, b))
+            return torch.exp(-r2.clamp_min(1e-30).sqrt())
         s = math.sqrt(2 * self.nu)
-        r2 = sq_dist(a, b)
         sr = s * r2.clamp_min(1e-30).sqrt()
         poly = 1 + sr if self.nu == 1.5 else 1 + sr + (5.0 / 3.0) * r2
         return poly * torch.exp(-sr)
@@ -89,15 +95,17 @@ class RQKernel(Kernel):
     def __init__(self, alpha_constraint=None, alpha_prior=None, **kwargs):
         super().__init__(**kwargs)
         constraint = Positive() if alpha_constraint is None else alpha_constraint
-        self.register_constrained("alpha", constraint.transform(torch.zeros(*self.batch_shape, 1)), constraint, alpha_prior)
+        self.register_constrained(
+            "alpha", constraint.transform(torch.zeros(*self.batch_shape, 1)), constraint, alpha_prior
+        )
 
     def forward(self, x1, x2, diag=False, **params):
-        if diag:
+        if diag and x1 is x2:
             return _ones_diag(x1, self.batch_shape)
         a = self.scaled(x1)
         b = a if x2 is x1 else self.scaled(x2)
-        alpha = self.alpha.unsqueeze(-1)  # (*batch, 1, 1)
-        return (1 + sq_dist(a, b) / (2 * alpha)).pow(-alpha)
+        alpha = self.alpha if diag else self.alpha.unsqueeze(-1)  # (*batch, 1) or (*batch, 1, 1)
+        return (1 + _sq_dist(a, b, diag) / (2 * alpha)).pow(-alpha)
 
 
 class PeriodicKernel(Kernel):
@@ -122,11 +130,15 @@ class PeriodicKernel(Kernel):
         self.register_constrained("period_length", init, constraint, period_length_prior)
 
     def forward(self, x1, x2, diag=False, **params):
-        p = self.period_length.unsqueeze(-2)  # (*batch, 1, 1, d)
-        ell = self.lengthscale.unsqueeze(-2)
-        if diag:
+        if diag and x1 is x2:
             return _ones_diag(x1, self.batch_shape)
-        diff = x1.unsqueeze(-2) - x2.unsqueeze(-3)  # (*batch, n, m, d)
+        if diag:
+            p, ell = self.period_length, self.lengthscale  # (*batch, 1, d)
+            diff = x1 - x2  # (*batch, n, d)
+        else:
+            p = self.period_length.unsqueeze(-2)  # (*batch, 1, 1, d)
+            ell = self.lengthscale.unsqueeze(-2)
+            diff = x1.unsqueeze(-2) - x2.unsqueeze(-3)  # (*batch, n, m, d)
         return torch.exp(-2 * (torch.sin(math.pi * diff / p).pow(2) / ell).sum(-1))
 
 
@@ -145,12 +157,12 @@ class CosineKernel(Kernel):
         self.register_constrained("period_length", init, constraint, period_length_prior)
 
     def forward(self, x1, x2, diag=False, **params):
-        if diag:
+        if diag and x1 is x2:
             return _ones_diag(x1, self.batch_shape)
         p = self.period_length
         a = x1 / p
         b = a if x2 is x1 else x2 / p
-        return torch.cos(math.pi * dist(a, b))
+        return torch.cos(math.pi * _sq_dist(a, b, diag).clamp_min(1e-30).sqrt())
 
 
 class SpectralMixtureKernel(Kernel):
@@ -169,9 +181,19 @@ class SpectralMixtureKernel(Kernel):
 
     is_stationary = True
 
-    def __init__(self, num_mixtures: int, ard_num_dims: int | None = 1, batch_shape=torch.Size([]), mixture_scales_prior=None,
-                 mixture_scales_constraint=None, mixture_means_prior=None, mixture_means_constraint=None,
-                 mixture_weights_prior=None, mixture_weights_constraint=None, **kwargs):
+    def __init__(
+        self,
+        num_mixtures: int,
+        ard_num_dims: int | None = 1,
+        batch_shape=torch.Size([]),
+        mixture_scales_prior=None,
+        mixture_scales_constraint=None,
+        mixture_means_prior=None,
+        mixture_means_constraint=None,
+        mixture_weights_prior=None,
+        mixture_weights_constraint=None,
+        **kwargs,
+    ):
         if not isinstance(num_mixtures, int) or num_mixtures < 1:
             raise ValueError(f"SpectralMixtureKernel: num_mixtures must be a positive int; got {num_mixtures!r}.")
         super().__init__(ard_num_dims=ard_num_dims, batch_shape=batch_shape, **kwargs)
@@ -206,7 +228,9 @@ class SpectralMixtureKernel(Kernel):
             shape = self.raw_mixture_scales.shape
             self.mixture_scales = (torch.randn(shape) * span).abs().clamp_min(1e-6).reciprocal()
             self.mixture_means = (torch.rand(shape) * 0.5 / gaps).clamp_min(1e-6)
-            self.mixture_weights = (train_y.std() / self.num_mixtures).clamp_min(1e-6).expand(self.raw_mixture_weights.shape)
+            self.mixture_weights = (
+                (train_y.std() / self.num_mixtures).clamp_min(1e-6).expand(self.raw_mixture_weights.shape)
+            )
 
     def initialize_from_data_empspect(self, train_x, train_y):
         """Alias of :meth:`initialize_from_data` (GPyTorch name)."""
@@ -216,8 +240,13 @@ class SpectralMixtureKernel(Kernel):
         x1q, x2q = x1.unsqueeze(-3), x2.unsqueeze(-3)  # (*batch, 1, n, d): broadcast over q
         scales, means = self.mixture_scales, self.mixture_means  # (*b, Q, 1, d)
         w = self.mixture_weights  # (*b, Q)
+        if diag and x1 is x2:
+            return w.sum(-1, keepdim=True).expand(*broadcast_shapes(x1.shape[:-1], (*self.batch_shape, 1)))
         if diag:
-            return w.sum(-1, keepdim=True).expand(*torch.broadcast_shapes(x1.shape[:-1], (*self.batch_shape, 1)))
+            tau = x1q - x2q  # (*b, Q, n, d)
+            envelope = torch.exp(-2 * math.pi**2 * (tau * scales).pow(2).sum(-1))
+            phase = 2 * math.pi * (tau * means).sum(-1)
+            return (w[..., None] * envelope * torch.cos(phase)).sum(-2)
         a = x1q * (2 * math.pi * scales)
         b = x2q * (2 * math.pi * scales)
         envelope = torch.exp(-0.5 * sq_dist(a, b))  # exp(-2π² Σ τ² σ²): (*b, Q, n, m)

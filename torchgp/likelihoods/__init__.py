@@ -1,14 +1,20 @@
 """Likelihoods p(y | f) (GPyTorch names)."""
 
+from torchgp.likelihoods.bernoulli import BernoulliLikelihood
+from torchgp.likelihoods.beta import BetaLikelihood
 from torchgp.likelihoods.gaussian import (
     FixedNoiseGaussianLikelihood,
     GaussianLikelihood,
     HeteroskedasticGaussianLikelihood,
     _GaussianLikelihoodBase,
 )
+from torchgp.likelihoods.laplace import LaplaceLikelihood
 from torchgp.likelihoods.likelihood import Likelihood
 from torchgp.likelihoods.noise_models import FixedGaussianNoise, HeteroskedasticNoise, HomoskedasticNoise
+from torchgp.likelihoods.poisson import PoissonLikelihood
 from torchgp.likelihoods.quadrature import GaussHermiteQuadrature1D
+from torchgp.likelihoods.softmax import SoftmaxLikelihood
+from torchgp.likelihoods.student_t import StudentTLikelihood
 
 __all__ = [
     "Likelihood",
@@ -19,4 +25,10 @@ __all__ = [
     "FixedGaussianNoise",
     "HeteroskedasticNoise",
     "GaussHermiteQuadrature1D",
+    "BernoulliLikelihood",
+    "BetaLikelihood",
+    "LaplaceLikelihood",
+    "PoissonLikelihood",
+    "SoftmaxLikelihood",
+    "StudentTLikelihood",
 ]

@@ -10,6 +10,7 @@ import warnings
 import torch
 
 from torchgp import settings
+from torchgp._shapes import broadcast_shapes
 from torchgp.constraints import GreaterThan
 from torchgp.errors import InputError, ShapeError
 from torchgp.module import Module
@@ -31,7 +32,7 @@ class HomoskedasticNoise(Module):
             x = params[0] if params and torch.is_tensor(params[0]) else None
             shape = x.shape[:-1] if x is not None and x.dim() > 1 else torch.Size([x.shape[0] if x is not None else 1])
         noise = self.noise  # (*batch, 1)
-        return noise.expand(*torch.broadcast_shapes(noise.shape[:-1], shape[:-1]), shape[-1])
+        return noise.expand(*broadcast_shapes(noise.shape[:-1], shape[:-1]), shape[-1])
 
 
 class FixedGaussianNoise(Module):

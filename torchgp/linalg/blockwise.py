@@ -100,7 +100,7 @@ def kernel_bilinear_grads(
         U: ``(*batch, n, k)``; V: ``(*batch, m, k)`` (constants, no graph needed).
         inputs: tensors to differentiate with respect to (see :func:`kernel_inputs`).
         diag_weight: optional ``(*batch, n)`` weights ``w`` of the diagonal term (square ``op`` only),
-            evaluated through ``kernel.evaluate_block(..., diag=True)`` in O(n).
+            evaluated by ``kernel.evaluate_block(..., diag=True)`` in O(n).
 
     Returns:
         One gradient per input (zeros for inputs the kernel does not use).
@@ -110,7 +110,7 @@ def kernel_bilinear_grads(
         return []
 
     def accumulate(f):
-        if not f.requires_grad:  # e.g. a stationary kernel's constant diagonal
+        if not f.requires_grad:  # the block does not depend on the inputs
             return
         gs = torch.autograd.grad(f, inputs, allow_unused=True)
         for i, g in enumerate(gs):
@@ -227,7 +227,7 @@ def operator_bilinear_grads(base: Operator, inputs, U, V, diag_weight=None) -> l
         base: ``KernelOperator`` or ``DenseOperator``, ``(*batch, n, n)``.
         inputs: from :func:`base_inputs`.
         U, V: ``(*batch, n, k)``.
-        diag_weight: ``(*batch, n)`` or None.
+        diag_weight: ``(*batch, n)`` weights of the diagonal term, or None.
 
     Returns:
         One gradient per input.

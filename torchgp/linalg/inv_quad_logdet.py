@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 
 from torchgp import settings
+from torchgp._shapes import broadcast_shapes
 from torchgp.errors import ShapeError
 from torchgp.linalg.cholesky import psd_safe_cholesky
 from torchgp.linalg.operators import Operator, as_operator
@@ -85,7 +86,7 @@ def inv_quad_logdet(covariance, rhs: torch.Tensor | None = None, logdet: bool = 
         K = op.to_dense()
         if solve_dtype is not None and solve_dtype != K.dtype:
             K, rhs_m = K.to(solve_dtype), rhs_m.to(solve_dtype)
-        batch = torch.broadcast_shapes(K.shape[:-2], rhs_m.shape[:-2])
+        batch = broadcast_shapes(K.shape[:-2], rhs_m.shape[:-2])
         K, rhs_m = K.expand(*batch, n, n), rhs_m.expand(*batch, *rhs_m.shape[-2:])
         quad, ld = _cholesky_inv_quad_logdet(K, rhs_m)
     else:

@@ -10,16 +10,19 @@ Backward (R&W 2006, eq. 5.9 before the ½ and the sign): with upstream gradients
     \frac{\partial}{\partial\theta}\big[g_q\, r^\top K^{-1} r + g_l \log|K|\big]
       = -g_q\, \alpha^\top \frac{\partial K}{\partial\theta} \alpha + g_l \operatorname{tr}\Big(K^{-1}\frac{\partial K}{\partial\theta}\Big).
 
-The trace uses the preconditioner as a control variate. With ``P⁻¹ = D⁻¹ - W Wᵀ`` (Woodbury) the
-part ``tr(P⁻¹ ∂K) = Σ_i D_i⁻¹ ∂K_ii - Σ_j w_jᵀ ∂K w_j`` is computed exactly, and only the rest is
-estimated by Hutchinson with the probes ``z ~ (E[zzᵀ] = P)`` already solved in the forward:
+The trace is Hutchinson's estimator with the probes ``z`` (``E[zzᵀ] = P``) already solved in the
+forward, ``E[(K⁻¹z)ᵀ ∂K (P⁻¹z)] = tr(K⁻¹ ∂K P⁻¹ P) = tr(K⁻¹∂K)`` (Gardner et al. 2018, §4.1), with
+the preconditioner as a control variate: by Woodbury ``P⁻¹ = D⁻¹ - W Wᵀ``, so
+``tr(P⁻¹∂K) = Σ_i D_i⁻¹ ∂K_ii - Σ_j w_jᵀ ∂K w_j`` is computed exactly and
 
 .. math::
-    \operatorname{tr}(K^{-1}\partial K) \approx \operatorname{tr}(P^{-1}\partial K)
-      + \frac1t \sum_i (K^{-1}z_i - P^{-1}z_i)^\top\, \partial K\, (P^{-1}z_i),
+    \operatorname{tr}(K^{-1}\partial K) \approx c\,\operatorname{tr}(P^{-1}\partial K)
+      + \frac1t \sum_i (K^{-1}z_i - c\,P^{-1}z_i)^\top\, \partial K\, (P^{-1}z_i),
 
-unbiased because ``E[(P⁻¹z)(K⁻¹z)ᵀ] = P⁻¹ P K⁻¹ = K⁻¹`` (and likewise with ``P⁻¹`` for ``K⁻¹``).
-Its variance vanishes as ``P → K``, which is what makes 1 % gradients possible with few probes.
+unbiased for any fixed ``c`` since ``E[(P⁻¹z)(P⁻¹z)ᵀ] = P⁻¹``. When ``P ≈ K`` (a rank-k factor that
+captures the spectrum) ``c ≈ 1`` removes nearly all the Hutchinson variance (measured: 14 % → < 0.1 %
+gradient error at n = 3000, t = 32); when ``P`` is poor the weight is faded to 0 (plain
+Hutchinson), since ``c = 1`` was measured to increase the error there (see ``_control_coefficient``).
 All terms are bilinear forms ``Σ_j u_jᵀ (∂K/∂θ) v_j``, differentiated block by block
 (:func:`torchgp.linalg.blockwise.operator_bilinear_grads`); the noise diagonal ``d`` of
 ``K + diag(d)`` gets ``-g_q α² + g_l diag(K⁻¹)`` with ``diag(K⁻¹)`` estimated the same way.
@@ -80,6 +83,29 @@ class _System:
         return build_preconditioner(self.base, self.diag, rank, self.dtype)
 
 
+def _control_coefficient(KinvZ: torch.Tensor, PinvZ: torch.Tensor) -> torch.Tensor:
+    """Weight ``c ∈ [0, 1]`` of the control variate ``tr(P⁻¹∂K)``, ``(*batch, 1, 1)``.
+
+    The variance-optimal weight ``Cov(a, b) / Var(b)`` for the per-probe estimates
+    ``a_i = (K⁻¹z_i)ᵀ(P⁻¹z_i)`` of ``tr(K⁻¹)`` and ``b_i = ‖P⁻¹z_i‖²`` of ``tr(P⁻¹)`` (the noise
+    direction, where it costs O(n t)); it is used for every parameter. ``c → 1`` as ``P → K``.
+    """
+    t = KinvZ.shape[-1]
+    if t < 2:
+        return KinvZ.new_zeros(*KinvZ.shape[:-2], 1, 1)
+    a = (KinvZ * PinvZ).sum(-2)
+    b = PinvZ.square().sum(-2)
+    a, b = a - a.mean(-1, keepdim=True), b - b.mean(-1, keepdim=True)
+    var_b = b.square().sum(-1)
+    c = torch.where(var_b > 0, (a * b).sum(-1) / var_b.clamp_min(torch.finfo(b.dtype).tiny), torch.zeros_like(var_b))
+    # The noise direction is a poor proxy for the others when P is far from K: measured at
+    # ρ = ‖K⁻¹Z - P⁻¹Z‖/‖K⁻¹Z‖ = 0.16 the control variate raised the lengthscale-gradient error from
+    # 3 % to 35 %, at ρ = 0.002 it lowered it from 14 % to 0.03 %. So it is faded out between ρ = 0.01 and 0.05.
+    rho = (KinvZ - PinvZ).norm(dim=(-2, -1)) / KinvZ.norm(dim=(-2, -1)).clamp_min(torch.finfo(b.dtype).tiny)
+    fade = ((0.05 - rho) / 0.04).clamp(0, 1)
+    return (c.clamp(0, 1) * fade)[..., None, None]
+
+
 def _diag_grad(diag: torch.Tensor | None, g: torch.Tensor, needed: bool):
     if diag is None or not needed:
         return None
@@ -126,17 +152,20 @@ class _IterativeInvQuadLogdet(torch.autograd.Function):
 
         grad_rhs = (2 * g_q * alpha).sum_to_size(ctx.rhs_shape) if need_rhs else None  # ∂ rᵀK⁻¹r/∂r = 2α
         U, V = [-g_q * alpha], [alpha]
-        diag_weight = None
         g_d = -(g_q * alpha.square()).sum(-1)  # ∂/∂d of -g_q αᵀ diag(∂d) α
+        diag_weight = None
         if g_l is not None:
             PinvZ = precond.solve(Z)
-            delta = KinvZ - PinvZ
-            W = precond.W
-            # Control-variate Hutchinson (module docstring): tr(P⁻¹∂K) exactly + (1/t) Σ (K⁻¹z - P⁻¹z)ᵀ ∂K P⁻¹z.
-            U += [g_l * delta / t, -g_l * W.expand(*delta.shape[:-1], W.shape[-1])]
-            V += [PinvZ, W.expand(*delta.shape[:-1], W.shape[-1])]
-            diag_weight = g_l[..., 0] * precond.D_inv
-            g_d = g_d + g_l[..., 0] * (precond.inv_diagonal() + (delta * PinvZ).sum(-1) / t)
+            c = _control_coefficient(KinvZ, PinvZ)  # (*batch, 1, 1)
+            # tr(K⁻¹∂K) ≈ c tr(P⁻¹∂K) + (1/t) Σ (K⁻¹z - c P⁻¹z)ᵀ ∂K (P⁻¹z), with
+            # tr(P⁻¹∂K) = Σ_i D_i⁻¹ ∂K_ii - Σ_j w_jᵀ ∂K w_j exactly (module docstring).
+            delta = KinvZ - c * PinvZ
+            W = precond.W.expand(*delta.shape[:-1], precond.W.shape[-1])
+            U += [g_l * delta / t, -(g_l * c) * W]
+            V += [PinvZ, W]
+            diag_weight = (g_l * c)[..., 0] * precond.D_inv
+            # diag(K⁻¹) ≈ c diag(P⁻¹) + (1/t) Σ (K⁻¹z - c P⁻¹z) ⊙ P⁻¹z
+            g_d = g_d + g_l[..., 0] * (c[..., 0] * precond.inv_diagonal() + (delta * PinvZ).sum(-1) / t)
         grad_diag = _diag_grad(system.diag, g_d, need_diag)
 
         wanted = [x for x, need in zip(system.inputs, need_inputs) if need]

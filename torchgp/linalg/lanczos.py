@@ -22,7 +22,7 @@ repeated calls give identical estimates.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

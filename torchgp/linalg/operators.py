@@ -18,7 +18,17 @@ from __future__ import annotations
 import torch
 
 from torchgp import settings
+from torchgp._shapes import broadcast_shapes
 from torchgp.errors import KernelMemoryError, ShapeError
+
+
+def _fmt_bytes(nbytes: float) -> str:
+    """``20480`` → ``'20.0 KiB'``."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if nbytes < 1024 or unit == "GiB":
+            return f"{nbytes:.1f} {unit}" if unit != "B" else f"{int(nbytes)} B"
+        nbytes /= 1024
+    return f"{nbytes:.1f} GiB"  # pragma: no cover
 
 
 class Operator:
@@ -68,7 +78,7 @@ class Operator:
         if need > budget:
             raise KernelMemoryError(
                 f"A dense {'x'.join(map(str, self.shape))} {self.dtype} kernel matrix needs "
-                f"{need / 2**30:.2f} GiB, over the budget of {budget / 2**30:.2f} GiB "
+                f"{_fmt_bytes(need)}, over the budget of {_fmt_bytes(budget)} "
                 "(settings.max_dense_memory). Use the iterative path, which never holds the matrix "
                 "(it is taken automatically above settings.max_cholesky_size), a variational model "
                 "(torchgp.models.ApproximateGP), or predict in smaller batches of test points."
@@ -175,7 +185,7 @@ class AddedDiagOperator(Operator):
     def __init__(self, base: Operator, diag: torch.Tensor):
         self.base = as_operator(base)
         self.diag = diag
-        batch = torch.broadcast_shapes(self.base.shape[:-1], diag.shape)
+        batch = broadcast_shapes(self.base.shape[:-1], diag.shape)
         self.shape = torch.Size([*batch, self.base.shape[-1]])
         self.dtype, self.device = self.base.dtype, self.base.device
 

@@ -5,9 +5,10 @@ The factorisation (Harbrecht, Peters & Schneider 2012, Alg. 1; Gardner et al. 20
 picks the row with the largest residual diagonal; memory is ``O(n k)`` and only ``k`` rows of ``K``
 are ever evaluated, so it works on a :class:`~torchgp.linalg.operators.KernelOperator` at any n.
 
-The preconditioner adds to ``L_k L_kᵀ`` the diagonal ``D = σ² + diag(K - L_k L_kᵀ)`` (noise plus the
-part of K's diagonal the low-rank factor misses, so that ``diag P = diag(K + σ²I)``). It is applied
-with the Woodbury identity (``C = I_k + L_kᵀ D⁻¹ L_k = R Rᵀ``):
+The preconditioner of ``K + diag(σ²)`` is ``P = L_k L_kᵀ + diag(σ²)`` (for a matrix without noise,
+``D = diag(K - L_k L_kᵀ)``). Adding the residual diagonal also when there is noise (FITC-like) was
+measured to nearly double the CG iterations (n = 3000 RBF, σ² = 0.01: 77 vs 42), so it is not done.
+``P`` is applied with the Woodbury identity (``C = I_k + L_kᵀ D⁻¹ L_k = R Rᵀ``):
 
 .. math::
     P^{-1} = D^{-1} - D^{-1} L_k C^{-1} L_k^\top D^{-1} = D^{-1} - W W^\top,\quad W = D^{-1} L_k R^{-\top},
@@ -21,6 +22,9 @@ from __future__ import annotations
 import torch
 
 from torchgp.linalg.operators import DenseOperator, KernelOperator, Operator
+
+# Relative size (to the largest diagonal entry) below which residual diagonals count as zero.
+_REL_FLOOR = {torch.float64: 1e-8, torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 1e-2}
 
 __all__ = ["operator_rows", "pivoted_cholesky", "PivotedCholeskyPreconditioner", "build_preconditioner"]
 
@@ -69,7 +73,9 @@ def pivoted_cholesky(base: Operator, rank: int, error_tol: float | None = None) 
     with torch.no_grad():
         d = base.diagonal().detach().expand(*batch, n).clone()
         trace = d.sum(-1)
-        floor = torch.finfo(d.dtype).eps * n * d.abs().amax(-1)  # residuals below this are round-off
+        # Residuals below this are round-off: pivots on them would divide cancellation error by a
+        # tiny √d and make P ill-conditioned (seen as CG divergence at rank ≈ n).
+        floor = max(torch.finfo(d.dtype).eps * n, _REL_FLOOR[d.dtype]) * d.abs().amax(-1)
         rows = torch.zeros(*batch, rank, n, dtype=d.dtype, device=d.device)
         m = 0
         for m in range(rank + 1):
@@ -155,10 +161,11 @@ def build_preconditioner(base: Operator, noise: torch.Tensor | None, rank: int, 
         kdiag = base.diagonal().detach().to(dtype).expand(*batch, n)
         L = pivoted_cholesky(base, rank).to(dtype) if rank > 0 else kdiag.new_zeros(*batch, n, 0)
         L = L.expand(*batch, n, L.shape[-1])
-        D = (kdiag - L.square().sum(-1)).clamp_min(0)
         if noise is not None:
-            D = D + noise.detach().to(dtype).expand(*batch, n)
+            D = noise.detach().to(dtype).expand(*batch, n).clone()
+        else:  # no noise to put on the diagonal: use the part of diag K that L misses
+            D = (kdiag - L.square().sum(-1)).clamp_min(0)
         # A floor keeps D⁻¹ finite for a noiseless full-rank factor; P only needs to be SPD.
-        floor = kdiag.abs().mean(-1, keepdim=True).clamp_min(torch.finfo(dtype).tiny) * (100 * torch.finfo(dtype).eps)
+        floor = kdiag.abs().mean(-1, keepdim=True).clamp_min(torch.finfo(dtype).tiny) * _REL_FLOOR.get(dtype, 1e-4)
         D = torch.maximum(D, floor)
     return PivotedCholeskyPreconditioner(L, D)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from torchgp._shapes import broadcast_shapes
 from torchgp.kernels.kernel import as_inputs
 from torchgp.module import Module
 
@@ -23,7 +24,7 @@ class ZeroMean(Mean):
         self.batch_shape = torch.Size(batch_shape)
 
     def forward(self, x):
-        return torch.zeros(torch.broadcast_shapes(x.shape[:-1], (*self.batch_shape, 1)), dtype=x.dtype, device=x.device)
+        return torch.zeros(broadcast_shapes(x.shape[:-1], (*self.batch_shape, 1)), dtype=x.dtype, device=x.device)
 
 
 class ConstantMean(Mean):
@@ -60,7 +61,7 @@ class ConstantMean(Mean):
             self.raw_constant.copy_(value.expand_as(self.raw_constant))
 
     def forward(self, x):
-        return self.constant.unsqueeze(-1).expand(torch.broadcast_shapes(x.shape[:-1], (*self.batch_shape, 1)))
+        return self.constant.unsqueeze(-1).expand(broadcast_shapes(x.shape[:-1], (*self.batch_shape, 1)))
 
 
 class LinearMean(Mean):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from torchgp.distributions import MultivariateNormal
-from torchgp.errors import ModelTypeError, NonFiniteError
+from torchgp.errors import ModelTypeError, NonFiniteError, NotPSDError
 from torchgp.likelihoods.gaussian import _GaussianLikelihoodBase
 from torchgp.mlls.marginal_log_likelihood import MarginalLogLikelihood
 from torchgp.models.exact_gp import describe_nonfinite
@@ -44,14 +44,21 @@ class ExactMarginalLogLikelihood(MarginalLogLikelihood):
 
     def forward(self, function_dist: MultivariateNormal, target: torch.Tensor, *params, **kwargs) -> torch.Tensor:
         if not isinstance(function_dist, MultivariateNormal):
-            raise ModelTypeError(f"mll expects the model's MultivariateNormal output; got {type(function_dist).__name__}.")
+            raise ModelTypeError(
+                f"mll expects the model's MultivariateNormal output; got {type(function_dist).__name__}."
+            )
         train_x = self.model.train_inputs[0] if getattr(self.model, "train_inputs", None) else None
         if train_x is not None:
             target = check_train_targets(target, train_x, getattr(self.model, "_multi_output", False))
             params = params or tuple(self.model.train_inputs)
         output = self.likelihood(function_dist, *params, **kwargs)
         n = function_dist.event_shape.numel()
-        res = (output.log_prob(target) + self._log_prior()) / n
+        try:
+            res = (output.log_prob(target) + self._log_prior()) / n
+        except NotPSDError as err:
+            if self.non_finite_parameters():  # the factorisation failed because a parameter went bad: name it
+                raise NonFiniteError(describe_nonfinite(self)) from err
+            raise
         if not torch.all(torch.isfinite(res)):
             raise NonFiniteError(describe_nonfinite(self))
         return res

@@ -13,8 +13,9 @@ import warnings
 import torch
 
 from torchgp import settings
+from torchgp._shapes import broadcast_shapes
 from torchgp.distributions import MultivariateNormal
-from torchgp.errors import InputError, ModelTypeError, NonFiniteError
+from torchgp.errors import InputError, ModelTypeError, NonFiniteError, NotPSDError
 from torchgp.likelihoods.gaussian import _GaussianLikelihoodBase
 from torchgp.linalg.operators import DenseOperator, KernelOperator
 from torchgp.models.gp import GP
@@ -82,7 +83,11 @@ class ExactGP(GP):
                     f"set_train_data(strict=True): new targets {tuple(targets.shape)} differ in shape from the "
                     f"current {tuple(self.train_targets.shape)}; pass strict=False."
                 )
-        elif inputs is not None and self.train_targets is not None and inputs[0].shape[-2] != self.train_targets.shape[-1]:
+        elif (
+            inputs is not None
+            and self.train_targets is not None
+            and inputs[0].shape[-2] != self.train_targets.shape[-1]
+        ):
             raise InputError("set_train_data: the new inputs have a different n; pass the matching targets too.")
         if inputs is not None and targets is None and self.train_targets is None:
             raise InputError("ExactGP needs train_targets with train_inputs (got None).")
@@ -137,16 +142,19 @@ class ExactGP(GP):
     # ------------------------------------------------------------------ posterior
     def _state_key(self):
         """What the posterior depends on: parameter/buffer values, training data versions, grad mode."""
-        tensors = [*self.parameters(), *self.buffers()]
+        # Values, not versions: ``param.data.fill_`` and ``train_y.data[...] = v`` bump no version counter.
+        # The training data is O(n·d), negligible next to the O(n²) prediction it guards.
+        train = (*self.train_inputs, self.train_targets)
+        tensors = [*self.parameters(), *self.buffers(), *train]
         flat = torch.cat([t.detach().reshape(-1).to(torch.float64) for t in tensors]) if tensors else torch.zeros(0)
-        data = tuple((t.data_ptr(), t._version, t.shape, t.dtype) for t in (*self.train_inputs, self.train_targets))
+        data = tuple((t.shape, t.dtype, t.device) for t in train)
         grad = torch.is_grad_enabled() and not settings.detach_test_caches.on()
         return flat, (data, grad, settings.max_cholesky_size.value())
 
     def _posterior_at(self, inputs, **kwargs) -> MultivariateNormal:
         train = self.train_inputs
         n = train[0].shape[-2]
-        batch = torch.broadcast_shapes(*(x.shape[:-2] for x in (*train, *inputs)))
+        batch = broadcast_shapes(*(x.shape[:-2] for x in (*train, *inputs)))
         full_inputs = [
             torch.cat([a.expand(*batch, *a.shape[-2:]), b.expand(*batch, *b.shape[-2:])], dim=-2)
             for a, b in zip(train, inputs)
@@ -158,7 +166,7 @@ class ExactGP(GP):
             kern, params = covar_full.kernel, covar_full.params
             x_tr, x_te = x[..., :n, :], x[..., n:, :]
             train_covar = KernelOperator(kern, x_tr, x_tr, **params)
-            K_sx = kern.evaluate_block(x_te, x_tr, **params)
+            K_sx = KernelOperator(kern, x_te, x_tr, **params).to_dense()  # refused up front if over budget
             test_covar = KernelOperator(kern, x_te, x_te, **params)
         else:
             C = covar_full.to_dense()
@@ -192,20 +200,35 @@ class ExactGP(GP):
         Returns:
             A scalar: summed over a batch of independent GPs (their joint log-likelihood).
         """
-        target = self.train_targets if target is None else check_train_targets(target, self.train_inputs[0], self._multi_output)
-        res = self.likelihood.marginal(output, *self.train_inputs).log_prob(target).sum()
+        target = (
+            self.train_targets
+            if target is None
+            else check_train_targets(target, self.train_inputs[0], self._multi_output)
+        )
+        try:
+            res = self.likelihood.marginal(output, *self.train_inputs).log_prob(target).sum()
+        except NotPSDError as err:
+            if self.non_finite_parameters():  # the factorisation failed because a parameter went bad: name it
+                raise NonFiniteError(describe_nonfinite(self)) from err
+            raise
         if not torch.isfinite(res):
             raise NonFiniteError(describe_nonfinite(self))
         return res
 
-    def get_fantasy_model(self, inputs, targets, **kwargs) -> "ExactGP":
+    def get_fantasy_model(self, inputs, targets, **kwargs) -> ExactGP:
         """A copy conditioned on extra observations (the posterior is rebuilt, exact)."""
         import copy
 
         inputs = (inputs,) if torch.is_tensor(inputs) else tuple(inputs)
         new = copy.deepcopy(self)
         x_new = [torch.cat([a, check_test_inputs(b, a)], dim=-2) for a, b in zip(self.train_inputs, inputs)]
-        y_new = torch.cat([self.train_targets, check_train_targets(targets, inputs[0].unsqueeze(-1) if inputs[0].dim() == 1 else inputs[0])], dim=-1)
+        y_new = torch.cat(
+            [
+                self.train_targets,
+                check_train_targets(targets, inputs[0].unsqueeze(-1) if inputs[0].dim() == 1 else inputs[0]),
+            ],
+            dim=-1,
+        )
         new.set_train_data(x_new, y_new, strict=False)
         return new
 

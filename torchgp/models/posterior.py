@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 
 from torchgp import settings
+from torchgp._shapes import broadcast_shapes
 from torchgp.linalg.cholesky import psd_safe_cholesky
 from torchgp.linalg.inv_quad_logdet import solve
 from torchgp.linalg.operators import AddedDiagOperator, Operator, as_operator
@@ -77,7 +78,7 @@ class PosteriorCovariance(Operator):
 
     def __init__(self, posterior: ExactPosterior, K_sx: torch.Tensor, test_covar: Operator):
         self.posterior, self.K_sx, self.test_covar = posterior, K_sx, test_covar
-        batch = torch.broadcast_shapes(K_sx.shape[:-2], test_covar.shape[:-2])
+        batch = broadcast_shapes(K_sx.shape[:-2], test_covar.shape[:-2])
         t = K_sx.shape[-2]
         self.shape = torch.Size([*batch, t, t])
         self.dtype, self.device = K_sx.dtype, K_sx.device

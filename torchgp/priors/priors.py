@@ -20,7 +20,9 @@ class Prior(nn.Module):
     def __init__(self, transform=None, **params):
         super().__init__()
         for name, value in params.items():
-            self.register_buffer(name, torch.as_tensor(value, dtype=torch.get_default_dtype()))
+            # Python numbers take the default dtype; float tensors keep theirs (a float64 loc stays float64)
+            floating = torch.is_tensor(value) and value.is_floating_point()
+            self.register_buffer(name, torch.as_tensor(value, dtype=None if floating else torch.get_default_dtype()))
         self._transform = transform
 
     def distribution(self) -> D.Distribution:

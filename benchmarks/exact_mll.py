@@ -1,0 +1,194 @@
+"""Exact GP marginal likelihood, forward + backward: torchgp vs bare Cholesky, autograd, GPyTorch, sklearn.
+
+Usage: ``python benchmarks/exact_mll.py [--quick] [--repeats R] [--sizes 100 500 ...]`` (single thread).
+ARD RBF on d = 4, noise 0.01; float64 and float32. Not run in CI.
+"""
+
+# ruff: noqa: B023  (the timing lambdas are called inside the iteration that defines them)
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _common import ard_rbf, data, gauss_const, interleaved, raw_params  # noqa: E402
+
+from torchgp import settings  # noqa: E402
+from torchgp.linalg import inv_quad_logdet  # noqa: E402
+
+
+def torchgp_mll(X, y, params):
+    os_, ls, nz = params
+    K = ard_rbf(X, os_, ls) + nz.exp() * torch.eye(X.shape[0], dtype=X.dtype)
+    quad, logdet = inv_quad_logdet(K, y)
+    return -0.5 * (quad + logdet) - gauss_const(X.shape[0])
+
+
+def torchgp_step(X, y, params):
+    return torch.autograd.grad(torchgp_mll(X, y, params), params)
+
+
+def autograd_step(X, y, params):
+    os_, ls, nz = params
+    K = ard_rbf(X, os_, ls) + nz.exp() * torch.eye(X.shape[0], dtype=X.dtype)
+    L = torch.linalg.cholesky(K)
+    alpha = torch.cholesky_solve(y.unsqueeze(-1), L)
+    mll = -0.5 * (y @ alpha.squeeze(-1)) - L.diagonal().log().sum() - gauss_const(X.shape[0])
+    return torch.autograd.grad(mll, params)
+
+
+def bare_cholesky(K):
+    return torch.linalg.cholesky(K)
+
+
+def gpytorch_setup(X, y):
+    import gpytorch
+
+    class Model(gpytorch.models.ExactGP):
+        def __init__(self, lik):
+            super().__init__(X, y, lik)
+            self.mean_module = gpytorch.means.ZeroMean()
+            self.covar_module = gpytorch.kernels.ScaleKernel(gpytorch.kernels.RBFKernel(ard_num_dims=4))
+
+        def forward(self, x):
+            return gpytorch.distributions.MultivariateNormal(self.mean_module(x), self.covar_module(x))
+
+    lik = gpytorch.likelihoods.GaussianLikelihood(noise_constraint=gpytorch.constraints.GreaterThan(1e-6))
+    model = Model(lik).to(X.dtype)
+    model.covar_module.base_kernel.lengthscale = torch.tensor([0.5, 0.7, 0.9, 1.1])
+    model.covar_module.outputscale = 1.0
+    lik.noise = 0.01
+    model.train()
+    lik.train()
+    return model, gpytorch.mlls.ExactMarginalLogLikelihood(lik, model)
+
+
+def gpytorch_step(model, mll, X, y, force_cholesky):
+    import gpytorch
+
+    model.zero_grad()
+    with gpytorch.settings.max_cholesky_size(10**9 if force_cholesky else 800):
+        loss = -mll(model(X), y) * X.shape[0]
+        loss.backward()
+    return loss
+
+
+def sklearn_setup(X, y):
+    from sklearn.gaussian_process import GaussianProcessRegressor
+    from sklearn.gaussian_process.kernels import RBF, ConstantKernel, WhiteKernel
+
+    k = ConstantKernel(1.0) * RBF([0.5, 0.7, 0.9, 1.1]) + WhiteKernel(0.01)
+    gpr = GaussianProcessRegressor(k, optimizer=None, alpha=0.0).fit(X.numpy(), y.numpy())
+    return gpr, gpr.kernel_.theta.copy()
+
+
+def run(sizes, dtypes, repeats):
+    rows = []
+    for dtype in dtypes:
+        for n in sizes:
+            X, y = data(n, dtype)
+            params = raw_params(dtype)
+            with torch.no_grad():
+                K = ard_rbf(X, params[0], params[1]) + 0.01 * torch.eye(n, dtype=dtype)
+            model, mll = gpytorch_setup(X, y)
+            c = {
+                "bare_cholesky": lambda: bare_cholesky(K),
+                "torchgp_cholesky": lambda: torchgp_step(X, y, params),
+                "autograd_cholesky": lambda: autograd_step(X, y, params),
+                "gpytorch_default": lambda: gpytorch_step(model, mll, X, y, False),
+                "gpytorch_cholesky": lambda: gpytorch_step(model, mll, X, y, True),
+            }
+            if dtype == torch.float64:
+                gpr, theta = sklearn_setup(X, y)
+                c["sklearn"] = lambda: gpr.log_marginal_likelihood(theta, eval_gradient=True)
+            with settings.max_cholesky_size(10**9), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                med = interleaved(c, repeats if n <= 1000 else max(1, repeats // 2))
+            base = med["bare_cholesky"]
+            line = f"{str(dtype)[6:]:8s} n={n:5d} " + " ".join(f"{k}={v * 1e3:.2f}ms({v / base:.1f}x)" for k, v in med.items())
+            print(line, flush=True)
+            rows.append(line)
+            if dtype == torch.float64:
+                with settings.max_cholesky_size(10**9):
+                    g = torch.cat([t.reshape(-1) for t in torchgp_step(X, y, params)]).numpy()
+                lml, g_sk = gpr.log_marginal_likelihood(theta, eval_gradient=True)
+                val = torchgp_mll(X, y, params).item()
+                err_sk = np.abs(g - g_sk).max() / np.abs(g_sk).max()
+                model.zero_grad()
+                gpytorch_step(model, mll, X, y, True)
+                g_gp = -torch.cat([
+                    model.covar_module.raw_outputscale.grad.reshape(-1),
+                    model.covar_module.base_kernel.raw_lengthscale.grad.reshape(-1),
+                    model.likelihood.noise_covar.raw_noise.grad.reshape(-1),
+                ]).numpy()
+                # GPyTorch's raw params are softplus-transformed: compare values of the MLL instead of chains.
+                print(f"    grad rel. err vs sklearn {err_sk:.1e}; MLL torchgp {val:.6f} sklearn {lml:.6f} "
+                      f"(rel {abs(val - lml) / abs(lml):.1e}); gpytorch raw-grad norm {np.linalg.norm(g_gp):.3e}")
+    return rows
+
+
+def iterative_error(n=4000):
+    X, y = data(n, torch.float64)
+    params = raw_params(torch.float64)
+    with settings.max_cholesky_size(10**9):
+        g0 = torch.cat([t.reshape(-1) for t in torchgp_step(X, y, params)])
+    os_, ls, nz = params
+    from torchgp.linalg import AddedDiagOperator, DenseOperator
+
+    with settings.max_cholesky_size(1):
+        K = ard_rbf(X, os_, ls)
+        q, ld = inv_quad_logdet(AddedDiagOperator(DenseOperator(K), nz.exp().expand(n)), y)
+        g1 = torch.cat([t.reshape(-1) for t in torch.autograd.grad(-0.5 * (q + ld), params)])
+    rel = ((g1 - g0).abs() / g0.abs()).max().item()
+    print(f"iterative path, n={n} float64: max relative gradient error vs Cholesky = {rel:.2e}")
+    return rel
+
+
+def adam_step(n=100, repeats=50):
+    import gpytorch
+
+    X, y = data(n, torch.float64)
+    params = raw_params(torch.float64)
+    opt = torch.optim.Adam(params, lr=0.01)
+    model, mll = gpytorch_setup(X, y)
+    opt_g = torch.optim.Adam(model.parameters(), lr=0.01)
+
+    def ours():
+        opt.zero_grad()
+        (-torchgp_mll(X, y, params)).backward()
+        opt.step()
+
+    def theirs():
+        opt_g.zero_grad()
+        (-mll(model(X), y)).backward()
+        opt_g.step()
+
+    del gpytorch
+    med = interleaved({"torchgp": ours, "gpytorch": theirs}, repeats)
+    print(f"one Adam step, n={n} float64: torchgp {med['torchgp'] * 1e3:.2f} ms, gpytorch {med['gpytorch'] * 1e3:.2f} ms")
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--quick", action="store_true", help="sizes 100, 500, 1000 and 3 repeats")
+    p.add_argument("--sizes", type=int, nargs="*", default=[100, 500, 1000, 2000, 4000])
+    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--threads", type=int, default=1)
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    sizes, repeats = ([100, 500, 1000], 3) if a.quick else (a.sizes, a.repeats)
+    print(f"torch {torch.__version__}, threads={torch.get_num_threads()}; times are medians of forward+backward")
+    run(sizes, [torch.float64, torch.float32], repeats)
+    adam_step()
+    iterative_error()
+
+
+if __name__ == "__main__":
+    main()

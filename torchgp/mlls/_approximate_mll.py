@@ -1,0 +1,81 @@
+r"""Base of the variational objectives: likelihood term (per minibatch) − KL / N + log prior / N.
+
+.. math:: \frac1N\mathcal L = \frac1b \sum_{i\in\text{batch}} \ell_i(y_i, q(f_i))
+          - \frac{\beta}{N}\,\mathrm{KL}(q(u)\,\|\,p(u)) + \frac1N\log p(\theta)
+
+(Hensman et al. 2013, eq. 4; Hensman et al. 2015, eq. 17), an unbiased minibatch estimate of the
+bound divided by the number of data points ``N`` (GPyTorch's normalisation).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from torchgp.distributions import MultivariateNormal
+from torchgp.errors import InputError, ModelTypeError, ShapeError
+from torchgp.mlls.marginal_log_likelihood import MarginalLogLikelihood
+
+
+class _ApproximateMarginalLogLikelihood(MarginalLogLikelihood):
+    """Shared machinery of VariationalELBO, PredictiveLogLikelihood, GammaRobustVariationalELBO.
+
+    Args:
+        likelihood: the likelihood ``p(y | f)``.
+        model: an :class:`~torchgp.models.ApproximateGP`.
+        num_data: ``N``, the number of training points (not the minibatch size).
+        beta: weight of the KL term (``beta < 1`` downweights the prior; β-VAE style).
+        combine_terms: return the sum (default) or the tuple ``(log_lik, kl, log_prior)``.
+    """
+
+    def __init__(self, likelihood, model, num_data: int, beta: float = 1.0, combine_terms: bool = True):
+        super().__init__(likelihood, model)
+        if not hasattr(model, "variational_strategy"):
+            raise ModelTypeError(
+                f"{type(self).__name__} needs an ApproximateGP (a model with a variational_strategy); got "
+                f"{type(model).__name__}. For an ExactGP use ExactMarginalLogLikelihood."
+            )
+        if isinstance(num_data, bool) or not isinstance(num_data, int) or num_data < 1:
+            if torch.is_tensor(num_data) and num_data.numel() == 1 and int(num_data) >= 1:
+                num_data = int(num_data)
+            else:
+                raise InputError(
+                    f"num_data must be the number of training points N (a positive int); got {num_data!r}. "
+                    "Pass train_y.size(0), not the minibatch size."
+                )
+        self.num_data = num_data
+        self.beta = beta
+        self.combine_terms = combine_terms
+
+    def _log_likelihood_term(self, approximate_dist_f, target, **kwargs) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, approximate_dist_f: MultivariateNormal, target: torch.Tensor, **kwargs):
+        """Objective to maximise, ``(*batch)``, for ``q(f)`` ``(*batch, b)`` and ``target (*batch, b)``."""
+        if not isinstance(approximate_dist_f, MultivariateNormal):
+            raise ModelTypeError(
+                f"{type(self).__name__} expects the model's output q(f) (a MultivariateNormal); got "
+                f"{type(approximate_dist_f).__name__}. Call mll(model(x), y), not mll(likelihood(model(x)), y)."
+            )
+        b = approximate_dist_f.event_shape[0]
+        if target.shape[-1] != b and not (target.dim() >= 2 and target.shape[-1] == 1 and target.shape[-2] == b):
+            raise ShapeError(
+                f"target has shape {tuple(target.shape)} but the model output is over b = {b} points; pass the "
+                f"minibatch targets y of shape ({b},) that match model(x)."
+            )
+        if target.dim() >= 2 and target.shape[-1] == 1 and target.shape[-2] == b:
+            target = target.squeeze(-1)
+        if b > self.num_data:
+            raise InputError(
+                f"The minibatch has {b} points but num_data = {self.num_data}; num_data must be the total number "
+                "of training points (train_y.size(0))."
+            )
+        log_lik = self._log_likelihood_term(approximate_dist_f, target, **kwargs).div(b)
+        kl = self.model.variational_strategy.kl_divergence().div(self.num_data / self.beta)
+        log_prior = self._log_prior()
+        if torch.is_tensor(log_prior):
+            log_prior = log_prior / self.num_data
+        else:
+            log_prior = torch.zeros_like(kl) + log_prior / self.num_data
+        if self.combine_terms:
+            return log_lik - kl + log_prior
+        return log_lik, kl, log_prior

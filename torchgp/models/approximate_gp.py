@@ -1,0 +1,63 @@
+r"""``ApproximateGP``: a GP through a variational strategy (SVGP; Hensman et al. 2013, 2015).
+
+Write ``forward(x)`` returning the prior ``MultivariateNormal(mean(x), kernel(x))``; ``model(x)``
+returns ``q(f(x))`` through ``model.variational_strategy`` in train and eval mode alike, so it can
+be trained on minibatches with :class:`~torchgp.mlls.VariationalELBO` and any likelihood.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from torchgp.errors import ModelTypeError
+from torchgp.models.gp import GP
+
+
+class ApproximateGP(GP):
+    """Variational GP model (GPyTorch's interface).
+
+    Args:
+        variational_strategy: e.g. ``VariationalStrategy(self, Z, CholeskyVariationalDistribution(m))``.
+
+    Shapes:
+        ``model(x (*batch, b, d))`` → ``MultivariateNormal`` ``(*batch, b)``; ``x`` of shape ``(b,)``
+        is read as ``b`` one-dimensional points.
+
+    Example:
+        >>> import torch, torchgp
+        >>> from torchgp.variational import CholeskyVariationalDistribution, VariationalStrategy
+        >>> class SVGP(torchgp.models.ApproximateGP):
+        ...     def __init__(self, Z):
+        ...         q = CholeskyVariationalDistribution(Z.shape[-2])
+        ...         super().__init__(VariationalStrategy(self, Z, q))
+        ...         self.mean_module = torchgp.means.ConstantMean()
+        ...         self.covar_module = torchgp.kernels.ScaleKernel(torchgp.kernels.RBFKernel())
+        ...     def forward(self, x):
+        ...         return torchgp.distributions.MultivariateNormal(self.mean_module(x), self.covar_module(x))
+        >>> SVGP(torch.rand(8, 2))(torch.rand(5, 2)).mean.shape
+        torch.Size([5])
+    """
+
+    def __init__(self, variational_strategy):
+        super().__init__()
+        if not hasattr(variational_strategy, "kl_divergence"):
+            raise ModelTypeError(
+                f"ApproximateGP needs a variational strategy (torchgp.variational.VariationalStrategy); got "
+                f"{type(variational_strategy).__name__}."
+            )
+        self.variational_strategy = variational_strategy
+
+    def forward(self, x: torch.Tensor):
+        """The prior ``MultivariateNormal(mean(x), K(x))`` ``(*batch, n)`` for ``x (*batch, n, d)``."""
+        raise NotImplementedError(f"{type(self).__name__} must implement forward(x) returning the prior MVN.")
+
+    def __call__(self, inputs: torch.Tensor, prior: bool = False, **kwargs):
+        """``q(f(inputs))`` (or the prior ``p(f(inputs))`` if ``prior=True``), ``(*batch, b)``."""
+        if not torch.is_tensor(inputs):
+            raise TypeError(f"ApproximateGP takes a tensor of inputs (*batch, b, d); got {type(inputs).__name__}.")
+        if inputs.dim() == 1:
+            inputs = inputs.unsqueeze(-1)
+        return self.variational_strategy(inputs, prior=prior, **kwargs)
+
+    def pyro_guide(self, *args, **kwargs):  # pragma: no cover - compatibility shim
+        raise NotImplementedError("Pyro integration is not provided by torchgp.")

@@ -1,0 +1,145 @@
+r"""Natural parametrisations of ``q(u) = N(m, S)`` for natural-gradient descent (Salimbeni et al. 2018).
+
+Natural parameters ``θ₁ = S⁻¹m``, ``θ₂ = -½ S⁻¹``; expectation parameters ``η₁ = m``,
+``η₂ = S + m mᵀ``. For an exponential family the natural gradient with respect to θ is the
+ordinary gradient with respect to η (Hensman et al. 2013, eq. 12; Salimbeni et al. 2018, §2.2):
+
+.. math:: \tilde\nabla_\theta \mathcal L = \frac{\partial \mathcal L}{\partial \eta}.
+
+So the forward map θ → (m, S) is a ``torch.autograd.Function`` whose backward returns
+``∂L/∂η`` in place of ``∂L/∂θ``: after ``loss.backward()`` the ``.grad`` of a natural parameter
+*is* its natural gradient, and :class:`torchgp.optim.NGD` is plain gradient descent on it. (These
+parameters must therefore be trained by NGD, not by Adam.) For a conjugate (Gaussian) model one
+step with ``lr = 1`` lands on the optimum.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from torchgp.linalg.cholesky import psd_safe_cholesky
+from torchgp.variational._variational_distribution import _VariationalDistribution
+
+
+def _sym(A: torch.Tensor) -> torch.Tensor:
+    return 0.5 * (A + A.mT)
+
+
+class _NaturalToMeanCovar(torch.autograd.Function):
+    """(θ₁, θ₂) → (m, S); backward returns (∂L/∂η₁, ∂L/∂η₂)."""
+
+    @staticmethod
+    def forward(ctx, nat_vec, nat_mat):
+        L_prec = psd_safe_cholesky(-2.0 * _sym(nat_mat))  # S⁻¹ = L Lᵀ
+        S = torch.cholesky_inverse(L_prec)
+        mean = (S @ nat_vec.unsqueeze(-1)).squeeze(-1)
+        ctx.save_for_backward(mean)
+        return mean, S
+
+    @staticmethod
+    def backward(ctx, g_mean, g_S):
+        (mean,) = ctx.saved_tensors
+        # m = η₁, S = η₂ - η₁η₁ᵀ  ⇒  ∂L/∂η₂ = sym(∂L/∂S), ∂L/∂η₁ = ∂L/∂m - 2 sym(∂L/∂S) m
+        g_eta2 = _sym(g_S) if g_S is not None else torch.zeros_like(mean.unsqueeze(-1) * mean.unsqueeze(-2))
+        g_eta1 = (g_mean if g_mean is not None else torch.zeros_like(mean)) - 2 * (g_eta2 @ mean.unsqueeze(-1)).squeeze(-1)
+        return g_eta1, g_eta2
+
+
+class _TrilNaturalToMeanCovar(torch.autograd.Function):
+    """(θ₁, T) with S⁻¹ = T Tᵀ → (m, S); backward gives the tangent of T that moves θ₂ by -∂L/∂η₂."""
+
+    @staticmethod
+    def forward(ctx, nat_vec, nat_tril):
+        T = nat_tril.tril()
+        S = torch.cholesky_inverse(T)
+        mean = (S @ nat_vec.unsqueeze(-1)).squeeze(-1)
+        ctx.save_for_backward(mean, T)
+        return mean, S
+
+    @staticmethod
+    def backward(ctx, g_mean, g_S):
+        mean, T = ctx.saved_tensors
+        g_eta2 = _sym(g_S) if g_S is not None else torch.zeros_like(T)
+        g_eta1 = (g_mean if g_mean is not None else torch.zeros_like(mean)) - 2 * (g_eta2 @ mean.unsqueeze(-1)).squeeze(-1)
+        # θ₂ = -½ T Tᵀ. A step θ₂ ← θ₂ - lr G (G = ∂L/∂η₂) is dP = 2 lr G on P = T Tᵀ, whose first-order
+        # triangular tangent is dT = T Φ(T⁻¹ dP T⁻ᵀ), Φ = lower triangle with halved diagonal.
+        # The optimiser steps T ← T - lr grad, so grad = -2 T Φ(T⁻¹ G T⁻ᵀ).
+        X = torch.linalg.solve_triangular(T, g_eta2, upper=False)
+        X = torch.linalg.solve_triangular(T, X.mT, upper=False).mT
+        phi = X.tril(-1) + 0.5 * torch.diag_embed(X.diagonal(dim1=-2, dim2=-1))
+        return g_eta1, -2 * T @ phi
+
+
+class NaturalVariationalDistribution(_VariationalDistribution):
+    r"""``q(u)`` in natural parameters ``natural_vec = S⁻¹m`` ``(*batch, m)`` and
+    ``natural_mat = -½ S⁻¹`` ``(*batch, m, m)``; train them with :class:`torchgp.optim.NGD`.
+
+    Args:
+        num_inducing_points: ``m``.
+        batch_shape: batch of independent distributions.
+        mean_init_std: noise added to the mean at initialisation.
+
+    Example:
+        >>> import torch, torchgp
+        >>> q = torchgp.variational.NaturalVariationalDistribution(3)
+        >>> torch.allclose(q().covariance_matrix, torch.eye(3))
+        True
+    """
+
+    def __init__(self, num_inducing_points: int, batch_shape: torch.Size = torch.Size([]), mean_init_std: float = 1e-3, **kwargs):
+        super().__init__(num_inducing_points, batch_shape, mean_init_std)
+        m = self.num_inducing_points
+        self.register_parameter("natural_vec", nn.Parameter(torch.zeros(*self.batch_shape, m)))
+        self.register_parameter("natural_mat", nn.Parameter(-0.5 * torch.eye(m).expand(*self.batch_shape, m, m).clone()))
+
+    def mean_and_covariance(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(m (*batch, m), S (*batch, m, m))`` through the natural-gradient map."""
+        return _NaturalToMeanCovar.apply(self.natural_vec, self.natural_mat)
+
+    def mean_and_scale_tril(self):
+        mean, S = self.mean_and_covariance()
+        return mean, psd_safe_cholesky(S)
+
+    def initialize_variational_distribution(self, prior_dist):
+        with torch.no_grad():
+            prec = torch.cholesky_inverse(prior_dist.scale_tril.detach())
+            mean = self._noisy_mean(prior_dist)
+            self.natural_vec.copy_((prec @ mean.unsqueeze(-1)).squeeze(-1).expand_as(self.natural_vec))
+            self.natural_mat.copy_((-0.5 * prec).expand_as(self.natural_mat))
+
+
+class TrilNaturalVariationalDistribution(_VariationalDistribution):
+    r"""``q(u)`` with ``natural_vec = S⁻¹m`` and ``natural_tril_mat = T``, ``S⁻¹ = T Tᵀ``
+    (T lower triangular): the precision stays positive definite whatever the step size.
+
+    The ``.grad`` of ``natural_tril_mat`` is the first-order tangent of the natural-gradient step,
+    so NGD with small ``lr`` follows the natural-gradient flow; with ``lr = 1`` it is close to, not
+    exactly at, the conjugate optimum (use :class:`NaturalVariationalDistribution` for that).
+
+    Args:
+        num_inducing_points: ``m``.
+        batch_shape: batch of independent distributions.
+        mean_init_std: noise added to the mean at initialisation.
+    """
+
+    def __init__(self, num_inducing_points: int, batch_shape: torch.Size = torch.Size([]), mean_init_std: float = 1e-3, **kwargs):
+        super().__init__(num_inducing_points, batch_shape, mean_init_std)
+        m = self.num_inducing_points
+        self.register_parameter("natural_vec", nn.Parameter(torch.zeros(*self.batch_shape, m)))
+        self.register_parameter("natural_tril_mat", nn.Parameter(torch.eye(m).expand(*self.batch_shape, m, m).clone()))
+
+    def mean_and_covariance(self):
+        """``(m (*batch, m), S (*batch, m, m))`` through the natural-gradient map."""
+        return _TrilNaturalToMeanCovar.apply(self.natural_vec, self.natural_tril_mat)
+
+    def mean_and_scale_tril(self):
+        mean, S = self.mean_and_covariance()
+        return mean, psd_safe_cholesky(S)
+
+    def initialize_variational_distribution(self, prior_dist):
+        with torch.no_grad():
+            prec = torch.cholesky_inverse(prior_dist.scale_tril.detach())
+            mean = self._noisy_mean(prior_dist)
+            self.natural_vec.copy_((prec @ mean.unsqueeze(-1)).squeeze(-1).expand_as(self.natural_vec))
+            self.natural_tril_mat.copy_(torch.linalg.cholesky(prec).expand_as(self.natural_tril_mat))
