@@ -139,3 +139,32 @@ def test_settings_change_the_computation():
     with settings.min_variance(10.0):
         assert torch.all(model(x).variance == 10.0)
     assert torchgp.settings.debug.on()
+
+
+def test_one_setting_instance_entered_from_two_threads_at_once():
+    import threading
+
+    from torchgp import settings
+
+    ctx = settings.max_cholesky_size(7)
+    barrier = threading.Barrier(2)
+    inside, after, errors = [], [], []
+
+    def work():
+        try:
+            with ctx:
+                barrier.wait()  # both threads are inside the same instance's block
+                inside.append(settings.max_cholesky_size.value())
+                barrier.wait()
+            after.append(settings.max_cholesky_size.value())
+        except Exception as err:  # pragma: no cover - reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=work) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert inside == [7, 7]
+    assert after == [settings.max_cholesky_size._default] * 2

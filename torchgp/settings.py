@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextvars
 import os
+import threading
 
 import torch
 
@@ -34,7 +35,7 @@ class _Setting:
 
     def __init__(self, value=None):
         self._new = self._validate(value)
-        self._tokens = []
+        self._tokens = {}  # per thread: one instance may be entered from several threads at once
 
     @classmethod
     def _validate(cls, value):
@@ -45,11 +46,14 @@ class _Setting:
         return cls._var.get()
 
     def __enter__(self):
-        self._tokens.append(self._var.set(self._new))
+        self._tokens.setdefault(threading.get_ident(), []).append(self._var.set(self._new))
         return self
 
     def __exit__(self, *exc):
-        self._var.reset(self._tokens.pop())
+        stack = self._tokens[threading.get_ident()]
+        self._var.reset(stack.pop())
+        if not stack:
+            del self._tokens[threading.get_ident()]
         return False
 
 
@@ -91,7 +95,7 @@ class _DtypeValue(_Setting):
             self._float if float_value is None else float(float_value),
             self._double if double_value is None else float(double_value),
         )
-        self._tokens = []
+        self._tokens = {}  # per thread: one instance may be entered from several threads at once
 
     def __init_subclass__(cls, **kwargs):
         cls._default = (cls._float, cls._double)

@@ -293,3 +293,32 @@ def test_gradients_flow_through_predictions_without_detached_caches():
     with torchgp.settings.detach_test_caches(False):
         model(Xs).mean.sum().backward()
     assert model.covar_module.base_kernel.raw_lengthscale.grad is not None
+
+
+def test_batched_test_inputs_share_one_posterior_and_match_flat_predictions():
+    import torchgp
+
+    torch.manual_seed(0)
+    X = torch.rand(30, 2, dtype=torch.float64)
+    y = torch.sin(X.sum(-1))
+
+    class Model(torchgp.models.ExactGP):
+        def __init__(self, X, y, lik):
+            super().__init__(X, y, lik)
+            self.mean_module = torchgp.means.ConstantMean()
+            self.covar_module = torchgp.kernels.ScaleKernel(torchgp.kernels.RBFKernel())
+
+        def forward(self, x):
+            return torchgp.distributions.MultivariateNormal(self.mean_module(x), self.covar_module(x))
+
+    model = Model(X, y, torchgp.likelihoods.GaussianLikelihood()).double().eval()
+    Xt = torch.rand(5, 3, 2, dtype=torch.float64)
+    with torch.no_grad():
+        batched = model(Xt)
+        flat = model(Xt.reshape(15, 2))
+        other = model(torch.rand(7, 1, 2, dtype=torch.float64))  # a different batch shape after the first
+    assert batched.mean.shape == (5, 3) and other.mean.shape == (7, 1)
+    torch.testing.assert_close(batched.mean.reshape(-1), flat.mean, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(batched.variance.reshape(-1), flat.variance, rtol=1e-10, atol=1e-12)
+    # the training covariance was factorised once, with the training batch shape
+    assert model._cache[2].L.shape == (30, 30)

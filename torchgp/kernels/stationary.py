@@ -23,9 +23,9 @@ def _ones_diag(x1: torch.Tensor, batch_shape: torch.Size) -> torch.Tensor:
     return torch.ones(shape, dtype=x1.dtype, device=x1.device)
 
 
-def _sq_dist(a: torch.Tensor, b: torch.Tensor, diag: bool) -> torch.Tensor:
+def _sq_dist(a: torch.Tensor, b: torch.Tensor, diag: bool, clamp: bool = True) -> torch.Tensor:
     """Squared distances: pairwise ``(*batch, n, m)``, or row by row ``(*batch, n)`` when ``diag``."""
-    return (a - b).pow(2).sum(-1) if diag else sq_dist(a, b)
+    return (a - b).pow(2).sum(-1) if diag else sq_dist(a, b, clamp=clamp)
 
 
 class RBFKernel(Kernel):
@@ -42,7 +42,8 @@ class RBFKernel(Kernel):
             return _ones_diag(x1, self.batch_shape)
         a = self.scaled(x1)
         b = a if x2 is x1 else self.scaled(x2)
-        return torch.exp(-0.5 * _sq_dist(a, b, diag))
+        # in place on a fresh tensor (two n × m buffers fewer); round-off negatives are harmless in exp
+        return _sq_dist(a, b, diag, clamp=False).mul_(-0.5).exp_()
 
 
 class MaternKernel(Kernel):

@@ -20,36 +20,56 @@ from torchgp import settings
 from torchgp._shapes import broadcast_shapes
 from torchgp.errors import ShapeError
 from torchgp.linalg.cholesky import psd_safe_cholesky
-from torchgp.linalg.operators import Operator, as_operator
+from torchgp.linalg.operators import AddedDiagOperator, Operator, as_operator
 
 
 class CholeskyInvQuadLogdet(torch.autograd.Function):
-    """``(K (*b,n,n), r (*b,n,k)) → (Σ_k r_kᵀK⁻¹r_k (*b), log|K| (*b))`` with analytic backward."""
+    """``(K (*b,n,n), σ² (*b,n) or None, r (*b,n,k)) → (Σ_k r_kᵀA⁻¹r_k (*b), log|A| (*b))``, ``A = K + diag σ²``.
+
+    The noise enters separately so that ``K + diag σ²`` is formed once inside the forward
+    (no n × n autograd nodes for it) and its gradient is the diagonal of ``∂/∂A``.
+    """
 
     @staticmethod
-    def forward(ctx, K, rhs):
+    def forward(ctx, K, noise, rhs):
+        if noise is not None:
+            K = K.clone()
+            K.diagonal(dim1=-2, dim2=-1).add_(noise)
         L = psd_safe_cholesky(K)
+        del K
         alpha = torch.cholesky_solve(rhs, L)  # R&W Alg. 2.1 line 3: α = Lᵀ\(L\y)
         inv_quad = (rhs * alpha).sum((-2, -1))
         logdet = 2 * L.diagonal(dim1=-2, dim2=-1).log().sum(-1)  # R&W Alg. 2.1 line 7
         ctx.save_for_backward(L, alpha)
+        ctx.has_noise = noise is not None
         return inv_quad, logdet
 
     @staticmethod
     def backward(ctx, g_quad, g_logdet):
         L, alpha = ctx.saved_tensors
-        grad_K = grad_rhs = None
-        if ctx.needs_input_grad[0]:
-            grad_K = -(g_quad[..., None, None] * alpha) @ alpha.mT
-            if g_logdet is not None and torch.any(g_logdet != 0):
-                grad_K = grad_K + g_logdet[..., None, None] * torch.cholesky_inverse(L)
-        if ctx.needs_input_grad[1]:
+        grad_A = grad_noise = grad_rhs = None
+        if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
+            # ∂/∂A = g_l A⁻¹ − g_q ααᵀ, built in place in the buffer of A⁻¹ (one cholesky_inverse).
+            scaled = alpha * (-g_quad)[..., None, None]
+            if g_logdet is not None and bool(torch.any(g_logdet != 0)):
+                grad_A = torch.cholesky_inverse(L).mul_(g_logdet[..., None, None])
+                n, k = alpha.shape[-2], alpha.shape[-1]
+                flat = grad_A.view(-1, n, n)
+                flat.baddbmm_(scaled.reshape(-1, n, k), alpha.mT.reshape(-1, k, n))
+            else:
+                grad_A = scaled @ alpha.mT
+            if ctx.has_noise and ctx.needs_input_grad[1]:
+                grad_noise = grad_A.diagonal(dim1=-2, dim2=-1).clone()
+        if ctx.needs_input_grad[2]:
             grad_rhs = 2 * g_quad[..., None, None] * alpha
-        return grad_K, grad_rhs
+        return (grad_A if ctx.needs_input_grad[0] else None), grad_noise, grad_rhs
 
 
-def _cholesky_inv_quad_logdet(K: torch.Tensor, rhs: torch.Tensor):
-    return CholeskyInvQuadLogdet.apply(K, rhs)
+def _split_noise(op: Operator):
+    """``(dense K, σ² (*batch, n) or None)`` for ``K + diag σ²`` (noise kept apart), else ``(dense, None)``."""
+    if isinstance(op, AddedDiagOperator) and not isinstance(op.base, AddedDiagOperator):
+        return op.base.to_dense(), op.diag.expand(op.shape[:-1])
+    return op.to_dense(), None
 
 
 def inv_quad_logdet(covariance, rhs: torch.Tensor | None = None, logdet: bool = True):
@@ -83,12 +103,15 @@ def inv_quad_logdet(covariance, rhs: torch.Tensor | None = None, logdet: bool = 
     out_dtype = op.dtype
     solve_dtype = settings.solve_dtype.value()
     if n <= settings.max_cholesky_size.value():
-        K = op.to_dense()
+        K, noise = _split_noise(op)
         if solve_dtype is not None and solve_dtype != K.dtype:
             K, rhs_m = K.to(solve_dtype), rhs_m.to(solve_dtype)
-        batch = broadcast_shapes(K.shape[:-2], rhs_m.shape[:-2])
+            noise = None if noise is None else noise.to(solve_dtype)
+        batch = broadcast_shapes(K.shape[:-2], rhs_m.shape[:-2], () if noise is None else noise.shape[:-1])
         K, rhs_m = K.expand(*batch, n, n), rhs_m.expand(*batch, *rhs_m.shape[-2:])
-        quad, ld = _cholesky_inv_quad_logdet(K, rhs_m)
+        if noise is not None:
+            noise = noise.expand(*batch, n)
+        quad, ld = CholeskyInvQuadLogdet.apply(K, noise, rhs_m)
     else:
         from torchgp.linalg.iterative import iterative_inv_quad_logdet
 

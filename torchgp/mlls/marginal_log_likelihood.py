@@ -21,11 +21,11 @@ class MarginalLogLikelihood(Module):
         self.model = model
 
     def _log_prior(self) -> torch.Tensor | float:
-        """Σ log p(θ) over every prior registered below the model and the likelihood (counted once)."""
-        total, seen = 0.0, set()
-        for _, module, prior, closure, _ in self.named_priors():
-            key = (id(module), id(prior))
-            if key not in seen:
-                seen.add(key)
-                total = total + prior.log_prob(closure(module)).sum()
+        """Σ log p(θ) over every prior registered below the model and the likelihood (each module once)."""
+        total = 0.0
+        for module in self.modules():  # modules() visits each module once; no name strings on this hot path
+            closures = getattr(module, "_prior_closures", None)
+            if closures:
+                for name, (closure, _) in closures.items():
+                    total = total + module._modules[name].log_prob(closure(module)).sum()
         return total

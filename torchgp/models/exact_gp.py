@@ -152,6 +152,9 @@ class ExactGP(GP):
         return flat, (data, grad, settings.max_cholesky_size.value())
 
     def _posterior_at(self, inputs, **kwargs) -> MultivariateNormal:
+        # The posterior (L, α) depends on the training data only: built once from the prior at the
+        # training inputs, with the training batch shape, and broadcast against any test batch.
+        posterior = self._posterior(**kwargs)
         train = self.train_inputs
         n = train[0].shape[-2]
         batch = broadcast_shapes(*(x.shape[:-2] for x in (*train, *inputs)))
@@ -159,31 +162,30 @@ class ExactGP(GP):
             torch.cat([a.expand(*batch, *a.shape[-2:]), b.expand(*batch, *b.shape[-2:])], dim=-2)
             for a, b in zip(train, inputs)
         ]
-        full = self._prior(*full_inputs, **kwargs)
+        full = self._prior(*full_inputs, **kwargs)  # lazy: only the test blocks below are evaluated
         mean_full, covar_full = full.mean, full.lazy_covariance_matrix
         if isinstance(covar_full, KernelOperator) and covar_full.symmetric:
             x = covar_full.x1
             kern, params = covar_full.kernel, covar_full.params
             x_tr, x_te = x[..., :n, :], x[..., n:, :]
-            train_covar = KernelOperator(kern, x_tr, x_tr, **params)
             K_sx = KernelOperator(kern, x_te, x_tr, **params).to_dense()  # refused up front if over budget
             test_covar = KernelOperator(kern, x_te, x_te, **params)
         else:
             C = covar_full.to_dense()
-            train_covar = DenseOperator(C[..., :n, :n])
             K_sx, test_covar = C[..., n:, :n], DenseOperator(C[..., n:, n:])
-        posterior = self._posterior(mean_full[..., :n], train_covar)
         mean, covar = posterior.predict(mean_full[..., n:], K_sx, test_covar)
         return MultivariateNormal(mean, covar)
 
-    def _posterior(self, train_mean, train_covar) -> ExactPosterior:
+    def _posterior(self, **kwargs) -> ExactPosterior:
+        """The cached posterior, rebuilt when a parameter, buffer or the training data changed."""
         key_values, key_meta = self._state_key()
         if self._cache is not None:
             old_values, old_meta, post = self._cache
             if old_meta == key_meta and old_values.shape == key_values.shape and torch.equal(old_values, key_values):
                 return post
-        noisy = self.likelihood.marginal(MultivariateNormal(train_mean, train_covar), *self.train_inputs)
-        post = ExactPosterior(self.train_inputs[0], self.train_targets, train_mean, noisy.lazy_covariance_matrix)
+        prior = self._prior(*self.train_inputs, **kwargs)
+        noisy = self.likelihood.marginal(prior, *self.train_inputs)
+        post = ExactPosterior(self.train_inputs[0], self.train_targets, prior.mean, noisy.lazy_covariance_matrix)
         if settings.detach_test_caches.on() or not torch.is_grad_enabled():
             post = post.detach()
         self._cache = (key_values, key_meta, post)
@@ -203,7 +205,7 @@ class ExactGP(GP):
         target = (
             self.train_targets
             if target is None
-            else check_train_targets(target, self.train_inputs[0], self._multi_output)
+            else check_train_targets(target, self.train_inputs[0], self._multi_output, check_finite=False)
         )
         try:
             res = self.likelihood.marginal(output, *self.train_inputs).log_prob(target).sum()
@@ -212,7 +214,7 @@ class ExactGP(GP):
                 raise NonFiniteError(describe_nonfinite(self)) from err
             raise
         if not torch.isfinite(res):
-            raise NonFiniteError(describe_nonfinite(self))
+            raise NonFiniteError(describe_nonfinite(self, target))
         return res
 
     def get_fantasy_model(self, inputs, targets, **kwargs) -> ExactGP:
@@ -233,8 +235,14 @@ class ExactGP(GP):
         return new
 
 
-def describe_nonfinite(module) -> str:
-    """Message for a loss that became NaN/inf, naming the parameters that went bad."""
+def describe_nonfinite(module, target: torch.Tensor | None = None) -> str:
+    """Message for a loss that became NaN/inf, naming the parameters (or target points) that went bad."""
+    if target is not None and not torch.all(torch.isfinite(target)):
+        rows = torch.nonzero(~torch.isfinite(target).reshape(-1, target.shape[-1]).all(0)).flatten().tolist()
+        return (
+            f"The loss is not finite because the targets hold NaN or inf at {len(rows)} point(s) (first: "
+            f"{rows[:10]}). Drop those points (from inputs and targets) or impute them."
+        )
     bad = module.non_finite_parameters()
     if bad:
         return (

@@ -22,7 +22,7 @@ from torchgp import settings
 from torchgp._shapes import broadcast_shapes
 from torchgp.linalg.cholesky import psd_safe_cholesky
 from torchgp.linalg.inv_quad_logdet import solve
-from torchgp.linalg.operators import AddedDiagOperator, Operator, as_operator
+from torchgp.linalg.operators import Operator, as_operator
 
 
 class ExactPosterior:
@@ -88,12 +88,11 @@ class PosteriorCovariance(Operator):
         """``v = L⁻¹Kₓ*`` (Cholesky) or ``w = (K+σ²I)⁻¹Kₓ*`` (iterative), ``(*batch, n, t)``."""
         if self._v is None:
             p = self.posterior
-            K_xs = self.K_sx.mT
             if p.use_cholesky:
-                self._v = p.half_solve(K_xs.expand(*p.L.shape[:-2], *K_xs.shape[-2:]))
+                self._v = _batched_columns(p.half_solve, p.L.shape[:-2], self.K_sx.mT)
             else:
                 with settings.cg_tolerance(settings.eval_cg_tolerance.value()):
-                    self._v = solve(p.op, K_xs.expand(*p.op.shape[:-2], *K_xs.shape[-2:]))
+                    self._v = _batched_columns(lambda r: solve(p.op, r), p.op.shape[:-2], self.K_sx.mT)
         return self._v
 
     def _reduction(self) -> torch.Tensor:
@@ -113,6 +112,22 @@ class PosteriorCovariance(Operator):
         return self.to_dense() @ rhs
 
 
-def noisy_covariance(prior_covar, noise: torch.Tensor) -> AddedDiagOperator:
-    """``K + diag(σ²)`` as an operator."""
-    return AddedDiagOperator(as_operator(prior_covar), noise)
+def _batched_columns(fn, train_batch: torch.Size, rhs: torch.Tensor) -> torch.Tensor:
+    """``fn(rhs)`` for ``rhs (*batch, n, t)`` when ``fn``'s matrix has the smaller batch ``train_batch``.
+
+    Test batches are folded into columns (one solve, no copy of the n × n factor per test batch).
+    """
+    batch = rhs.shape[:-2]
+    if tuple(batch) == tuple(train_batch):
+        return fn(rhs)
+    out_batch = broadcast_shapes(batch, train_batch)
+    k = len(out_batch) - len(train_batch)
+    rhs = rhs.expand(*out_batch, *rhs.shape[-2:])
+    lead = out_batch[:k]
+    n, t = rhs.shape[-2], rhs.shape[-1]
+    # (*lead, *train_batch, n, t) → (*train_batch, n, lead·t)
+    perm = [*range(k, k + len(train_batch)), k + len(train_batch), *range(k), k + len(train_batch) + 1]
+    folded = rhs.permute(*perm).reshape(*train_batch, n, -1)
+    out = fn(folded).reshape(*train_batch, n, *lead, t)
+    inv = [*range(len(train_batch) + 1, len(train_batch) + 1 + k), *range(len(train_batch) + 1), len(train_batch) + 1 + k]
+    return out.permute(*inv)

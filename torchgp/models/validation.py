@@ -36,8 +36,11 @@ def check_train_inputs(x, name: str = "train_inputs") -> torch.Tensor:
     return x
 
 
-def check_train_targets(y, x: torch.Tensor, multi_output: bool = False) -> torch.Tensor:
-    """Targets matching ``x (*batch, n, d)``: ``(*batch, n)``; ``(*batch, n, 1)`` is accepted and squeezed."""
+def check_train_targets(y, x: torch.Tensor, multi_output: bool = False, check_finite: bool = True) -> torch.Tensor:
+    """Targets matching ``x (*batch, n, d)``: ``(*batch, n)``; ``(*batch, n, 1)`` is accepted and squeezed.
+
+    ``check_finite=False`` skips the O(n) NaN scan (hot paths that check the loss instead).
+    """
     if not isinstance(y, torch.Tensor):
         raise TypeError(f"train_targets must be a torch.Tensor of shape (*batch, n); got {type(y).__name__}.")
     n = x.shape[-2]
@@ -55,7 +58,7 @@ def check_train_targets(y, x: torch.Tensor, multi_output: bool = False) -> torch
         y = y.to(x.dtype)
     elif y.dtype != x.dtype:
         y = y.to(x.dtype)
-    rows = nonfinite_rows(y, point_dim)
+    rows = nonfinite_rows(y, point_dim) if check_finite else []
     if rows:
         raise InputError(
             f"train_targets holds NaN or inf at {len(rows)} point(s) (first: {rows[:10]}). Drop those points "

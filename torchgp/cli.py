@@ -1,0 +1,321 @@
+r"""The ``torchgp`` command: ``torchgp demo``, ``torchgp fit DATA.csv --target y``, ``torchgp predict MODEL DATA.csv``.
+
+Run ``torchgp COMMAND --help`` for the options. Bad input (missing file or column, non-numeric
+values, missing values without ``--dropna``, an empty file) ends with exit status 2 and a
+one-line message saying what to change; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import sys
+
+import torch
+
+__all__ = ["main"]
+
+_MISSING = {"", "na", "nan", "null", "none", "n/a"}
+
+
+class CLIError(Exception):
+    """A problem with the user's input; printed as one line, exit status 2."""
+
+
+# --------------------------------------------------------------------------- reading tables
+def read_table(path: str) -> tuple[list[str], list[list[str]]]:
+    """Column names and rows of strings from a CSV (or Parquet, with pyarrow) file."""
+    if not os.path.exists(path):
+        raise CLIError(f"no such file: {path}")
+    if path.lower().endswith((".parquet", ".pq")):
+        try:
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise CLIError("reading Parquet needs pyarrow: pip install pyarrow (or convert the file to CSV)") from None
+        table = pq.read_table(path)
+        columns = list(table.column_names)
+        data = [[("" if v is None else str(v)) for v in table.column(c).to_pylist()] for c in columns]
+        return columns, [list(row) for row in zip(*data)]
+    with open(path, newline="") as f:
+        rows = [row for row in csv.reader(f) if row and any(cell.strip() for cell in row)]
+    if not rows:
+        raise CLIError(f"{path} is empty: it needs a header row with column names and at least one data row")
+    header = [h.strip() for h in rows[0]]
+    if len(rows) == 1:
+        raise CLIError(f"{path} has a header ({', '.join(header)}) but no data rows")
+    for i, row in enumerate(rows[1:], start=2):
+        if len(row) != len(header):
+            raise CLIError(f"{path} line {i} has {len(row)} fields but the header has {len(header)}; fix the row")
+    return header, rows[1:]
+
+
+def numeric_columns(path: str, header: list[str], rows: list[list[str]], columns: list[str], dropna: bool
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The chosen columns as a float64 ``(n, len(columns))`` tensor and the kept row indices ``(n,)``.
+
+    Raises:
+        CLIError: a column is missing, a value is not a number, or rows have missing values without ``dropna``.
+    """
+    missing = [c for c in columns if c not in header]
+    if missing:
+        raise CLIError(f"column(s) {', '.join(repr(c) for c in missing)} not in {path}; its columns are: {', '.join(header)}")
+    index = [header.index(c) for c in columns]
+    values, kept, nan_rows = [], [], []
+    for r, row in enumerate(rows):
+        out = []
+        for c, j in zip(columns, index):
+            cell = row[j].strip()
+            if cell.lower() in _MISSING:
+                out.append(math.nan)
+                continue
+            try:
+                out.append(float(cell))
+            except ValueError:
+                raise CLIError(
+                    f"column {c!r} of {path} is not numeric: row {r + 2} holds {cell!r}. Remove or encode that column "
+                    "(choose others with --features)"
+                ) from None
+        if any(math.isnan(v) or math.isinf(v) for v in out):
+            nan_rows.append(r + 2)
+            if dropna:
+                continue
+        values.append(out)
+        kept.append(r)
+    if nan_rows and not dropna:
+        shown = ", ".join(map(str, nan_rows[:5])) + (" ..." if len(nan_rows) > 5 else "")
+        raise CLIError(f"{len(nan_rows)} row(s) of {path} have missing or non-finite values (lines {shown}); "
+                       "pass --dropna to drop them, or fill them in")
+    if not values:
+        raise CLIError(f"no rows of {path} are left after dropping the {len(nan_rows)} with missing values")
+    return torch.tensor(values, dtype=torch.float64), torch.tensor(kept)
+
+
+# --------------------------------------------------------------------------- commands
+def _cmd_demo(args) -> int:
+    from torchgp.demo import run_demo
+
+    run_demo(args.out, plot=not args.no_plot, quick=args.quick, progress=None if args.progress else False)
+    return 0
+
+
+def _cmd_fit(args) -> int:
+    from torchgp.demo import hyperparameter_lines, predictive_metrics
+    from torchgp.errors import NotPSDError
+    from torchgp.io import ExactGPModel, save
+    from torchgp.kernels.parse import init_from_data, parse_kernel
+    from torchgp.mlls import ExactMarginalLogLikelihood
+    from torchgp.optim.fit import fit
+
+    header, rows = read_table(args.data)
+    if args.target not in header:
+        raise CLIError(f"target column {args.target!r} not in {args.data}; its columns are: {', '.join(header)}")
+    features = [f.strip() for f in args.features.split(",") if f.strip()] if args.features else [
+        c for c in header if c != args.target]
+    if not features:
+        raise CLIError(f"{args.data} has no feature columns besides the target {args.target!r}; name them with --features")
+    if args.target in features:
+        raise CLIError(f"the target {args.target!r} is also listed in --features; remove it there")
+    if not 0 <= args.test_fraction < 1:
+        raise CLIError(f"--test-fraction must be in [0, 1); got {args.test_fraction}")
+    data, _ = numeric_columns(args.data, header, rows, features + [args.target], args.dropna)
+    X_all, y_all = data[:, :-1], data[:, -1]
+    n = len(y_all)
+    gen = torch.Generator().manual_seed(args.seed)
+    perm = torch.randperm(n, generator=gen)
+    n_test = int(round(args.test_fraction * n))
+    if n - n_test < 2:
+        raise CLIError(f"only {n - n_test} training row(s) after holding out {n_test}; give more rows or lower --test-fraction")
+    test, train = perm[:n_test], perm[n_test:]
+    X, y = X_all[train], y_all[train]
+    x_mean, x_std = X.mean(0), X.std(0)
+    x_std = torch.where(x_std > 0, x_std, torch.ones_like(x_std))
+    y_mean, y_std = float(y.mean()), float(y.std()) or 1.0
+    Xn, yn = (X - x_mean) / x_std, (y - y_mean) / y_std
+    try:
+        kernel = parse_kernel(args.kernel, ard_num_dims=X.shape[1]).double()
+    except ValueError as err:
+        raise CLIError(str(err)) from None
+    init_from_data(kernel, Xn, 1.0)
+    model = ExactGPModel(Xn, yn, kernel=kernel).double()
+    model.likelihood.noise = 0.1
+    mll = ExactMarginalLogLikelihood(model.likelihood, model)
+    print(f"{args.data}: {n} rows, features {features}, target {args.target!r}; {len(train)} for training, {n_test} held out")
+    try:
+        result = fit(mll, maxiter=args.max_iter, restarts=args.restarts, seed=args.seed,
+                     progress=None if args.progress else False)
+    except NotPSDError as err:
+        raise CLIError(f"the fit failed numerically: {err}") from None
+    model.train()
+    with torch.no_grad():
+        train_mll = float(mll(model(Xn), yn)) * len(train)
+    model.eval()
+    print(f"fit: {result}")
+    print("learned hyperparameters (inputs and target standardised):")
+    for line in hyperparameter_lines(model):
+        print(f"  {line}")
+    print(f"training log marginal likelihood: {train_mll:.3f} ({train_mll / len(train):.4f} per point)")
+    metrics = {"train_mll": train_mll, "n_train": len(train), "n_test": n_test}
+
+    def predict(Xraw):
+        with torch.no_grad():
+            pred = model.likelihood(model((Xraw - x_mean) / x_std))
+            return pred.mean.detach() * y_std + y_mean, pred.variance.detach().clamp_min(0).sqrt() * y_std
+
+    if n_test:
+        mean, std = predict(X_all[test])
+        metrics.update(predictive_metrics(mean, std, y_all[test]))
+        print(f"test RMSE: {metrics['rmse']:.4g}   test NLPD: {metrics['nlpd']:.4g}   "
+              f"95% interval coverage: {100 * metrics['coverage95']:.1f}% (calibrated: about 95%)")
+    os.makedirs(args.out, exist_ok=True)
+    model_path = os.path.join(args.out, "model.safetensors")
+    save(model, model_path, metadata={"features": features, "target": args.target, "x_mean": x_mean.tolist(),
+                                      "x_std": x_std.tolist(), "y_mean": y_mean, "y_std": y_std, "kernel": args.kernel})
+    with open(os.path.join(args.out, "metrics.json"), "w") as f:
+        json.dump(metrics, f, indent=2)
+    print(f"model saved to {model_path}")
+    if not args.no_plot:
+        _plot_fit(args, model, X_all, y_all, train, test, x_mean, x_std, y_mean, y_std, features, predict, result)
+    return 0
+
+
+def _plot_fit(args, model, X_all, y_all, train, test, x_mean, x_std, y_mean, y_std, features, predict, result):
+    try:
+        from torchgp import plot
+    except ImportError as err:  # pragma: no cover - plot itself imports matplotlib lazily
+        print(f"(no plot: {err})")
+        return
+    path = os.path.join(args.out, "fit.png")
+    try:
+        d = X_all.shape[1]
+        if d == 1:
+            plot.plot_posterior_1d(
+                model, likelihood=model.likelihood, test_x=(X_all[test] - x_mean) / x_std,
+                test_y=(y_all[test] - y_mean) / y_std, num_samples=0, path=path,
+                x_transform=lambda v: v * float(x_std[0]) + float(x_mean[0]),
+                y_transform=lambda v, scale=False: v * y_std + y_mean, title=f"{args.target} vs {features[0]}")
+        elif d == 2:
+            plot.plot_posterior_2d(model, path=path, title=f"{args.target} (standardised) over {features[0]}, {features[1]}")
+        else:
+            idx = test if len(test) else train
+            mean, std = predict(X_all[idx])
+            plot.plot_predicted_vs_observed(mean, std, y_all[idx], path=path,
+                                            title=f"{args.target}: {'test' if len(test) else 'training'} rows")
+        plot.plot_training(result, path=os.path.join(args.out, "training.png"))
+    except ImportError as err:
+        print(f"(no plot: {err})")
+        return
+    print(f"plot saved to {path}")
+
+
+def _cmd_predict(args) -> int:
+    from torchgp.io import ModelFileError, load
+
+    try:
+        model, meta, _ = load(args.model, with_metadata=True)
+    except (ModelFileError, FileNotFoundError) as err:
+        raise CLIError(str(err)) from None
+    features = meta.get("features")
+    if not features:
+        raise CLIError(f"{args.model} holds no feature names; it was not written by `torchgp fit` or `torchgp demo`")
+    header, rows = read_table(args.data)
+    X, kept = numeric_columns(args.data, header, rows, features, args.dropna)
+    x_mean = torch.tensor(meta.get("x_mean", [0.0] * len(features)), dtype=torch.float64)
+    x_std = torch.tensor(meta.get("x_std", [1.0] * len(features)), dtype=torch.float64)
+    y_mean, y_std = meta.get("y_mean", 0.0), meta.get("y_std", 1.0)
+    model.eval()
+    with torch.no_grad():
+        pred = model.likelihood(model(((X - x_mean) / x_std).to(torch.float64)))
+        mean = pred.mean.detach() * y_std + y_mean
+        std = pred.variance.detach().clamp_min(0).sqrt() * y_std
+    out = open(args.out, "w", newline="") if args.out else sys.stdout
+    try:
+        writer = csv.writer(out)
+        writer.writerow([*header, "mean", "std", "lower95", "upper95"])
+        for i, r in enumerate(kept.tolist()):
+            m, s = float(mean[i]), float(std[i])
+            writer.writerow([*rows[r], f"{m:.10g}", f"{s:.10g}", f"{m - 1.959964 * s:.10g}", f"{m + 1.959964 * s:.10g}"])
+    finally:
+        if args.out:
+            out.close()
+    if args.out:
+        print(f"{len(kept)} predictions written to {args.out}")
+    return 0
+
+
+# --------------------------------------------------------------------------- argument parsing
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="torchgp",
+        description="Gaussian-process regression from the command line: fit a CSV, report, plot, save, predict.",
+        epilog="Start with `torchgp demo` (Mauna Loa CO2, about 15 s).",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    demo = sub.add_parser("demo", help="fit and extrapolate the bundled Mauna Loa CO2 record",
+                          description="Fit an exact GP (trend + seasonal + irregular kernel) to monthly CO2 means "
+                                      "1958-1994, predict 1995-2001, print hyperparameters and test metrics, save "
+                                      "a plot and the model.")
+    demo.add_argument("--out", default="torchgp-demo", help="output folder for co2.png and co2_model.safetensors "
+                                                            "(default: %(default)s)")
+    demo.add_argument("--no-plot", action="store_true", help="do not write the plot (no matplotlib needed)")
+    demo.add_argument("--quick", action="store_true", help="every second month and fewer iterations (a few seconds)")
+    demo.add_argument("--progress", action="store_true", help="show a progress bar even when not on a terminal")
+    demo.set_defaults(func=_cmd_demo)
+
+    fit = sub.add_parser("fit", help="fit a GP to a CSV/Parquet table and report test metrics",
+                         description="Read DATA, hold out a random test split, fit an exact GP (inputs and target "
+                                     "standardised, hyperparameters by L-BFGS-B), print learned hyperparameters, the "
+                                     "training log marginal likelihood, test RMSE/NLPD and the 95%% interval coverage, "
+                                     "write a plot and the model to --out.")
+    fit.add_argument("data", metavar="DATA", help="CSV file with a header row (or .parquet with pyarrow installed)")
+    fit.add_argument("--target", required=True, help="name of the column to predict")
+    fit.add_argument("--features", default=None, help="comma-separated input columns (default: every other column)")
+    fit.add_argument("--kernel", default="rbf", help="kernel string, e.g. 'rbf + periodic * rbf'; names: rbf, matern12, "
+                                                     "matern32, matern52, rq, periodic, linear, polyN, cosine, smN "
+                                                     "(default: %(default)s)")
+    fit.add_argument("--out", default="torchgp-fit", help="output folder (default: %(default)s)")
+    fit.add_argument("--test-fraction", type=float, default=0.2, help="fraction of rows held out (default: %(default)s)")
+    fit.add_argument("--dropna", action="store_true", help="drop rows with missing values instead of stopping")
+    fit.add_argument("--seed", type=int, default=0, help="seed of the test split and the restarts (default: %(default)s)")
+    fit.add_argument("--restarts", type=int, default=2, help="extra optimiser starts; the best is kept (default: %(default)s)")
+    fit.add_argument("--max-iter", type=int, default=500, help="optimiser iterations per start (default: %(default)s)")
+    fit.add_argument("--no-plot", action="store_true", help="do not write plots")
+    fit.add_argument("--progress", action="store_true", help="show a progress bar even when not on a terminal")
+    fit.set_defaults(func=_cmd_fit)
+
+    pred = sub.add_parser("predict", help="predict with a model saved by `torchgp fit`",
+                          description="Write the rows of DATA with the predictive mean, standard deviation and 95%% "
+                                      "interval (columns mean, std, lower95, upper95).")
+    pred.add_argument("model", metavar="MODEL", help="model file written by `torchgp fit` (model.safetensors)")
+    pred.add_argument("data", metavar="DATA", help="CSV/Parquet file holding the model's feature columns")
+    pred.add_argument("--out", default=None, help="output CSV (default: standard output)")
+    pred.add_argument("--dropna", action="store_true", help="skip rows with missing feature values instead of stopping")
+    pred.set_defaults(func=_cmd_predict)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the ``torchgp`` command with ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args)
+    except CLIError as err:
+        print(f"torchgp {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"torchgp {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # output piped into e.g. `head`, which closed early
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silences the flush at exit
+        return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
