@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
@@ -129,3 +131,26 @@ def test_cholesky_no_warning_when_fine(recwarn):
     _, K = _spd(2)
     assert_close(psd_safe_cholesky(K), torch.linalg.cholesky(K))
     assert not [w for w in recwarn if issubclass(w.category, NumericalWarning)]
+
+
+def test_solve_dtype_runs_the_factorisation_in_float64_for_float32_kernels():
+    from torchgp import settings
+    from torchgp.linalg import inv_quad_logdet
+
+    gen = torch.Generator().manual_seed(0)
+    X = torch.rand(300, 1, generator=gen, dtype=torch.float64)
+    K64 = torch.exp(-0.5 * (X - X.mT).square() / 0.5**2) + 1e-5 * torch.eye(300, dtype=torch.float64)
+    r64 = torch.randn(300, generator=gen, dtype=torch.float64)
+    q_ref, l_ref = inv_quad_logdet(K64, r64)
+    K32 = K64.float().requires_grad_()
+    with settings.solve_dtype(torch.float64):
+        q_mixed, l_mixed = inv_quad_logdet(K32, r64.float())
+    assert q_mixed.dtype == l_mixed.dtype == torch.float32  # results follow the inputs' dtype
+    err_mixed = abs(l_mixed.double() - l_ref) / abs(l_ref)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # float32 may need jitter here
+        _, l_32 = inv_quad_logdet(K64.float(), r64.float())
+    err_32 = abs(l_32.double() - l_ref) / abs(l_ref)
+    assert err_mixed < err_32  # the float64 solve removes the float32 factorisation error
+    (q_mixed + l_mixed).backward()
+    assert K32.grad.dtype == torch.float32 and torch.all(torch.isfinite(K32.grad))

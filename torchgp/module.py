@@ -12,7 +12,7 @@ validates ``v`` (finite, inside the constraint) and writes the raw parameter.
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn
@@ -139,7 +139,7 @@ class Module(nn.Module):
             super().__setattr__(name, value)
 
     # ------------------------------------------------------------------ initialize
-    def initialize(self, **kwargs) -> "Module":
+    def initialize(self, **kwargs) -> Module:
         """Set hyperparameters by (dotted) name: ``initialize(**{"covar_module.outputscale": 2.0})``.
 
         Constrained names (``lengthscale``) take constrained values and are validated; raw names

@@ -226,14 +226,16 @@ class GaussianProcessRegressor(RegressorMixin, BaseEstimator):
         """
         if return_std and return_cov:
             raise ValueError("predict: ask for at most one of return_std and return_cov.")
-        dist = self._predictive(X)
+        check_is_fitted(self, "model_")
         s, m = self._y_norm.std, self._y_norm.mean
-        mean = dist.mean.cpu().numpy().astype(np.float64) * s + m
-        if return_cov:
-            return mean, dist.covariance_matrix.cpu().numpy().astype(np.float64) * s**2
-        if return_std:
-            var = dist.variance.clamp_min(0).cpu().numpy().astype(np.float64)
-            return mean, np.sqrt(var) * s
+        with torch.no_grad():  # the predictive covariance is evaluated lazily, so keep the block around it
+            dist = self._predictive(X)
+            mean = dist.mean.detach().cpu().numpy().astype(np.float64) * s + m
+            if return_cov:
+                return mean, dist.covariance_matrix.detach().cpu().numpy().astype(np.float64) * s**2
+            if return_std:
+                var = dist.variance.detach().clamp_min(0).cpu().numpy().astype(np.float64)
+                return mean, np.sqrt(var) * s
         return mean
 
     def sample_y(self, X, n_samples=1, random_state=0):

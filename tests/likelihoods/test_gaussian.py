@@ -100,7 +100,7 @@ def test_fixed_noise_with_learned_extra_noise():
 def test_fixed_noise_validation():
     with pytest.raises(torchgp.errors.InputError, match="non-negative"):
         FixedNoiseGaussianLikelihood(noise=torch.tensor([0.1, -0.1]))
-    with pytest.warns(UserWarning, match="raised to"):
+    with pytest.warns(torchgp.errors.NumericalWarning, match="raised to"):
         lik = FixedNoiseGaussianLikelihood(noise=torch.tensor([0.0, 0.1], dtype=torch.float64))
     assert lik.noise.min() > 0
 

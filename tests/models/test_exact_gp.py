@@ -322,3 +322,51 @@ def test_batched_test_inputs_share_one_posterior_and_match_flat_predictions():
     torch.testing.assert_close(batched.variance.reshape(-1), flat.variance, rtol=1e-10, atol=1e-12)
     # the training covariance was factorised once, with the training batch shape
     assert model._cache[2].L.shape == (30, 30)
+
+
+def test_iterative_path_training_and_predictions_match_cholesky():
+    """Above settings.max_cholesky_size the model trains and predicts through CG/SLQ; results agree."""
+    import torchgp
+    from torchgp import settings
+
+    torch.manual_seed(1)
+    X = torch.rand(400, 2, dtype=torch.float64)
+    y = torch.sin(4 * X[:, 0]) * torch.cos(3 * X[:, 1]) + 0.1 * torch.randn(400, dtype=torch.float64)
+    Xs = torch.rand(25, 2, dtype=torch.float64)
+
+    class Model(torchgp.models.ExactGP):
+        def __init__(self, X, y, lik):
+            super().__init__(X, y, lik)
+            self.mean_module = torchgp.means.ConstantMean()
+            self.covar_module = torchgp.kernels.ScaleKernel(torchgp.kernels.RBFKernel(ard_num_dims=2))
+
+        def forward(self, x):
+            return torchgp.distributions.MultivariateNormal(self.mean_module(x), self.covar_module(x))
+
+    lik = torchgp.likelihoods.GaussianLikelihood()
+    model = Model(X, y, lik).double()
+    model.initialize(**{"covar_module.base_kernel.lengthscale": 0.3, "likelihood.noise": 0.05})
+    mll = torchgp.mlls.ExactMarginalLogLikelihood(lik, model)
+
+    def loss_and_grads():
+        model.zero_grad()
+        loss = -mll(model(X), y)
+        loss.backward()
+        return loss.detach(), torch.cat([p.grad.reshape(-1) for p in model.parameters()])
+
+    exact_loss, exact_grad = loss_and_grads()
+    with settings.max_cholesky_size(100):
+        it_loss, it_grad = loss_and_grads()
+    assert abs((it_loss - exact_loss) / exact_loss) < 1e-3
+    assert torch.all((it_grad - exact_grad).abs() <= 1e-2 * exact_grad.abs() + 1e-4)
+
+    model.eval()
+    with torch.no_grad():
+        exact = lik(model(Xs))
+        with settings.max_cholesky_size(100):
+            model._cache = None
+            it = lik(model(Xs))
+            assert not model._cache[2].use_cholesky
+            it_mean, it_var = it.mean, it.variance
+    torch.testing.assert_close(it_mean, exact.mean, rtol=1e-3, atol=1e-4)
+    torch.testing.assert_close(it_var, exact.variance, rtol=1e-3, atol=1e-4)

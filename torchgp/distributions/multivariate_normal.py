@@ -42,7 +42,7 @@ class MultivariateNormal(Distribution):
 
     def __init__(self, mean: torch.Tensor, covariance_matrix, validate_args: bool = False):
         if mean.dim() < 1:
-            raise ShapeError(f"MultivariateNormal: mean must have shape (*batch, n); got a scalar.")
+            raise ShapeError("MultivariateNormal: mean must have shape (*batch, n); got a scalar.")
         cov = as_operator(covariance_matrix)
         n = mean.shape[-1]
         if cov.shape[-1] != n or cov.shape[-2] != n:
@@ -155,7 +155,7 @@ class MultivariateNormal(Distribution):
     def __truediv__(self, other):
         return self * (1.0 / other)
 
-    def add_jitter(self, noise: float = 1e-4) -> "MultivariateNormal":
+    def add_jitter(self, noise: float = 1e-4) -> MultivariateNormal:
         return MultivariateNormal(self.mean, AddedDiagOperator(self._covar, torch.tensor(noise, dtype=self.mean.dtype)))
 
     def expand(self, batch_shape, _instance=None):

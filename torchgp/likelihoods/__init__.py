@@ -6,7 +6,7 @@ from torchgp.likelihoods.gaussian import (
     FixedNoiseGaussianLikelihood,
     GaussianLikelihood,
     HeteroskedasticGaussianLikelihood,
-    _GaussianLikelihoodBase,
+    _GaussianLikelihoodBase,  # noqa: F401  (imported by models and mlls from here)
 )
 from torchgp.likelihoods.laplace import LaplaceLikelihood
 from torchgp.likelihoods.likelihood import Likelihood

@@ -12,7 +12,7 @@ import torch
 from torchgp import settings
 from torchgp._shapes import broadcast_shapes
 from torchgp.constraints import GreaterThan
-from torchgp.errors import InputError, ShapeError
+from torchgp.errors import InputError, NumericalWarning, ShapeError
 from torchgp.module import Module
 
 
@@ -52,7 +52,12 @@ class FixedGaussianNoise(Module):
             raise InputError("FixedGaussianNoise: noise variances must be finite and non-negative.")
         floor = settings.min_fixed_noise.value(noise.dtype)
         if torch.any(noise < floor):
-            warnings.warn(f"Fixed noise variances below {floor:g} were raised to {floor:g} for numerical stability.")
+            warnings.warn(
+                f"Fixed noise variances below {floor:g} were raised to {floor:g} for numerical stability "
+                "(settings.min_fixed_noise).",
+                NumericalWarning,
+                stacklevel=3,
+            )
             noise = noise.clamp_min(floor)
         self.register_buffer("noise", noise)
 

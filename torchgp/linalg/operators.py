@@ -90,11 +90,11 @@ class Operator:
     def __matmul__(self, rhs):
         return self.matmul(rhs)
 
-    def add_diagonal(self, diag: torch.Tensor) -> "AddedDiagOperator":
+    def add_diagonal(self, diag: torch.Tensor) -> AddedDiagOperator:
         """``self + diag(d)`` with ``d`` broadcastable to ``(*batch, n)``."""
         return AddedDiagOperator(self, diag)
 
-    def add_jitter(self, jitter: float = 1e-6) -> "AddedDiagOperator":
+    def add_jitter(self, jitter: float = 1e-6) -> AddedDiagOperator:
         return self.add_diagonal(torch.full((), jitter, dtype=self.dtype, device=self.device))
 
     def __add__(self, other):

@@ -50,7 +50,7 @@ class ExactPosterior:
             with settings.cg_tolerance(settings.eval_cg_tolerance.value()):
                 self.alpha = solve(op, r.expand(*op.shape[:-1], 1))
 
-    def detach(self) -> "ExactPosterior":
+    def detach(self) -> ExactPosterior:
         new = object.__new__(ExactPosterior)
         new.__dict__.update(self.__dict__)
         new.alpha = self.alpha.detach()
