@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
+
+
+def all_finite(t: torch.Tensor) -> bool:
+    """Whether every entry of ``t`` is finite; a scalar is checked without a tensor round trip (~0.3 µs vs ~8 µs)."""
+    return math.isfinite(t.item()) if t.numel() == 1 else bool(torch.isfinite(t).all())
+
+
+def any_nonzero(t: torch.Tensor) -> bool:
+    """Whether any entry of ``t`` is non-zero (scalar fast path)."""
+    return t.item() != 0 if t.numel() == 1 else bool(t.any())
 
 
 def broadcast_shapes(*shapes) -> torch.Size:
@@ -10,6 +22,9 @@ def broadcast_shapes(*shapes) -> torch.Size:
 
     ``torch.broadcast_shapes`` costs ~15 µs a call in Python, which shows at n ≈ 100.
     """
+    first = shapes[0]
+    if all(s == first for s in shapes):
+        return torch.Size(first)
     shapes = [tuple(s) for s in shapes]
     nonempty = [s for s in shapes if s and any(d != 1 for d in s)]
     if not nonempty:

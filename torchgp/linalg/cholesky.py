@@ -7,6 +7,7 @@ import warnings
 import torch
 
 from torchgp import settings
+from torchgp._shapes import any_nonzero
 from torchgp.errors import NotPSDError, NumericalWarning
 
 
@@ -53,7 +54,7 @@ def psd_safe_cholesky(A: torch.Tensor, jitter: float | None = None, max_tries: i
         NotPSDError: still not factorisable; the message says why and how to fix it.
     """
     L, info = torch.linalg.cholesky_ex(A)
-    if not torch.any(info):
+    if not any_nonzero(info):
         return L
     base = settings.cholesky_jitter.value(A.dtype) if jitter is None else jitter
     tries = settings.cholesky_max_tries.value() if max_tries is None else max_tries

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 
 from torchgp import settings
-from torchgp._shapes import broadcast_shapes
+from torchgp._shapes import any_nonzero, broadcast_shapes
 from torchgp.errors import ShapeError
 from torchgp.linalg.cholesky import psd_safe_cholesky
 from torchgp.linalg.operators import AddedDiagOperator, Operator, as_operator
@@ -51,7 +51,7 @@ class CholeskyInvQuadLogdet(torch.autograd.Function):
         if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
             # ∂/∂A = g_l A⁻¹ − g_q ααᵀ, built in place in the buffer of A⁻¹ (one cholesky_inverse).
             scaled = alpha * (-g_quad)[..., None, None]
-            if g_logdet is not None and bool(torch.any(g_logdet != 0)):
+            if g_logdet is not None and any_nonzero(g_logdet):
                 grad_A = torch.cholesky_inverse(L).mul_(g_logdet[..., None, None])
                 n, k = alpha.shape[-2], alpha.shape[-1]
                 flat = grad_A.view(-1, n, n)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 
+from torchgp._shapes import all_finite
 from torchgp.distributions import MultivariateNormal
 from torchgp.errors import ModelTypeError, NonFiniteError, NotPSDError
 from torchgp.likelihoods.gaussian import _GaussianLikelihoodBase
@@ -59,6 +60,6 @@ class ExactMarginalLogLikelihood(MarginalLogLikelihood):
             if self.non_finite_parameters():  # the factorisation failed because a parameter went bad: name it
                 raise NonFiniteError(describe_nonfinite(self)) from err
             raise
-        if not torch.all(torch.isfinite(res)):
+        if not all_finite(res):
             raise NonFiniteError(describe_nonfinite(self, target))
         return res

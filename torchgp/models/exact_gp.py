@@ -13,7 +13,7 @@ import warnings
 import torch
 
 from torchgp import settings
-from torchgp._shapes import broadcast_shapes
+from torchgp._shapes import all_finite, broadcast_shapes
 from torchgp.distributions import MultivariateNormal
 from torchgp.errors import InputError, ModelTypeError, NonFiniteError, NotPSDError
 from torchgp.likelihoods.gaussian import _GaussianLikelihoodBase
@@ -213,7 +213,7 @@ class ExactGP(GP):
             if self.non_finite_parameters():  # the factorisation failed because a parameter went bad: name it
                 raise NonFiniteError(describe_nonfinite(self)) from err
             raise
-        if not torch.isfinite(res):
+        if not all_finite(res):
             raise NonFiniteError(describe_nonfinite(self, target))
         return res
 
