@@ -3,8 +3,12 @@ r"""Saving and loading models without pickle: ``torchgp.save(model, path)`` / ``
 The file is a `safetensors <https://huggingface.co/docs/safetensors>`_ file: every tensor
 (parameters and buffers from ``state_dict``, the training data, extra arrays) plus a JSON header
 in the string metadata. The header says how to rebuild models made of torchgp's own parts
-(:class:`ExactGPModel`, the variational :class:`ApproximateGPModel`, sklearn and CLI models);
+(:class:`ExactGPModel`, the variational :class:`ApproximateGPModel`, sklearn and CLI models),
+including their constraints and registered priors (class and parameters of :mod:`torchgp.priors`);
 other model classes load into an instance you build: ``load(path, model=MyModel(...))``.
+The fitted :mod:`torchgp.sklearn` estimators themselves are saved the same way: their parameters
+and fitted attributes go into the JSON header, their torch parts into tensors, and ``load`` returns
+the estimator (only those two estimator classes are ever rebuilt from a file).
 
 A SHA-256 digest of the header and of every tensor's name, dtype, shape and bytes is stored
 in the metadata and checked on load, so a file whose bytes or metadata were changed is refused.
@@ -25,10 +29,12 @@ from torchgp import constraints as _constraints
 from torchgp import kernels as _kernels
 from torchgp import likelihoods as _likelihoods
 from torchgp import means as _means
+from torchgp import priors as _priors
 from torchgp.distributions import MultivariateNormal
 from torchgp.errors import InputError, TorchGPError
 from torchgp.kernels.parse import parse_kernel
 from torchgp.models import ExactGP
+from torchgp.module import _Getter, _Setter
 
 __all__ = ["save", "load", "ModelFileError", "ExactGPModel", "model_spec", "build_model"]
 
@@ -281,6 +287,44 @@ def _apply_constraints(model, specs: dict) -> None:
         parent.register_constraint(param, c)
 
 
+def _prior_specs(model) -> dict:
+    """Every registered prior by dotted name: its class, its parameters and the hyperparameter it is on.
+
+    Only torchgp's own prior classes (:mod:`torchgp.priors`) without a transform, registered on a named
+    (constrained) parameter, can be described; anything else is refused (pass ``model=...`` to load).
+    """
+    out = {}
+    for mod_name, module in model.named_modules():
+        for name, (closure, setting) in getattr(module, "_prior_closures", {}).items():
+            full = f"{mod_name}.{name}" if mod_name else name
+            prior = module._modules[name]
+            kind = type(prior).__name__
+            if getattr(_priors, kind, None) is not type(prior):
+                raise InputError(f"prior {full} is a custom class {kind}, which cannot be saved; pass model=... to load().")
+            if prior._transform is not None:
+                raise InputError(f"prior {full} has a transform, which cannot be saved; pass model=... to load().")
+            if not isinstance(closure, _Getter) or not (setting is None or isinstance(setting, _Setter)):
+                raise InputError(f"prior {full} is on a custom closure, which cannot be saved; pass model=... to load().")
+            params = {b: buf.tolist() for b, buf in prior.named_buffers(recurse=False)}
+            out[full] = {"type": kind, "params": params, "of": closure.name,
+                         "setter": None if setting is None else setting.name}
+    return out
+
+
+def _apply_priors(model, specs: dict) -> None:
+    for name, spec in specs.items():
+        *path, leaf = name.split(".")
+        parent = model
+        for part in path:
+            parent = getattr(parent, part)
+        cls = getattr(_priors, spec["type"], None)
+        if not (isinstance(cls, type) and issubclass(cls, _priors.Prior)):
+            raise ModelFileError(f"The model file names an unknown prior class {spec['type']!r}.")
+        prior = cls(**{k: torch.tensor(v, dtype=torch.float64) for k, v in spec["params"].items()})
+        setter = _Setter(spec["setter"]) if spec.get("setter") else None
+        parent.register_prior(leaf, prior, _Getter(spec["of"]), setter)
+
+
 def model_spec(model) -> dict:
     """A JSON-able description from which :func:`build_model` rebuilds ``model``'s structure.
 
@@ -288,6 +332,12 @@ def model_spec(model) -> dict:
         InputError: the model (or a part of it) is not made of torchgp's own classes.
     """
     name = type(model).__name__
+    if isinstance(model, _kernels.Kernel):
+        return {"kind": "kernel", "kernel": _kernel_spec(model), "constraints": _constraint_specs(model),
+                "priors": _prior_specs(model)}
+    if isinstance(model, _likelihoods.Likelihood):
+        return {"kind": "likelihood", "likelihood": _likelihood_spec(model), "constraints": _constraint_specs(model),
+                "priors": _prior_specs(model)}
     if isinstance(model, ExactGPModel):
         kind = "exact"
     elif _APPROX_CLASS is not None and type(model) is _APPROX_CLASS:
@@ -299,6 +349,7 @@ def model_spec(model) -> dict:
         "mean": _mean_spec(model.mean_module),
         "kernel": _kernel_spec(model.covar_module),
         "constraints": _constraint_specs(model),
+        "priors": _prior_specs(model),
     }
     if kind == "exact":
         spec["likelihood"] = _likelihood_spec(model.likelihood)
@@ -312,7 +363,11 @@ def model_spec(model) -> dict:
 def build_model(spec: dict, train_inputs=None, train_targets=None, inducing_points=None):
     """Rebuild a model's structure from :func:`model_spec` (values come from ``load_state_dict`` after)."""
     kind = spec.get("kind")
-    if kind == "exact":
+    if kind == "kernel":
+        model = _kernel_from_spec(spec["kernel"])
+    elif kind == "likelihood":
+        model = _likelihood_from_spec(spec["likelihood"])
+    elif kind == "exact":
         if train_inputs is None:
             raise ModelFileError("The model file holds an exact GP but no training data; it is incomplete.")
         lik = _likelihood_from_spec(spec["likelihood"])
@@ -332,6 +387,7 @@ def build_model(spec: dict, train_inputs=None, train_targets=None, inducing_poin
     else:
         raise ModelFileError(f"The model file describes an unknown model kind {kind!r}.")
     _apply_constraints(model, spec.get("constraints", {}))
+    _apply_priors(model, spec.get("priors", {}))
     return model
 
 
@@ -352,50 +408,96 @@ def _jsonable(value):
     return value
 
 
+def _pack(module, prefix: str, payload: dict[str, torch.Tensor]) -> dict:
+    """Put ``module``'s state (and training data) into ``payload`` under ``prefix``; return its header entry."""
+    for key, value in module.state_dict().items():
+        payload[f"{prefix}state/{key}"] = value.detach().cpu().contiguous().clone()
+    n_inputs = 0
+    if getattr(module, "train_inputs", None) is not None:
+        for i, x in enumerate(module.train_inputs):
+            payload[f"{prefix}data/inputs/{i}"] = x.detach().cpu().contiguous().clone()
+        n_inputs = len(module.train_inputs)
+        payload[f"{prefix}data/targets"] = module.train_targets.detach().cpu().contiguous().clone()
+    try:
+        spec, spec_error = model_spec(module), None
+    except InputError as err:
+        spec, spec_error = None, str(err)
+    return {
+        "class": f"{type(module).__module__}.{type(module).__qualname__}",
+        "spec": spec,
+        "spec_error": spec_error,
+        "n_inputs": n_inputs,
+        "training": bool(module.training),
+    }
+
+
+def _unpack(entry: dict, tensors: dict[str, torch.Tensor], prefix: str, model=None):
+    """Rebuild (or fill ``model`` with) the module that :func:`_pack` stored under ``prefix``."""
+    state = {k[len(prefix) + len("state/"):]: v for k, v in tensors.items() if k.startswith(prefix + "state/")}
+    inputs = tuple(tensors[f"{prefix}data/inputs/{i}"] for i in range(entry.get("n_inputs", 0)))
+    targets = tensors.get(f"{prefix}data/targets")
+    if model is None:
+        if entry.get("spec") is None:
+            raise ModelFileError(
+                f"load: the file holds a {entry.get('class')}, which torchgp cannot rebuild by itself "
+                f"({entry.get('spec_error')}). Build one and pass it: load(path, model=MyModel(...))."
+            )
+        inducing = state.get("variational_strategy.inducing_points")
+        model = build_model(entry["spec"], inputs or None, targets, inducing)
+    dtype = next((v.dtype for v in state.values() if v.is_floating_point()), None)
+    if dtype is not None:
+        model = model.to(dtype)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise ModelFileError(f"load: the file's parameters do not fit the {type(model).__name__} given: {err}") from None
+    if inputs and hasattr(model, "set_train_data"):
+        model.set_train_data(inputs, targets, strict=False)
+    model.train(entry.get("training", False))
+    return model
+
+
+#: scikit-learn estimators that save/load handle, by class name (nothing else is ever instantiated from a file).
+_ESTIMATORS = ("GaussianProcessRegressor", "GaussianProcessClassifier")
+
+
 def save(model, path, metadata: dict | None = None, tensors: dict[str, torch.Tensor] | None = None) -> None:
-    """Write ``model`` (parameters, buffers, training data, structure) to ``path``.
+    """Write ``model`` (parameters, buffers, training data, structure, priors) to ``path``.
 
     Args:
-        model: a torchgp model (exact, batch or variational). Models made of torchgp's parts
-            (:class:`ExactGPModel`, the sklearn and CLI models) are rebuilt by :func:`load` alone;
-            others need ``load(path, model=...)``.
+        model: a torchgp model (exact, batch or variational), or a fitted :mod:`torchgp.sklearn`
+            estimator. Models made of torchgp's parts (:class:`ExactGPModel`, ``ApproximateGPModel``,
+            the sklearn and CLI models, with torchgp's constraints and priors) and the estimators are
+            rebuilt by :func:`load` alone; other models need ``load(path, model=...)``.
         path: file to write (``.safetensors`` suggested).
         metadata: extra JSON-able information stored in the header (e.g. feature names, scalers).
         tensors: extra named tensors stored alongside.
 
     Raises:
-        InputError: ``model`` is not a torch module, or ``metadata`` is not JSON-able.
+        InputError: ``model`` is neither a torch module nor a torchgp estimator, the estimator is not
+            fitted, or ``metadata`` is not JSON-able.
     """
     from safetensors.torch import save_file
 
-    if not isinstance(model, torch.nn.Module):
-        raise InputError(f"save: expected a torchgp model (torch.nn.Module); got {type(model).__name__}.")
     payload: dict[str, torch.Tensor] = {}
-    for key, value in model.state_dict().items():
-        payload[f"state/{key}"] = value.detach().cpu().contiguous().clone()
-    n_inputs = 0
-    if getattr(model, "train_inputs", None) is not None:
-        for i, x in enumerate(model.train_inputs):
-            payload[f"data/inputs/{i}"] = x.detach().cpu().contiguous().clone()
-        n_inputs = len(model.train_inputs)
-        payload["data/targets"] = model.train_targets.detach().cpu().contiguous().clone()
+    header: dict[str, Any] = {"format": FORMAT, "version": FORMAT_VERSION}
+    if isinstance(model, torch.nn.Module):
+        header.update(_pack(model, "", payload))
+    elif type(model).__name__ in _ESTIMATORS and hasattr(model, "_torchgp_file_state"):
+        state, modules, arrays = model._torchgp_file_state()
+        header["class"] = f"{type(model).__module__}.{type(model).__qualname__}"
+        header["estimator"] = {"type": type(model).__name__, "state": state,
+                               "parts": {name: _pack(m, f"part/{name}/", payload) for name, m in modules.items()}}
+        for key, value in arrays.items():
+            payload[f"array/{key}"] = torch.as_tensor(value).detach().cpu().contiguous().clone()
+    else:
+        raise InputError(
+            f"save: expected a torchgp model (torch.nn.Module) or a fitted torchgp.sklearn estimator; "
+            f"got {type(model).__name__}."
+        )
     for key, value in (tensors or {}).items():
         payload[f"extra/{key}"] = torch.as_tensor(value).detach().cpu().contiguous().clone()
-    try:
-        spec = model_spec(model)
-        spec_error = None
-    except InputError as err:
-        spec, spec_error = None, str(err)
-    header = {
-        "format": FORMAT,
-        "version": FORMAT_VERSION,
-        "class": f"{type(model).__module__}.{type(model).__qualname__}",
-        "spec": spec,
-        "spec_error": spec_error,
-        "n_inputs": n_inputs,
-        "training": bool(model.training),
-        "metadata": metadata or {},
-    }
+    header["metadata"] = metadata or {}
     try:
         header_json = json.dumps(header, sort_keys=True, default=_jsonable)
     except TypeError as err:
@@ -432,7 +534,7 @@ def _read(path):
 
 
 def load(path, model=None, *, with_metadata: bool = False):
-    """Read a model written by :func:`save`; the file's integrity is checked first.
+    """Read a model (or a scikit-learn estimator) written by :func:`save`; the file's integrity is checked first.
 
     Args:
         path: the file.
@@ -441,35 +543,28 @@ def load(path, model=None, *, with_metadata: bool = False):
         with_metadata: also return ``(metadata, extra_tensors)`` stored by ``save``.
 
     Returns:
-        The model (in the train/eval mode it was saved in), or ``(model, metadata, tensors)``.
+        The model (in the train/eval mode it was saved in) or the fitted estimator, or
+        ``(model, metadata, tensors)``.
 
     Raises:
         ModelFileError: the file is damaged or modified, or its parameters do not fit ``model``.
         FileNotFoundError: no such file.
     """
     header, tensors = _read(path)
-    state = {k[len("state/"):]: v for k, v in tensors.items() if k.startswith("state/")}
-    inputs = tuple(tensors[f"data/inputs/{i}"] for i in range(header.get("n_inputs", 0)))
-    targets = tensors.get("data/targets")
     extra = {k[len("extra/"):]: v for k, v in tensors.items() if k.startswith("extra/")}
-    if model is None:
-        if header.get("spec") is None:
-            raise ModelFileError(
-                f"load: the file holds a {header.get('class')}, which torchgp cannot rebuild by itself "
-                f"({header.get('spec_error')}). Build one and pass it: load(path, model=MyModel(...))."
-            )
-        inducing = state.get("variational_strategy.inducing_points")
-        model = build_model(header["spec"], inputs or None, targets, inducing)
-    dtype = next((v.dtype for v in state.values() if v.is_floating_point()), None)
-    if dtype is not None:
-        model = model.to(dtype)
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as err:
-        raise ModelFileError(f"load: the file's parameters do not fit the {type(model).__name__} given: {err}") from None
-    if inputs and hasattr(model, "set_train_data"):
-        model.set_train_data(inputs, targets, strict=False)
-    model.train(header.get("training", False))
+    if "estimator" in header:
+        est = header["estimator"]
+        if model is not None:
+            raise InputError("load: the file holds a scikit-learn estimator; call load(path) without model=.")
+        if est.get("type") not in _ESTIMATORS:
+            raise ModelFileError(f"load: the file names an unknown estimator {est.get('type')!r}.")
+        from torchgp import sklearn as _sklearn
+
+        parts = {name: _unpack(entry, tensors, f"part/{name}/") for name, entry in est.get("parts", {}).items()}
+        arrays = {k[len("array/"):]: v for k, v in tensors.items() if k.startswith("array/")}
+        model = getattr(_sklearn, est["type"])._from_torchgp_file(est["state"], parts, arrays)
+    else:
+        model = _unpack(header, tensors, "", model)
     if with_metadata:
         return model, header.get("metadata", {}), extra
     return model

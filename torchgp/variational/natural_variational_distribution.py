@@ -71,6 +71,14 @@ class _TrilNaturalToMeanCovar(torch.autograd.Function):
         return g_eta1, -2 * T @ phi
 
 
+def _prior_precision(dist: _VariationalDistribution, prior_dist) -> torch.Tensor:
+    """Set ``dist.natural_vec = K⁻¹ μ`` (with the base class's noisy mean); return the prior precision ``K⁻¹``."""
+    prec = torch.cholesky_inverse(prior_dist.scale_tril.detach())
+    mean = dist._noisy_mean(prior_dist)
+    dist.natural_vec.copy_((prec @ mean.unsqueeze(-1)).squeeze(-1).expand_as(dist.natural_vec))
+    return prec
+
+
 class NaturalVariationalDistribution(_VariationalDistribution):
     r"""``q(u)`` in natural parameters ``natural_vec = S⁻¹m`` ``(*batch, m)`` and
     ``natural_mat = -½ S⁻¹`` ``(*batch, m, m)``; train them with :class:`torchgp.optim.NGD`.
@@ -103,9 +111,7 @@ class NaturalVariationalDistribution(_VariationalDistribution):
 
     def initialize_variational_distribution(self, prior_dist):
         with torch.no_grad():
-            prec = torch.cholesky_inverse(prior_dist.scale_tril.detach())
-            mean = self._noisy_mean(prior_dist)
-            self.natural_vec.copy_((prec @ mean.unsqueeze(-1)).squeeze(-1).expand_as(self.natural_vec))
+            prec = _prior_precision(self, prior_dist)
             self.natural_mat.copy_((-0.5 * prec).expand_as(self.natural_mat))
 
 
@@ -139,7 +145,5 @@ class TrilNaturalVariationalDistribution(_VariationalDistribution):
 
     def initialize_variational_distribution(self, prior_dist):
         with torch.no_grad():
-            prec = torch.cholesky_inverse(prior_dist.scale_tril.detach())
-            mean = self._noisy_mean(prior_dist)
-            self.natural_vec.copy_((prec @ mean.unsqueeze(-1)).squeeze(-1).expand_as(self.natural_vec))
+            prec = _prior_precision(self, prior_dist)
             self.natural_tril_mat.copy_(torch.linalg.cholesky(prec).expand_as(self.natural_tril_mat))
