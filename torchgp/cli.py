@@ -255,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     demo = sub.add_parser("demo", help="fit and extrapolate the bundled Mauna Loa CO2 record",
-                          description="Fit an exact GP (trend + seasonal + irregular kernel) to monthly CO2 means "
+                          description="Fit an exact GP (trend + seasonal + irregular + correlated-noise kernel, R&W 5.4.3) to monthly CO2 means "
                                       "1958-1994, predict 1995-2001, print hyperparameters and test metrics, save "
                                       "a plot and the model.")
     demo.add_argument("--out", default="torchgp-demo", help="output folder for co2.png and co2_model.safetensors "

@@ -444,13 +444,23 @@ def _unpack(entry: dict, tensors: dict[str, torch.Tensor], prefix: str, model=No
             )
         inducing = state.get("variational_strategy.inducing_points")
         model = build_model(entry["spec"], inputs or None, targets, inducing)
-    dtype = next((v.dtype for v in state.values() if v.is_floating_point()), None)
+    # the model's dtype is its parameters' (buffers such as a prior's may differ; they are restored below)
+    params = [state[name] for name, _ in model.named_parameters() if name in state]
+    dtype = next((v.dtype for v in params + list(state.values()) if v.is_floating_point()), None)
     if dtype is not None:
         model = model.to(dtype)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:
         raise ModelFileError(f"load: the file's parameters do not fit the {type(model).__name__} given: {err}") from None
+    # Buffers keep the dtype they were saved with (a float32 prior on a float64 model stays float32),
+    # so that every computed value (the priors' log-densities included) is bit-identical.
+    for key, buf in list(model.named_buffers()):
+        saved = state.get(key)
+        if saved is not None and saved.dtype != buf.dtype:
+            *path, leaf = key.split(".")
+            owner = model.get_submodule(".".join(path)) if path else model
+            owner._buffers[leaf] = saved.to(buf.device).clone()
     if inputs and hasattr(model, "set_train_data"):
         model.set_train_data(inputs, targets, strict=False)
     model.train(entry.get("training", False))

@@ -2,8 +2,10 @@ r"""scikit-learn estimators over torchgp: :class:`GaussianProcessRegressor` and 
 
 They follow scikit-learn's conventions (``fit`` / ``predict(return_std=True)`` / ``predict_proba``,
 ``clone``, ``Pipeline``, ``GridSearchCV``, pickling) and pass ``check_estimator``; hyperparameters
-are fitted with :func:`torchgp.fit` (L-BFGS-B on autograd gradients, float64 by default).
-Kernels are torchgp kernels or short strings (``"rbf + periodic * rbf"``, see
+are fitted with :func:`torchgp.fit` (L-BFGS-B on autograd gradients, float64 by default; Adam on
+minibatches of the ELBO for the variational models used above ``variational_threshold`` points).
+Fitted estimators are saved without pickle by ``torchgp.save(estimator, path)`` and come back from
+``torchgp.load(path)``. Kernels are torchgp kernels or short strings (``"rbf + periodic * rbf"``, see
 :mod:`torchgp.kernels.parse`). Needs scikit-learn (``pip install scikit-learn``).
 
 Example:
@@ -80,6 +82,48 @@ class _Normalizer:
         self.mean = float(np.mean(y)) if enabled else 0.0
         std = float(np.std(y)) if enabled else 1.0
         self.std = std if enabled and std > 0 and math.isfinite(std) else 1.0
+
+
+# =========================================================================== saving (torchgp.save / torchgp.load)
+def _params_state(est) -> tuple[dict, dict]:
+    """``get_params()`` as JSON plus the torch modules among them (a kernel object)."""
+    from torchgp.errors import InputError
+
+    params, modules = {}, {}
+    for name, value in est.get_params(deep=False).items():
+        if isinstance(value, Kernel):
+            modules[f"param_{name}"] = value
+            value = {"part": f"param_{name}"}
+        elif name == "random_state" and not (value is None or isinstance(value, (int, np.integer))):
+            raise InputError(f"save: random_state must be an int or None to be saved; got {type(value).__name__}.")
+        elif isinstance(value, np.integer | np.floating):
+            value = value.item()
+        params[name] = value
+    return params, modules
+
+
+def _fitted_state(est) -> dict:
+    state = {"n_features_in_": int(est.n_features_in_), "n_iter_": int(est.n_iter_),
+             "log_marginal_likelihood_value_": float(est.log_marginal_likelihood_value_)}
+    if hasattr(est, "feature_names_in_"):
+        state["feature_names_in_"] = [str(f) for f in est.feature_names_in_]
+    return state
+
+
+def _restore(cls, state: dict, parts: dict):
+    params = {k: (parts[v["part"]] if isinstance(v, dict) and "part" in v else v) for k, v in state["params"].items()}
+    est = cls(**params)
+    for key in ("n_features_in_", "n_iter_", "log_marginal_likelihood_value_"):
+        setattr(est, key, state["fitted"][key])
+    if "feature_names_in_" in state["fitted"]:
+        est.feature_names_in_ = np.asarray(state["fitted"]["feature_names_in_"], dtype=object)
+    return est
+
+
+def _fit_result(d: dict):
+    from torchgp.optim.fit import FitResult
+
+    return FitResult(**d)
 
 
 # =========================================================================== regression
@@ -202,7 +246,9 @@ class GaussianProcessRegressor(RegressorMixin, BaseEstimator):
         loader = DataLoader(TensorDataset(Xt, yt), batch_size=1024, shuffle=True, generator=gen)
         optimizer = "adam" if self.optimizer == "L-BFGS-B" else self.optimizer
         epochs = max(1, min(self.max_iter, 50))
-        result = _fit(mll, optimizer, data=loader, maxiter=epochs, lr=0.01, seed=seed, progress=self.progress)
+        with torch.random.fork_rng(devices=[]):  # q(u)'s initial noise: reproducible from random_state
+            torch.manual_seed(seed)
+            result = _fit(mll, optimizer, data=loader, maxiter=epochs, lr=0.01, seed=seed, progress=self.progress)
         model.train()
         likelihood.train()
         with torch.no_grad():
@@ -251,6 +297,33 @@ class GaussianProcessRegressor(RegressorMixin, BaseEstimator):
         """The fitted model's log marginal likelihood (see ``log_marginal_likelihood_value_``)."""
         check_is_fitted(self, "model_")
         return self.log_marginal_likelihood_value_
+
+    # ------------------------------------------------------------------ saving
+    def _torchgp_file_state(self):
+        """``(JSON state, torch parts, arrays)`` for :func:`torchgp.save` (no pickle)."""
+        import dataclasses
+
+        check_is_fitted(self, "model_")
+        params, modules = _params_state(self)
+        modules["model"] = self.model_
+        exact = isinstance(self.model_, ExactGPModel)
+        if not exact:
+            modules["likelihood"] = self.likelihood_
+        fitted = {**_fitted_state(self), "y_mean": self._y_norm.mean, "y_std": self._y_norm.std,
+                  "fit_result_": dataclasses.asdict(self.fit_result_)}
+        return {"params": params, "fitted": fitted}, modules, {}
+
+    @classmethod
+    def _from_torchgp_file(cls, state: dict, parts: dict, arrays: dict):
+        est = _restore(cls, state, parts)
+        fitted = state["fitted"]
+        est._y_norm = _Normalizer.__new__(_Normalizer)
+        est._y_norm.mean, est._y_norm.std = fitted["y_mean"], fitted["y_std"]
+        est.model_ = parts["model"]
+        est.likelihood_ = parts["likelihood"] if "likelihood" in parts else est.model_.likelihood
+        est.kernel_ = est.model_.covar_module
+        est.fit_result_ = _fit_result(fitted["fit_result_"])
+        return est
 
 
 # =========================================================================== classification
@@ -456,7 +529,9 @@ class GaussianProcessClassifier(ClassifierMixin, BaseEstimator):
         elbo = VariationalELBO(likelihood, model, num_data=n)
         loader = DataLoader(TensorDataset(Xt, t), batch_size=int(self.batch_size), shuffle=True, generator=gen)
         epochs = max(1, min(int(self.max_iter), 100))
-        result = _fit(elbo, "adam", data=loader, maxiter=epochs, lr=0.05, seed=seed, progress=False)
+        with torch.random.fork_rng(devices=[]):  # q(u)'s initial noise: reproducible from random_state
+            torch.manual_seed(seed)
+            result = _fit(elbo, "adam", data=loader, maxiter=epochs, lr=0.05, seed=seed, progress=False)
         model.train()
         likelihood.train()
         with torch.no_grad():
@@ -491,3 +566,42 @@ class GaussianProcessClassifier(ClassifierMixin, BaseEstimator):
         """Most probable class at ``X (t, d)`` → ``(t,)``."""
         proba = self.predict_proba(X)
         return self.classes_[np.argmax(proba, axis=1)]
+
+    # ------------------------------------------------------------------ saving
+    def _torchgp_file_state(self):
+        """``(JSON state, torch parts, arrays)`` for :func:`torchgp.save` (no pickle)."""
+        import dataclasses
+
+        check_is_fitted(self, "models_")
+        params, modules = _params_state(self)
+        arrays = {}
+        for i, model in enumerate(self.models_):
+            if self.variational_:
+                modules[f"model/{i}"], modules[f"likelihood/{i}"] = model, self.likelihoods_[i]
+            else:
+                modules[f"kernel/{i}"] = model.covar_module
+                arrays[f"X/{i}"], arrays[f"t/{i}"] = model.train_inputs[0], model.train_targets
+                if model.f_hat is not None:
+                    arrays[f"f_hat/{i}"] = model.f_hat
+        fitted = {**_fitted_state(self), "classes_": self.classes_.tolist(), "classes_dtype": self.classes_.dtype.str,
+                  "variational_": bool(self.variational_), "n_models": len(self.models_),
+                  "fit_results_": [dataclasses.asdict(r) for r in self.fit_results_]}
+        return {"params": params, "fitted": fitted}, modules, arrays
+
+    @classmethod
+    def _from_torchgp_file(cls, state: dict, parts: dict, arrays: dict):
+        est = _restore(cls, state, parts)
+        fitted = state["fitted"]
+        est.classes_ = np.asarray(fitted["classes_"], dtype=np.dtype(fitted["classes_dtype"]))
+        est.variational_ = fitted["variational_"]
+        est.fit_results_ = [_fit_result(r) for r in fitted["fit_results_"]]
+        est.models_, est.likelihoods_ = [], []
+        for i in range(fitted["n_models"]):
+            if est.variational_:
+                est.models_.append(parts[f"model/{i}"])
+                est.likelihoods_.append(parts[f"likelihood/{i}"])
+            else:
+                model = _LaplaceGP(arrays[f"X/{i}"], arrays[f"t/{i}"], parts[f"kernel/{i}"])
+                model.f_hat = arrays.get(f"f_hat/{i}")
+                est.models_.append(model)
+        return est

@@ -61,3 +61,17 @@ def test_nonconvergence_warns_and_raises():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         pcg(lambda V: A @ V, B, tol=1e-6, max_iter=500)  # enough iterations: silent
+
+
+def test_stagnated_columns_stop_early_and_warn(monkeypatch):
+    # A column whose best residual has not fallen by 10 % for _STALL iterations is stopped (here forced
+    # with a tiny window on a system whose residual rises before it falls) and reported as not converged.
+    import torchgp.linalg.cg as cg
+
+    monkeypatch.setattr(cg, "_STALL", 5)
+    A = _spd(60, cond=1e6)
+    B = torch.randn(60, 1, dtype=torch.float64)
+    with pytest.warns(ConvergenceWarning, match="did not converge"):
+        _, info = pcg(lambda V: A @ V, B, tol=1e-6, max_iter=500)
+    assert info.iterations < 100
+    assert not bool(info.converged.any())

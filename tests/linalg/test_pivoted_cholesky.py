@@ -68,3 +68,15 @@ def test_build_preconditioner_with_noise():
     V = torch.randn(100, 2, dtype=torch.float64)
     # P ≈ K: the preconditioned matrix is close to the identity.
     torch.testing.assert_close(pre.solve(K @ V), V, rtol=0, atol=1e-3)
+
+
+def test_build_preconditioner_stops_once_good_enough():
+    # With large noise a low-rank factor already makes P⁻¹(K + σ²I) ≈ I: the rank adapts down.
+    X = torch.rand(300, 2, dtype=torch.float64)
+    op = KernelOperator(_RBF(torch.tensor(0.4, dtype=torch.float64)), X, X)
+    big = build_preconditioner(op, torch.full((300,), 10.0, dtype=torch.float64), rank=200)
+    small = build_preconditioner(op, torch.full((300,), 1e-4, dtype=torch.float64), rank=200)
+    assert big.L.shape[-1] < small.L.shape[-1]
+    K = op.to_dense() + 10.0 * torch.eye(300, dtype=torch.float64)
+    V = torch.randn(300, 2, dtype=torch.float64)
+    torch.testing.assert_close(big.solve(K @ V), V, rtol=0, atol=1e-2)

@@ -111,6 +111,8 @@ def test_demo_quick(tmp_path, capsys):
     assert "test RMSE" in text and (tmp_path / "co2.png").exists() and (tmp_path / "co2_model.safetensors").exists()
     rmse = float(text.split("test RMSE:")[1].split()[0])
     assert rmse < 5.0  # ppm, over 7 years of extrapolation
+    coverage = float(text.split("95% interval coverage:")[1].split("%")[0])
+    assert coverage >= 90.0  # calibrated intervals (73% before the correlated-noise term and α ≥ 0.1)
 
 
 def test_help_in_a_subprocess():

@@ -119,3 +119,42 @@ def test_modified_files_are_refused(tmp_path):
         load(garbage)
     with pytest.raises(FileNotFoundError):
         load(tmp_path / "missing.st")
+
+
+def test_priors_are_saved_and_restored(tmp_path):
+    from torchgp.priors import GammaPrior, LogNormalPrior, NormalPrior
+
+    X = torch.rand(20, 1, dtype=torch.float64)
+    y = torch.sin(6 * X[:, 0])
+    lik = torchgp.likelihoods.GaussianLikelihood(noise_prior=GammaPrior(1.1, 0.05))
+    model = ExactGPModel(X, y, lik, kernel="rbf").double()
+    model.covar_module.register_prior("outputscale_prior", LogNormalPrior(0.0, 1.0), "outputscale")
+    model.covar_module.base_kernel.register_prior("lengthscale_prior", NormalPrior(0.3, 0.1), "lengthscale")
+    fit(torchgp.mlls.ExactMarginalLogLikelihood(lik, model), maxiter=20, progress=False)
+    save(model, tmp_path / "p.st")
+    loaded = load(tmp_path / "p.st")
+    names = {name: type(prior) for name, _, prior, _, _ in loaded.named_priors()}
+    assert names == {"likelihood.noise_covar.noise_prior": GammaPrior, "covar_module.outputscale_prior": LogNormalPrior,
+                     "covar_module.base_kernel.lengthscale_prior": NormalPrior}
+    values = []
+    for m in (model, loaded):
+        m.train()
+        with torch.no_grad():
+            values.append(float(torchgp.mlls.ExactMarginalLogLikelihood(m.likelihood, m)(m(X), y)))
+            assert float(m.log_prior()) != 0.0
+    assert values[0] == values[1]
+    loaded.covar_module.base_kernel.lengthscale = 0.5  # the prior follows the parameter it was registered on
+    torch.testing.assert_close(loaded.covar_module.base_kernel.lengthscale_prior.log_prob(torch.tensor(0.5)),
+                               NormalPrior(0.3, 0.1).log_prob(torch.tensor(0.5)))
+
+
+def test_custom_priors_need_model(tmp_path):
+    X = torch.rand(10, 1, dtype=torch.float64)
+    model = ExactGPModel(X, X[:, 0], kernel="rbf").double()
+    model.covar_module.register_prior("custom_prior", torchgp.priors.NormalPrior(0.0, 1.0), lambda m: m.outputscale.log())
+    save(model, tmp_path / "c.st")
+    with pytest.raises(ModelFileError, match="custom closure"):
+        load(tmp_path / "c.st")
+    fresh = ExactGPModel(X, X[:, 0], kernel="rbf").double()
+    fresh.covar_module.register_prior("custom_prior", torchgp.priors.NormalPrior(0.0, 1.0), lambda m: m.outputscale.log())
+    load(tmp_path / "c.st", model=fresh)

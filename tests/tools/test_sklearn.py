@@ -14,8 +14,13 @@ from sklearn.utils.estimator_checks import check_estimator  # noqa: E402
 from torchgp.sklearn import EXPECTED_FAILED_CHECKS, GaussianProcessClassifier, GaussianProcessRegressor  # noqa: E402
 
 
-@pytest.mark.parametrize("estimator", [GaussianProcessRegressor(max_iter=50), GaussianProcessClassifier(max_iter=50)],
-                         ids=lambda e: type(e).__name__)
+# Every check runs; a few optimiser iterations (epochs) per fit keep the ~100 fits cheap. The checks
+# assert behaviour (shapes, invariances, determinism) plus accuracy floors that these fits clear.
+@pytest.mark.parametrize("estimator", [
+    GaussianProcessRegressor(max_iter=10),
+    GaussianProcessClassifier(max_iter=10),
+    GaussianProcessClassifier(max_iter=10, variational_threshold=0, num_inducing=16),
+], ids=["GaussianProcessRegressor", "GaussianProcessClassifier", "GaussianProcessClassifier-variational"])
 def test_check_estimator(estimator):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -44,7 +49,7 @@ def test_diabetes_no_worse_than_scikit_learn():
     kernel = ConstantKernel() * RBF(length_scale=np.ones(X.shape[1])) + WhiteKernel()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # ConvergenceWarning at bounds
-        sk = SkGPR(kernel, n_restarts_optimizer=3, random_state=0).fit(X_tr, y_tr)
+        sk = SkGPR(kernel, n_restarts_optimizer=3, random_state=0).fit(X_tr, y_tr)  # the reference
     ours = GaussianProcessRegressor("rbf", n_restarts_optimizer=3, random_state=0).fit(X_tr, y_tr)
     m_sk, s_sk = sk.predict(X_te, return_std=True)
     m_tg, s_tg = ours.predict(X_te, return_std=True)
@@ -108,3 +113,73 @@ def test_classifier_probabilities_and_multiclass():
     np.testing.assert_array_equal(restored.predict_proba(X), clf3.predict_proba(X))
     with pytest.raises(ValueError, match="at least 2 classes"):
         GaussianProcessClassifier().fit(X, np.zeros(90))
+
+
+def two_moons_like(n, rng):
+    X = rng.uniform(-3, 3, (n, 2))
+    y = (np.sin(1.5 * X[:, 0]) + 0.5 * X[:, 1] + 0.3 * rng.standard_normal(n) > 0).astype(int)
+    return X, y
+
+
+def test_variational_classifier_matches_laplace():
+    rng = np.random.default_rng(0)
+    X, y = two_moons_like(400, rng)
+    X_te, y_te = two_moons_like(1000, rng)
+    laplace = GaussianProcessClassifier(random_state=0).fit(X, y)
+    svgp = GaussianProcessClassifier(random_state=0, variational_threshold=200, num_inducing=32).fit(X, y)
+    assert not laplace.variational_ and svgp.variational_ and len(svgp.models_) == 1
+    assert svgp.score(X_te, y_te) >= laplace.score(X_te, y_te) - 0.02, (svgp.score(X_te, y_te), laplace.score(X_te, y_te))
+    proba = svgp.predict_proba(X_te)
+    assert proba.shape == (1000, 2) and np.allclose(proba.sum(1), 1) and np.all((proba >= 0) & (proba <= 1))
+    y3 = np.digitize(X[:, 0], [-1, 1])
+    multi = GaussianProcessClassifier(random_state=0, variational_threshold=200, num_inducing=16, max_iter=30).fit(X, y3)
+    proba3 = multi.predict_proba(X)
+    assert proba3.shape == (400, 3) and np.allclose(proba3.sum(1), 1) and multi.score(X, y3) > 0.9
+    again = GaussianProcessClassifier(random_state=0, variational_threshold=200, num_inducing=16, max_iter=30).fit(X, y3)
+    np.testing.assert_array_equal(again.predict_proba(X), proba3)  # reproducible from random_state
+
+
+@pytest.mark.parametrize("make", [
+    lambda: GaussianProcessRegressor("rbf + linear", max_iter=30, random_state=0),
+    lambda: GaussianProcessRegressor(max_iter=3, variational_threshold=50, num_inducing=10, random_state=0),
+    lambda: GaussianProcessClassifier(max_iter=20, random_state=0),
+    lambda: GaussianProcessClassifier(max_iter=5, variational_threshold=50, num_inducing=10, random_state=0),
+], ids=["regressor", "regressor-variational", "classifier", "classifier-variational"])
+def test_estimators_save_and_load_without_pickle(tmp_path, make):
+    import torchgp
+
+    rng = np.random.default_rng(2)
+    X = rng.standard_normal((80, 2))
+    est = make()
+    if isinstance(est, GaussianProcessClassifier):
+        y = np.array(["low", "mid", "high"])[np.digitize(X[:, 0], [-0.5, 0.5])]
+    else:
+        y = np.sin(2 * X[:, 0]) + 0.1 * rng.standard_normal(80)
+    est.fit(X, y)
+    torchgp.save(est, tmp_path / "est.safetensors")
+    loaded = torchgp.load(tmp_path / "est.safetensors")
+    assert type(loaded) is type(est) and loaded.get_params() == est.get_params()
+    Xs = rng.standard_normal((15, 2))
+    if isinstance(est, GaussianProcessClassifier):
+        np.testing.assert_array_equal(loaded.predict_proba(Xs), est.predict_proba(Xs))
+        np.testing.assert_array_equal(loaded.classes_, est.classes_)
+    else:
+        for a, b in zip(loaded.predict(Xs, return_std=True), est.predict(Xs, return_std=True)):
+            np.testing.assert_array_equal(a, b)
+        assert loaded.log_marginal_likelihood_value_ == est.log_marginal_likelihood_value_
+    assert loaded.n_iter_ == est.n_iter_ and loaded.n_features_in_ == 2
+
+
+def test_estimator_with_a_kernel_object_saves(tmp_path):
+    import torchgp
+
+    kernel = torchgp.kernels.ScaleKernel(torchgp.kernels.MaternKernel(nu=1.5))
+    rng = np.random.default_rng(3)
+    X = rng.uniform(0, 3, (30, 1))
+    est = GaussianProcessRegressor(kernel, max_iter=20, random_state=0).fit(X, np.cos(2 * X[:, 0]))
+    torchgp.save(est, tmp_path / "k.st")
+    loaded = torchgp.load(tmp_path / "k.st")
+    assert isinstance(loaded.kernel, torchgp.kernels.ScaleKernel) and loaded.kernel.base_kernel.nu == 1.5
+    np.testing.assert_array_equal(loaded.predict(X), est.predict(X))
+    with pytest.raises(ValueError, match="fitted torchgp.sklearn estimator"):
+        torchgp.save(object(), tmp_path / "x.st")

@@ -68,7 +68,13 @@ def psd_safe_cholesky(A: torch.Tensor, jitter: float | None = None, max_tries: i
                 warnings.warn(
                     f"The {A.shape[-1]}x{A.shape[-1]} matrix was not positive definite in {A.dtype}; added "
                     f"jitter {added.max().item():.2e} ({base * 10**k:.0e} of its mean diagonal) to the "
-                    "diagonal. If this repeats, use float64 or a larger noise floor.",
+                    "diagonal. "
+                    + (
+                        "If this repeats, use float64 or a larger noise floor."
+                        if A.dtype != torch.float64
+                        else "Common for posterior covariances on dense grids; during training, consider a "
+                        "larger noise floor or removing near-duplicate inputs."
+                    ),
                     NumericalWarning,
                     stacklevel=3,
                 )

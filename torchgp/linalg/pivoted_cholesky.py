@@ -53,17 +53,20 @@ def operator_rows(base: Operator, idx: torch.Tensor) -> torch.Tensor:
     raise TypeError(f"operator_rows needs a KernelOperator or DenseOperator; got {type(base).__name__}.")
 
 
-def pivoted_cholesky(base: Operator, rank: int, error_tol: float | None = None) -> torch.Tensor:
+def pivoted_cholesky(
+    base: Operator, rank: int, error_tol: float | None = None, abs_tol: torch.Tensor | float | None = None
+) -> torch.Tensor:
     r"""Greedy rank-``rank`` pivoted Cholesky factor ``L`` with ``L Lᵀ ≈ K``.
 
     Harbrecht et al. (2012), Alg. 1: at step m pick ``i = argmax d`` (residual diagonal), set
     ``l_m = (K[i, :] - Σ_{j<m} l_j[i] l_j) / √d_i``, ``d -= l_m²``. Stops early once the trace of the
-    residual ``Σ d`` falls below ``error_tol · tr K`` (or below round-off) in every batch member.
+    residual ``Σ d`` falls below ``error_tol · tr K`` or ``abs_tol`` (or below round-off) in every batch member.
 
     Args:
         base: square ``KernelOperator`` or ``DenseOperator``, ``(*batch, n, n)``, positive semi-definite.
         rank: maximum rank ``k``.
         error_tol: relative trace error at which to stop (default: round-off only).
+        abs_tol: absolute trace error at which to stop, a float or ``(*batch)`` (default: none).
 
     Returns:
         ``L`` of shape ``(*batch, n, k')`` with ``k' ≤ rank`` (no graph).
@@ -82,7 +85,11 @@ def pivoted_cholesky(base: Operator, rank: int, error_tol: float | None = None) 
             if m == rank:
                 break
             err = d.clamp_min(0).sum(-1)
-            if bool((d.amax(-1) <= floor).all()) or (error_tol is not None and bool((err <= error_tol * trace).all())):
+            if (
+                bool((d.amax(-1) <= floor).all())
+                or (error_tol is not None and bool((err <= error_tol * trace).all()))
+                or (abs_tol is not None and bool((err <= abs_tol).all()))
+            ):
                 break
             piv = d.argmax(-1)  # (*batch)
             d_piv = d.gather(-1, piv[..., None]).squeeze(-1)
@@ -117,8 +124,11 @@ class PivotedCholeskyPreconditioner:
         self.W = torch.linalg.solve_triangular(self.R, LD.mT, upper=False).mT  # D⁻¹ L R⁻ᵀ, (*batch, n, k)
 
     def solve(self, V: torch.Tensor) -> torch.Tensor:
-        """``P⁻¹ V`` for ``V`` of shape ``(*batch, n, t)``."""
-        return self.D_inv.unsqueeze(-1) * V - self.W @ (self.W.mT @ V)
+        """``P⁻¹ V`` for ``V`` of shape ``(*batch, n, t)``, in ``V``'s dtype (the O(n k t) products in P's)."""
+        if V.dtype == self.W.dtype:
+            return self.D_inv.unsqueeze(-1) * V - self.W @ (self.W.mT @ V)
+        low = self.W @ (self.W.mT @ V.to(self.W.dtype))
+        return self.D_inv.to(V.dtype).unsqueeze(-1) * V - low.to(V.dtype)
 
     def logdet(self) -> torch.Tensor:
         """``log|P|``, ``(*batch)`` (matrix determinant lemma)."""
@@ -148,7 +158,8 @@ def build_preconditioner(base: Operator, noise: torch.Tensor | None, rank: int, 
     Args:
         base: square kernel (or dense) operator, ``(*batch, n, n)``.
         noise: ``(*batch, n)`` (broadcastable) diagonal, or None.
-        rank: rank of the low-rank part (0: diagonal preconditioner ``D = diag(K + σ²I)``).
+        rank: maximum rank of the low-rank part (0: diagonal preconditioner ``D = diag(K + σ²I)``); the
+            factorisation stops earlier once its residual trace is below 10⁻³ times the smallest noise.
         dtype: dtype of the preconditioner (default ``base.dtype``).
 
     Returns:
@@ -160,7 +171,10 @@ def build_preconditioner(base: Operator, noise: torch.Tensor | None, rank: int, 
         if noise is not None:
             batch = torch.broadcast_shapes(batch, noise.shape[:-1])
         kdiag = base.diagonal().detach().to(dtype).expand(*batch, n)
-        L = pivoted_cholesky(base, rank).to(dtype) if rank > 0 else kdiag.new_zeros(*batch, n, 0)
+        # Adaptive rank: with noise σ², P⁻¹(K + σ²I) has its spectrum in [1, 1 + λ_max(E)/σ²], E = K - L Lᵀ,
+        # and λ_max(E) ≤ tr E, so once tr E ≤ 10⁻³ min σ² (κ ≤ 1.001) more rank cannot save CG iterations.
+        stop = None if noise is None else 1e-3 * noise.detach().to(dtype).expand(*batch, n).amin(-1)
+        L = pivoted_cholesky(base, rank, abs_tol=stop).to(dtype) if rank > 0 else kdiag.new_zeros(*batch, n, 0)
         L = L.expand(*batch, n, L.shape[-1])
         if noise is not None:
             D = noise.detach().to(dtype).expand(*batch, n).clone()
