@@ -1,12 +1,13 @@
 r"""Kernel-matrix products computed block by block: ``K`` and ``∂K/∂θ`` are never held whole.
 
-Forward, ``K @ V`` is formed from tiles ``K[I, J]`` of ``settings.kernel_block_size`` squared entries
-(memory ``O(block²)``; a symmetric ``K`` evaluates only the tiles on and above the diagonal). Backward, the gradient of a scalar ``g(K V)`` with respect to the
-kernel's parameters θ and inputs is the derivative of the bilinear form
+Forward, ``K @ V`` is formed from square tiles ``K[I, J]`` of side ``settings.kernel_block_size``
+(memory ``O(block²)``; a symmetric ``K`` evaluates only the tiles on and above the diagonal).
+Backward, the gradient of a scalar ``g(K V)`` with respect to the kernel's parameters θ and inputs
+is the derivative of the bilinear form
 
 .. math::
     \frac{\partial}{\partial\theta} \sum_i u_i^\top K(\theta)\, v_i
-        = \sum_{\text{blocks } b} \frac{\partial}{\partial\theta} \big\langle K_b(\theta),\, U_b V^\top \big\rangle_F,
+        = \sum_{\text{tiles } I,J} \frac{\partial}{\partial\theta} \big\langle K_{IJ}(\theta),\, U_I V_J^\top \big\rangle_F,
     \qquad U = \frac{\partial g}{\partial (KV)},
 
 so each tile is recomputed under ``torch.enable_grad()`` and differentiated by
