@@ -16,7 +16,11 @@ def data(n: int, dtype: torch.dtype, seed: int = 0):
     """``X (n, 4)`` uniform on [0, 1]^4 and ``y (n,)`` = a smooth function plus noise of variance 0.01."""
     gen = torch.Generator().manual_seed(seed)
     X = torch.rand(n, D, generator=gen, dtype=torch.float64)
-    y = torch.sin(3 * X[:, 0]) + X[:, 1] * torch.cos(2 * X[:, 2]) + 0.1 * torch.randn(n, generator=gen, dtype=torch.float64)
+    y = (
+        torch.sin(3 * X[:, 0])
+        + X[:, 1] * torch.cos(2 * X[:, 2])
+        + 0.1 * torch.randn(n, generator=gen, dtype=torch.float64)
+    )
     return X.to(dtype), y.to(dtype)
 
 

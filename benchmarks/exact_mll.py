@@ -142,7 +142,9 @@ def run(sizes, dtypes, repeats):
                 warnings.simplefilter("ignore")
                 med = interleaved(c, repeats if n <= 1000 else max(1, repeats // 2))
             base = med["bare_cholesky"]
-            line = f"{str(dtype)[6:]:8s} n={n:5d} " + " ".join(f"{k}={v * 1e3:.2f}ms({v / base:.1f}x)" for k, v in med.items())
+            line = f"{str(dtype)[6:]:8s} n={n:5d} " + " ".join(
+                f"{k}={v * 1e3:.2f}ms({v / base:.1f}x)" for k, v in med.items()
+            )
             print(line, flush=True)
             rows.append(line)
             if dtype == torch.float64:
@@ -153,14 +155,18 @@ def run(sizes, dtypes, repeats):
                 err_sk = np.abs(g - g_sk).max() / np.abs(g_sk).max()
                 model.zero_grad()
                 gpytorch_step(model, mll, X, y, True)
-                g_gp = -torch.cat([
-                    model.covar_module.raw_outputscale.grad.reshape(-1),
-                    model.covar_module.base_kernel.raw_lengthscale.grad.reshape(-1),
-                    model.likelihood.noise_covar.raw_noise.grad.reshape(-1),
-                ]).numpy()
+                g_gp = -torch.cat(
+                    [
+                        model.covar_module.raw_outputscale.grad.reshape(-1),
+                        model.covar_module.base_kernel.raw_lengthscale.grad.reshape(-1),
+                        model.likelihood.noise_covar.raw_noise.grad.reshape(-1),
+                    ]
+                ).numpy()
                 # GPyTorch's raw params are softplus-transformed: compare values of the MLL instead of chains.
-                print(f"    grad rel. err vs sklearn {err_sk:.1e}; MLL torchgp {val:.6f} sklearn {lml:.6f} "
-                      f"(rel {abs(val - lml) / abs(lml):.1e}); gpytorch raw-grad norm {np.linalg.norm(g_gp):.3e}")
+                print(
+                    f"    grad rel. err vs sklearn {err_sk:.1e}; MLL torchgp {val:.6f} sklearn {lml:.6f} "
+                    f"(rel {abs(val - lml) / abs(lml):.1e}); gpytorch raw-grad norm {np.linalg.norm(g_gp):.3e}"
+                )
     return rows
 
 

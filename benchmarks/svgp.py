@@ -104,26 +104,50 @@ def main():
         for m in args.ms:
             order = ["torchgp", "gpytorch"] if (r % 2 == 0) else ["gpytorch", "torchgp"]
             for lib in order:
-                cmd = [sys.executable, __file__, "--_worker", lib, str(m), "--n", str(n), "--epochs", str(args.epochs),
-                       "--batch", str(args.batch), "--threads", str(args.threads)]
+                cmd = [
+                    sys.executable,
+                    __file__,
+                    "--_worker",
+                    lib,
+                    str(m),
+                    "--n",
+                    str(n),
+                    "--epochs",
+                    str(args.epochs),
+                    "--batch",
+                    str(args.batch),
+                    "--threads",
+                    str(args.threads),
+                ]
                 out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
                 res = json.loads(out)
                 results.append(res)
-                print(f"  {lib:8s} m={m:4d}: epochs {[f'{t:.2f}' for t in res['epoch_s']]} s, "
-                      f"NLPD {res['nlpd']:.4f}, peak RSS {res['peak_rss_mb']:.0f} MB", flush=True)
-    print(f"\nn = {n}, d = 4, batch {args.batch}, {args.epochs} epochs, torch.set_num_threads({args.threads}), "
-          f"torch {torch.__version__}")
-    print("| m | torchgp s/epoch | GPyTorch s/epoch | speed-up | torchgp NLPD | GPyTorch NLPD | torchgp RSS MB | GPyTorch RSS MB |")
+                print(
+                    f"  {lib:8s} m={m:4d}: epochs {[f'{t:.2f}' for t in res['epoch_s']]} s, "
+                    f"NLPD {res['nlpd']:.4f}, peak RSS {res['peak_rss_mb']:.0f} MB",
+                    flush=True,
+                )
+    print(
+        f"\nn = {n}, d = 4, batch {args.batch}, {args.epochs} epochs, torch.set_num_threads({args.threads}), "
+        f"torch {torch.__version__}"
+    )
+    print(
+        "| m | torchgp s/epoch | GPyTorch s/epoch | speed-up | torchgp NLPD | GPyTorch NLPD | torchgp RSS MB | GPyTorch RSS MB |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for m in args.ms:
         rows = {lib: [r for r in results if r["lib"] == lib and r["m"] == m] for lib in ("torchgp", "gpytorch")}
         # per-epoch time: median over epochs and repeats
-        t = {lib: sorted(x for r in rs for x in r["epoch_s"])[len([x for r in rs for x in r["epoch_s"]]) // 2]
-             for lib, rs in rows.items()}
+        t = {
+            lib: sorted(x for r in rs for x in r["epoch_s"])[len([x for r in rs for x in r["epoch_s"]]) // 2]
+            for lib, rs in rows.items()
+        }
         nl = {lib: sum(r["nlpd"] for r in rs) / len(rs) for lib, rs in rows.items()}
         rss = {lib: max(r["peak_rss_mb"] for r in rs) for lib, rs in rows.items()}
-        print(f"| {m} | {t['torchgp']:.2f} | {t['gpytorch']:.2f} | {t['gpytorch'] / t['torchgp']:.2f}x | "
-              f"{nl['torchgp']:.4f} | {nl['gpytorch']:.4f} | {rss['torchgp']:.0f} | {rss['gpytorch']:.0f} |")
+        print(
+            f"| {m} | {t['torchgp']:.2f} | {t['gpytorch']:.2f} | {t['gpytorch'] / t['torchgp']:.2f}x | "
+            f"{nl['torchgp']:.4f} | {nl['gpytorch']:.4f} | {rss['torchgp']:.0f} | {rss['gpytorch']:.0f} |"
+        )
 
 
 if __name__ == "__main__":

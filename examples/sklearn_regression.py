@@ -29,8 +29,10 @@ def main(argv=None):
     best = search.best_estimator_
     mean, std = best.predict(X_te, return_std=True)
     coverage = np.mean(np.abs(y_te - mean) <= 1.96 * std)
-    print(f"best kernel {search.best_params_['gaussianprocessregressor__kernel']!r}: test R^2 "
-          f"{best.score(X_te, y_te):.3f}, 95% coverage {coverage:.2f}")
+    print(
+        f"best kernel {search.best_params_['gaussianprocessregressor__kernel']!r}: test R^2 "
+        f"{best.score(X_te, y_te):.3f}, 95% coverage {coverage:.2f}"
+    )
 
     threshold = np.median(y)
     clf = GaussianProcessClassifier(random_state=0).fit(X_tr, y_tr > threshold)

@@ -66,8 +66,10 @@ class CheckReport:
         lines = [f"{self.subject}: {'all checks passed' if self.ok else f'{len(self.failed)} check(s) FAILED'}"]
         for i in self.items:
             mark = "ok  " if i.ok else "FAIL"
-            lines.append(f"  [{mark}] {i.name:<{width}}  {i.value:.3g} (tolerance {i.tolerance:.1g})"
-                         + (f"  {i.detail}" if i.detail and not i.ok else ""))
+            lines.append(
+                f"  [{mark}] {i.name:<{width}}  {i.value:.3g} (tolerance {i.tolerance:.1g})"
+                + (f"  {i.detail}" if i.detail and not i.ok else "")
+            )
         return "\n".join(lines)
 
 
@@ -111,11 +113,16 @@ def _finite_difference_items(subject: str, params, loss_fn, tol: float, h: float
                 fd[i] = (up - down) / (2 * h)
         ad = g.detach().reshape(-1)[: fd.numel()].to(torch.float64)
         err = float((ad - fd).abs().max() / max(1.0, float(fd.abs().max()))) if fd.numel() else 0.0
-        items.append(CheckItem(
-            f"gradient {name}", err <= tol, err, tol,
-            f"autograd {ad.tolist()[:4]} vs finite differences {fd.tolist()[:4]}: the forward uses a non-differentiable "
-            "operation (in-place edit, .detach(), .item(), clamp at the evaluation point) or a hand-written backward is wrong",
-        ))
+        items.append(
+            CheckItem(
+                f"gradient {name}",
+                err <= tol,
+                err,
+                tol,
+                f"autograd {ad.tolist()[:4]} vs finite differences {fd.tolist()[:4]}: the forward uses a non-differentiable "
+                "operation (in-place edit, .detach(), .item(), clamp at the evaluation point) or a hand-written backward is wrong",
+            )
+        )
     return items
 
 
@@ -158,21 +165,49 @@ def check_kernel(kernel, X: torch.Tensor | None = None, tol: float = 1e-6, seed:
         K = _dense(k, X)
         finite = bool(torch.all(torch.isfinite(K)))
         add(CheckItem("finite", finite, 0.0 if finite else 1.0, 0.0, "k(X) holds NaN or inf"))
-        add(CheckItem("symmetric", _rel(K, K.mT) <= tol, _rel(K, K.mT), tol,
-                      "k(X)[i, j] != k(X)[j, i]: the forward is not symmetric in x1 and x2"))
+        add(
+            CheckItem(
+                "symmetric",
+                _rel(K, K.mT) <= tol,
+                _rel(K, K.mT),
+                tol,
+                "k(X)[i, j] != k(X)[j, i]: the forward is not symmetric in x1 and x2",
+            )
+        )
         eig = torch.linalg.eigvalsh(0.5 * (K + K.mT)) if finite else torch.tensor([float("nan")])
         scale = max(float(eig.abs().max()), 1e-300)
         min_rel = float(eig.min()) / scale
-        add(CheckItem("psd", min_rel >= -tol * 10, min_rel, tol * 10,
-                      f"smallest eigenvalue {float(eig.min()):.3g} (largest {scale:.3g}): the kernel is not positive "
-                      "semi-definite; it cannot be a covariance (check signs, and that sums/products of valid kernels are used)"))
+        add(
+            CheckItem(
+                "psd",
+                min_rel >= -tol * 10,
+                min_rel,
+                tol * 10,
+                f"smallest eigenvalue {float(eig.min()):.3g} (largest {scale:.3g}): the kernel is not positive "
+                "semi-definite; it cannot be a covariance (check signs, and that sums/products of valid kernels are used)",
+            )
+        )
         diag = k(X, diag=True)
-        add(CheckItem("diag", _rel(diag, K.diagonal()) <= tol, _rel(diag, K.diagonal()), tol,
-                      "k(X, diag=True) differs from the diagonal of k(X): fix the forward's diag branch (or remove it; "
-                      "the base class then computes the diagonal pairwise)"))
+        add(
+            CheckItem(
+                "diag",
+                _rel(diag, K.diagonal()) <= tol,
+                _rel(diag, K.diagonal()),
+                tol,
+                "k(X, diag=True) differs from the diagonal of k(X): fix the forward's diag branch (or remove it; "
+                "the base class then computes the diagonal pairwise)",
+            )
+        )
         KXX = _dense(k, X, X)
-        add(CheckItem("k(X) == k(X, X)", _rel(K, KXX) <= tol, _rel(K, KXX), tol,
-                      "the forward treats x2 = None / x2 is x1 differently from an equal copy"))
+        add(
+            CheckItem(
+                "k(X) == k(X, X)",
+                _rel(K, KXX) <= tol,
+                _rel(K, KXX),
+                tol,
+                "the forward treats x2 = None / x2 is x1 differently from an equal copy",
+            )
+        )
         X2 = torch.randn(X.shape, generator=gen, dtype=torch.float64)
         try:
             Kb = _dense(k, torch.stack([X, X2]))

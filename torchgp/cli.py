@@ -52,8 +52,9 @@ def read_table(path: str) -> tuple[list[str], list[list[str]]]:
     return header, rows[1:]
 
 
-def numeric_columns(path: str, header: list[str], rows: list[list[str]], columns: list[str], dropna: bool
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
+def numeric_columns(
+    path: str, header: list[str], rows: list[list[str]], columns: list[str], dropna: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The chosen columns as a float64 ``(n, len(columns))`` tensor and the kept row indices ``(n,)``.
 
     Raises:
@@ -61,7 +62,9 @@ def numeric_columns(path: str, header: list[str], rows: list[list[str]], columns
     """
     missing = [c for c in columns if c not in header]
     if missing:
-        raise CLIError(f"column(s) {', '.join(repr(c) for c in missing)} not in {path}; its columns are: {', '.join(header)}")
+        raise CLIError(
+            f"column(s) {', '.join(repr(c) for c in missing)} not in {path}; its columns are: {', '.join(header)}"
+        )
     index = [header.index(c) for c in columns]
     values, kept, nan_rows = [], [], []
     for r, row in enumerate(rows):
@@ -86,8 +89,10 @@ def numeric_columns(path: str, header: list[str], rows: list[list[str]], columns
         kept.append(r)
     if nan_rows and not dropna:
         shown = ", ".join(map(str, nan_rows[:5])) + (" ..." if len(nan_rows) > 5 else "")
-        raise CLIError(f"{len(nan_rows)} row(s) of {path} have missing or non-finite values (lines {shown}); "
-                       "pass --dropna to drop them, or fill them in")
+        raise CLIError(
+            f"{len(nan_rows)} row(s) of {path} have missing or non-finite values (lines {shown}); "
+            "pass --dropna to drop them, or fill them in"
+        )
     if not values:
         raise CLIError(f"no rows of {path} are left after dropping the {len(nan_rows)} with missing values")
     return torch.tensor(values, dtype=torch.float64), torch.tensor(kept)
@@ -112,10 +117,15 @@ def _cmd_fit(args) -> int:
     header, rows = read_table(args.data)
     if args.target not in header:
         raise CLIError(f"target column {args.target!r} not in {args.data}; its columns are: {', '.join(header)}")
-    features = [f.strip() for f in args.features.split(",") if f.strip()] if args.features else [
-        c for c in header if c != args.target]
+    features = (
+        [f.strip() for f in args.features.split(",") if f.strip()]
+        if args.features
+        else [c for c in header if c != args.target]
+    )
     if not features:
-        raise CLIError(f"{args.data} has no feature columns besides the target {args.target!r}; name them with --features")
+        raise CLIError(
+            f"{args.data} has no feature columns besides the target {args.target!r}; name them with --features"
+        )
     if args.target in features:
         raise CLIError(f"the target {args.target!r} is also listed in --features; remove it there")
     if not 0 <= args.test_fraction < 1:
@@ -127,7 +137,9 @@ def _cmd_fit(args) -> int:
     perm = torch.randperm(n, generator=gen)
     n_test = int(round(args.test_fraction * n))
     if n - n_test < 2:
-        raise CLIError(f"only {n - n_test} training row(s) after holding out {n_test}; give more rows or lower --test-fraction")
+        raise CLIError(
+            f"only {n - n_test} training row(s) after holding out {n_test}; give more rows or lower --test-fraction"
+        )
     test, train = perm[:n_test], perm[n_test:]
     X, y = X_all[train], y_all[train]
     x_mean, x_std = X.mean(0), X.std(0)
@@ -142,10 +154,17 @@ def _cmd_fit(args) -> int:
     model = ExactGPModel(Xn, yn, kernel=kernel).double()
     model.likelihood.noise = 0.1
     mll = ExactMarginalLogLikelihood(model.likelihood, model)
-    print(f"{args.data}: {n} rows, features {features}, target {args.target!r}; {len(train)} for training, {n_test} held out")
+    print(
+        f"{args.data}: {n} rows, features {features}, target {args.target!r}; {len(train)} for training, {n_test} held out"
+    )
     try:
-        result = fit(mll, maxiter=args.max_iter, restarts=args.restarts, seed=args.seed,
-                     progress=None if args.progress else False)
+        result = fit(
+            mll,
+            maxiter=args.max_iter,
+            restarts=args.restarts,
+            seed=args.seed,
+            progress=None if args.progress else False,
+        )
     except NotPSDError as err:
         raise CLIError(f"the fit failed numerically: {err}") from None
     model.train()
@@ -167,12 +186,25 @@ def _cmd_fit(args) -> int:
     if n_test:
         mean, std = predict(X_all[test])
         metrics.update(predictive_metrics(mean, std, y_all[test]))
-        print(f"test RMSE: {metrics['rmse']:.4g}   test NLPD: {metrics['nlpd']:.4g}   "
-              f"95% interval coverage: {100 * metrics['coverage95']:.1f}% (calibrated: about 95%)")
+        print(
+            f"test RMSE: {metrics['rmse']:.4g}   test NLPD: {metrics['nlpd']:.4g}   "
+            f"95% interval coverage: {100 * metrics['coverage95']:.1f}% (calibrated: about 95%)"
+        )
     os.makedirs(args.out, exist_ok=True)
     model_path = os.path.join(args.out, "model.safetensors")
-    save(model, model_path, metadata={"features": features, "target": args.target, "x_mean": x_mean.tolist(),
-                                      "x_std": x_std.tolist(), "y_mean": y_mean, "y_std": y_std, "kernel": args.kernel})
+    save(
+        model,
+        model_path,
+        metadata={
+            "features": features,
+            "target": args.target,
+            "x_mean": x_mean.tolist(),
+            "x_std": x_std.tolist(),
+            "y_mean": y_mean,
+            "y_std": y_std,
+            "kernel": args.kernel,
+        },
+    )
     with open(os.path.join(args.out, "metrics.json"), "w") as f:
         json.dump(metrics, f, indent=2)
     print(f"model saved to {model_path}")
@@ -192,17 +224,26 @@ def _plot_fit(args, model, X_all, y_all, train, test, x_mean, x_std, y_mean, y_s
         d = X_all.shape[1]
         if d == 1:
             plot.plot_posterior_1d(
-                model, likelihood=model.likelihood, test_x=(X_all[test] - x_mean) / x_std,
-                test_y=(y_all[test] - y_mean) / y_std, num_samples=0, path=path,
+                model,
+                likelihood=model.likelihood,
+                test_x=(X_all[test] - x_mean) / x_std,
+                test_y=(y_all[test] - y_mean) / y_std,
+                num_samples=0,
+                path=path,
                 x_transform=lambda v: v * float(x_std[0]) + float(x_mean[0]),
-                y_transform=lambda v, scale=False: v * y_std + y_mean, title=f"{args.target} vs {features[0]}")
+                y_transform=lambda v, scale=False: v * y_std + y_mean,
+                title=f"{args.target} vs {features[0]}",
+            )
         elif d == 2:
-            plot.plot_posterior_2d(model, path=path, title=f"{args.target} (standardised) over {features[0]}, {features[1]}")
+            plot.plot_posterior_2d(
+                model, path=path, title=f"{args.target} (standardised) over {features[0]}, {features[1]}"
+            )
         else:
             idx = test if len(test) else train
             mean, std = predict(X_all[idx])
-            plot.plot_predicted_vs_observed(mean, std, y_all[idx], path=path,
-                                            title=f"{args.target}: {'test' if len(test) else 'training'} rows")
+            plot.plot_predicted_vs_observed(
+                mean, std, y_all[idx], path=path, title=f"{args.target}: {'test' if len(test) else 'training'} rows"
+            )
         plot.plot_training(result, path=os.path.join(args.out, "training.png"))
     except ImportError as err:
         print(f"(no plot: {err})")
@@ -236,7 +277,9 @@ def _cmd_predict(args) -> int:
         writer.writerow([*header, "mean", "std", "lower95", "upper95"])
         for i, r in enumerate(kept.tolist()):
             m, s = float(mean[i]), float(std[i])
-            writer.writerow([*rows[r], f"{m:.10g}", f"{s:.10g}", f"{m - 1.959964 * s:.10g}", f"{m + 1.959964 * s:.10g}"])
+            writer.writerow(
+                [*rows[r], f"{m:.10g}", f"{s:.10g}", f"{m - 1.959964 * s:.10g}", f"{m + 1.959964 * s:.10g}"]
+            )
     finally:
         if args.out:
             out.close()
@@ -254,41 +297,63 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    demo = sub.add_parser("demo", help="fit and extrapolate the bundled Mauna Loa CO2 record",
-                          description="Fit an exact GP (trend + seasonal + irregular + correlated-noise kernel, R&W 5.4.3) to monthly CO2 means "
-                                      "1958-1994, predict 1995-2001, print hyperparameters and test metrics, save "
-                                      "a plot and the model.")
-    demo.add_argument("--out", default="torchgp-demo", help="output folder for co2.png and co2_model.safetensors "
-                                                            "(default: %(default)s)")
+    demo = sub.add_parser(
+        "demo",
+        help="fit and extrapolate the bundled Mauna Loa CO2 record",
+        description="Fit an exact GP (trend + seasonal + irregular + correlated-noise kernel, R&W 5.4.3) to monthly CO2 means "
+        "1958-1994, predict 1995-2001, print hyperparameters and test metrics, save "
+        "a plot and the model.",
+    )
+    demo.add_argument(
+        "--out",
+        default="torchgp-demo",
+        help="output folder for co2.png and co2_model.safetensors (default: %(default)s)",
+    )
     demo.add_argument("--no-plot", action="store_true", help="do not write the plot (no matplotlib needed)")
     demo.add_argument("--quick", action="store_true", help="every second month and fewer iterations (a few seconds)")
     demo.add_argument("--progress", action="store_true", help="show a progress bar even when not on a terminal")
     demo.set_defaults(func=_cmd_demo)
 
-    fit = sub.add_parser("fit", help="fit a GP to a CSV/Parquet table and report test metrics",
-                         description="Read DATA, hold out a random test split, fit an exact GP (inputs and target "
-                                     "standardised, hyperparameters by L-BFGS-B), print learned hyperparameters, the "
-                                     "training log marginal likelihood, test RMSE/NLPD and the 95%% interval coverage, "
-                                     "write a plot and the model to --out.")
+    fit = sub.add_parser(
+        "fit",
+        help="fit a GP to a CSV/Parquet table and report test metrics",
+        description="Read DATA, hold out a random test split, fit an exact GP (inputs and target "
+        "standardised, hyperparameters by L-BFGS-B), print learned hyperparameters, the "
+        "training log marginal likelihood, test RMSE/NLPD and the 95%% interval coverage, "
+        "write a plot and the model to --out.",
+    )
     fit.add_argument("data", metavar="DATA", help="CSV file with a header row (or .parquet with pyarrow installed)")
     fit.add_argument("--target", required=True, help="name of the column to predict")
     fit.add_argument("--features", default=None, help="comma-separated input columns (default: every other column)")
-    fit.add_argument("--kernel", default="rbf", help="kernel string, e.g. 'rbf + periodic * rbf'; names: rbf, matern12, "
-                                                     "matern32, matern52, rq, periodic, linear, polyN, cosine, smN "
-                                                     "(default: %(default)s)")
+    fit.add_argument(
+        "--kernel",
+        default="rbf",
+        help="kernel string, e.g. 'rbf + periodic * rbf'; names: rbf, matern12, "
+        "matern32, matern52, rq, periodic, linear, polyN, cosine, smN "
+        "(default: %(default)s)",
+    )
     fit.add_argument("--out", default="torchgp-fit", help="output folder (default: %(default)s)")
-    fit.add_argument("--test-fraction", type=float, default=0.2, help="fraction of rows held out (default: %(default)s)")
+    fit.add_argument(
+        "--test-fraction", type=float, default=0.2, help="fraction of rows held out (default: %(default)s)"
+    )
     fit.add_argument("--dropna", action="store_true", help="drop rows with missing values instead of stopping")
-    fit.add_argument("--seed", type=int, default=0, help="seed of the test split and the restarts (default: %(default)s)")
-    fit.add_argument("--restarts", type=int, default=2, help="extra optimiser starts; the best is kept (default: %(default)s)")
+    fit.add_argument(
+        "--seed", type=int, default=0, help="seed of the test split and the restarts (default: %(default)s)"
+    )
+    fit.add_argument(
+        "--restarts", type=int, default=2, help="extra optimiser starts; the best is kept (default: %(default)s)"
+    )
     fit.add_argument("--max-iter", type=int, default=500, help="optimiser iterations per start (default: %(default)s)")
     fit.add_argument("--no-plot", action="store_true", help="do not write plots")
     fit.add_argument("--progress", action="store_true", help="show a progress bar even when not on a terminal")
     fit.set_defaults(func=_cmd_fit)
 
-    pred = sub.add_parser("predict", help="predict with a model saved by `torchgp fit`",
-                          description="Write the rows of DATA with the predictive mean, standard deviation and 95%% "
-                                      "interval (columns mean, std, lower95, upper95).")
+    pred = sub.add_parser(
+        "predict",
+        help="predict with a model saved by `torchgp fit`",
+        description="Write the rows of DATA with the predictive mean, standard deviation and 95%% "
+        "interval (columns mean, std, lower95, upper95).",
+    )
     pred.add_argument("model", metavar="MODEL", help="model file written by `torchgp fit` (model.safetensors)")
     pred.add_argument("data", metavar="DATA", help="CSV/Parquet file holding the model's feature columns")
     pred.add_argument("--out", default=None, help="output CSV (default: standard output)")

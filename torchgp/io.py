@@ -256,7 +256,9 @@ def _constraint_specs(model) -> dict:
     for name, module in model.named_modules():
         if isinstance(module, _constraints.Interval):
             if module._transform is not None or module._inv_transform is not None:
-                raise InputError(f"constraint {name} has a custom transform, which cannot be saved; pass model=... to load().")
+                raise InputError(
+                    f"constraint {name} has a custom transform, which cannot be saved; pass model=... to load()."
+                )
             if getattr(_constraints, type(module).__name__, None) is not type(module):
                 raise InputError(f"constraint {name} is a custom class; pass model=... to load().")
             lo, hi = float(module.lower_bound.min()), float(module.upper_bound.max())
@@ -300,14 +302,22 @@ def _prior_specs(model) -> dict:
             prior = module._modules[name]
             kind = type(prior).__name__
             if getattr(_priors, kind, None) is not type(prior):
-                raise InputError(f"prior {full} is a custom class {kind}, which cannot be saved; pass model=... to load().")
+                raise InputError(
+                    f"prior {full} is a custom class {kind}, which cannot be saved; pass model=... to load()."
+                )
             if prior._transform is not None:
                 raise InputError(f"prior {full} has a transform, which cannot be saved; pass model=... to load().")
             if not isinstance(closure, _Getter) or not (setting is None or isinstance(setting, _Setter)):
-                raise InputError(f"prior {full} is on a custom closure, which cannot be saved; pass model=... to load().")
+                raise InputError(
+                    f"prior {full} is on a custom closure, which cannot be saved; pass model=... to load()."
+                )
             params = {b: buf.tolist() for b, buf in prior.named_buffers(recurse=False)}
-            out[full] = {"type": kind, "params": params, "of": closure.name,
-                         "setter": None if setting is None else setting.name}
+            out[full] = {
+                "type": kind,
+                "params": params,
+                "of": closure.name,
+                "setter": None if setting is None else setting.name,
+            }
     return out
 
 
@@ -333,17 +343,27 @@ def model_spec(model) -> dict:
     """
     name = type(model).__name__
     if isinstance(model, _kernels.Kernel):
-        return {"kind": "kernel", "kernel": _kernel_spec(model), "constraints": _constraint_specs(model),
-                "priors": _prior_specs(model)}
+        return {
+            "kind": "kernel",
+            "kernel": _kernel_spec(model),
+            "constraints": _constraint_specs(model),
+            "priors": _prior_specs(model),
+        }
     if isinstance(model, _likelihoods.Likelihood):
-        return {"kind": "likelihood", "likelihood": _likelihood_spec(model), "constraints": _constraint_specs(model),
-                "priors": _prior_specs(model)}
+        return {
+            "kind": "likelihood",
+            "likelihood": _likelihood_spec(model),
+            "constraints": _constraint_specs(model),
+            "priors": _prior_specs(model),
+        }
     if isinstance(model, ExactGPModel):
         kind = "exact"
     elif _APPROX_CLASS is not None and type(model) is _APPROX_CLASS:
         kind = "variational"
     else:
-        raise InputError(f"{name} is not a model class torchgp can rebuild; load it with load(path, model={name}(...)).")
+        raise InputError(
+            f"{name} is not a model class torchgp can rebuild; load it with load(path, model={name}(...))."
+        )
     spec = {
         "kind": kind,
         "mean": _mean_spec(model.mean_module),
@@ -372,7 +392,11 @@ def build_model(spec: dict, train_inputs=None, train_targets=None, inducing_poin
             raise ModelFileError("The model file holds an exact GP but no training data; it is incomplete.")
         lik = _likelihood_from_spec(spec["likelihood"])
         model = ExactGPModel(
-            train_inputs[0], train_targets, lik, kernel=_kernel_from_spec(spec["kernel"]), mean=_mean_from_spec(spec["mean"])
+            train_inputs[0],
+            train_targets,
+            lik,
+            kernel=_kernel_from_spec(spec["kernel"]),
+            mean=_mean_from_spec(spec["mean"]),
         )
     elif kind == "variational":
         cls = _approximate_gp_model_class()
@@ -433,7 +457,7 @@ def _pack(module, prefix: str, payload: dict[str, torch.Tensor]) -> dict:
 
 def _unpack(entry: dict, tensors: dict[str, torch.Tensor], prefix: str, model=None):
     """Rebuild (or fill ``model`` with) the module that :func:`_pack` stored under ``prefix``."""
-    state = {k[len(prefix) + len("state/"):]: v for k, v in tensors.items() if k.startswith(prefix + "state/")}
+    state = {k[len(prefix) + len("state/") :]: v for k, v in tensors.items() if k.startswith(prefix + "state/")}
     inputs = tuple(tensors[f"{prefix}data/inputs/{i}"] for i in range(entry.get("n_inputs", 0)))
     targets = tensors.get(f"{prefix}data/targets")
     if model is None:
@@ -452,7 +476,9 @@ def _unpack(entry: dict, tensors: dict[str, torch.Tensor], prefix: str, model=No
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:
-        raise ModelFileError(f"load: the file's parameters do not fit the {type(model).__name__} given: {err}") from None
+        raise ModelFileError(
+            f"load: the file's parameters do not fit the {type(model).__name__} given: {err}"
+        ) from None
     # Buffers keep the dtype they were saved with (a float32 prior on a float64 model stays float32),
     # so that every computed value (the priors' log-densities included) is bit-identical.
     for key, buf in list(model.named_buffers()):
@@ -496,8 +522,11 @@ def save(model, path, metadata: dict | None = None, tensors: dict[str, torch.Ten
     elif type(model).__name__ in _ESTIMATORS and hasattr(model, "_torchgp_file_state"):
         state, modules, arrays = model._torchgp_file_state()
         header["class"] = f"{type(model).__module__}.{type(model).__qualname__}"
-        header["estimator"] = {"type": type(model).__name__, "state": state,
-                               "parts": {name: _pack(m, f"part/{name}/", payload) for name, m in modules.items()}}
+        header["estimator"] = {
+            "type": type(model).__name__,
+            "state": state,
+            "parts": {name: _pack(m, f"part/{name}/", payload) for name, m in modules.items()},
+        }
         for key, value in arrays.items():
             payload[f"array/{key}"] = torch.as_tensor(value).detach().cpu().contiguous().clone()
     else:
@@ -538,8 +567,10 @@ def _read(path):
         )
     header = json.loads(header_json)
     if header.get("format") != FORMAT or header.get("version", 0) > FORMAT_VERSION:
-        raise ModelFileError(f"load: {os.fspath(path)!r} has format {header.get('format')} v{header.get('version')}, "
-                             f"not {FORMAT} v<={FORMAT_VERSION}; upgrade torchgp.")
+        raise ModelFileError(
+            f"load: {os.fspath(path)!r} has format {header.get('format')} v{header.get('version')}, "
+            f"not {FORMAT} v<={FORMAT_VERSION}; upgrade torchgp."
+        )
     return header, tensors
 
 
@@ -561,7 +592,7 @@ def load(path, model=None, *, with_metadata: bool = False):
         FileNotFoundError: no such file.
     """
     header, tensors = _read(path)
-    extra = {k[len("extra/"):]: v for k, v in tensors.items() if k.startswith("extra/")}
+    extra = {k[len("extra/") :]: v for k, v in tensors.items() if k.startswith("extra/")}
     if "estimator" in header:
         est = header["estimator"]
         if model is not None:
@@ -571,7 +602,7 @@ def load(path, model=None, *, with_metadata: bool = False):
         from torchgp import sklearn as _sklearn
 
         parts = {name: _unpack(entry, tensors, f"part/{name}/") for name, entry in est.get("parts", {}).items()}
-        arrays = {k[len("array/"):]: v for k, v in tensors.items() if k.startswith("array/")}
+        arrays = {k[len("array/") :]: v for k, v in tensors.items() if k.startswith("array/")}
         model = getattr(_sklearn, est["type"])._from_torchgp_file(est["state"], parts, arrays)
     else:
         model = _unpack(header, tensors, "", model)

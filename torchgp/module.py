@@ -117,8 +117,7 @@ class Module(nn.Module):
             new_raw = new_raw.expand_as(raw)
         except RuntimeError:
             raise InputError(
-                f"{name} has shape {tuple(raw.shape)}; a value of shape {tuple(value.shape)} cannot be "
-                f"broadcast to it."
+                f"{name} has shape {tuple(raw.shape)}; a value of shape {tuple(value.shape)} cannot be broadcast to it."
             ) from None
         with torch.no_grad():
             raw.copy_(new_raw)
@@ -150,7 +149,9 @@ class Module(nn.Module):
             module = self
             for part in path:
                 if not hasattr(module, part):
-                    raise AttributeError(f"initialize: {type(module).__name__} has no submodule {part!r} ({full_name}).")
+                    raise AttributeError(
+                        f"initialize: {type(module).__name__} has no submodule {part!r} ({full_name})."
+                    )
                 module = getattr(module, part)
             if isinstance(module, Module) and leaf in module._constrained:
                 module._set_constrained(leaf, value)
@@ -204,7 +205,12 @@ class Module(nn.Module):
             if name == prior_name:
                 if setting is None:
                     raise RuntimeError(f"Prior {prior_name} has no setting closure.")
-                setting(module, prior.sample(closure(module).shape[: -len(prior.sample().shape) or None]).expand_as(closure(module)))
+                setting(
+                    module,
+                    prior.sample(closure(module).shape[: -len(prior.sample().shape) or None]).expand_as(
+                        closure(module)
+                    ),
+                )
                 return
         raise AttributeError(f"No prior named {prior_name!r}.")
 

@@ -24,7 +24,9 @@ def _pyplot():
             matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise ImportError("torchgp.plot needs matplotlib: pip install matplotlib (or pip install torchgp[plot]).") from None
+        raise ImportError(
+            "torchgp.plot needs matplotlib: pip install matplotlib (or pip install torchgp[plot])."
+        ) from None
     return plt
 
 
@@ -54,8 +56,21 @@ def _predict(model, X: torch.Tensor, likelihood=None):
     return f, y
 
 
-def plot_posterior_1d(model, X=None, likelihood=None, train_x=None, train_y=None, test_x=None, test_y=None,
-                      num_samples: int = 3, ax=None, path=None, x_transform=None, y_transform=None, title=None):
+def plot_posterior_1d(
+    model,
+    X=None,
+    likelihood=None,
+    train_x=None,
+    train_y=None,
+    test_x=None,
+    test_y=None,
+    num_samples: int = 3,
+    ax=None,
+    path=None,
+    x_transform=None,
+    y_transform=None,
+    title=None,
+):
     r"""Posterior mean ± 2σ over a 1-D input, with the training data and posterior samples.
 
     Args:

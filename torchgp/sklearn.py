@@ -103,8 +103,11 @@ def _params_state(est) -> tuple[dict, dict]:
 
 
 def _fitted_state(est) -> dict:
-    state = {"n_features_in_": int(est.n_features_in_), "n_iter_": int(est.n_iter_),
-             "log_marginal_likelihood_value_": float(est.log_marginal_likelihood_value_)}
+    state = {
+        "n_features_in_": int(est.n_features_in_),
+        "n_iter_": int(est.n_iter_),
+        "log_marginal_likelihood_value_": float(est.log_marginal_likelihood_value_),
+    }
     if hasattr(est, "feature_names_in_"):
         state["feature_names_in_"] = [str(f) for f in est.feature_names_in_]
     return state
@@ -219,8 +222,14 @@ class GaussianProcessRegressor(RegressorMixin, BaseEstimator):
         if approx is None:
             model = ExactGPModel(Xt, yt, likelihood, kernel=kernel, mean=self.mean).to(dtype)
             mll = ExactMarginalLogLikelihood(likelihood, model)
-            result = _fit(mll, self.optimizer, maxiter=self.max_iter, restarts=self.n_restarts_optimizer,
-                          seed=seed, progress=self.progress)
+            result = _fit(
+                mll,
+                self.optimizer,
+                maxiter=self.max_iter,
+                restarts=self.n_restarts_optimizer,
+                seed=seed,
+                progress=self.progress,
+            )
             model.train()
             with torch.no_grad():
                 self.log_marginal_likelihood_value_ = float(mll(model(Xt), yt)) * n
@@ -309,8 +318,12 @@ class GaussianProcessRegressor(RegressorMixin, BaseEstimator):
         exact = isinstance(self.model_, ExactGPModel)
         if not exact:
             modules["likelihood"] = self.likelihood_
-        fitted = {**_fitted_state(self), "y_mean": self._y_norm.mean, "y_std": self._y_norm.std,
-                  "fit_result_": dataclasses.asdict(self.fit_result_)}
+        fitted = {
+            **_fitted_state(self),
+            "y_mean": self._y_norm.mean,
+            "y_std": self._y_norm.std,
+            "fit_result_": dataclasses.asdict(self.fit_result_),
+        }
         return {"params": params, "fitted": fitted}, modules, {}
 
     @classmethod
@@ -454,8 +467,18 @@ class GaussianProcessClassifier(ClassifierMixin, BaseEstimator):
         ``fit(X (n, d), y (n,))``; ``predict_proba(X* (t, d))`` → ``(t, n_classes)``.
     """
 
-    def __init__(self, kernel=None, *, n_restarts_optimizer=0, max_iter=200, random_state=None, dtype="float64",
-                 variational_threshold=2000, num_inducing=256, batch_size=512):
+    def __init__(
+        self,
+        kernel=None,
+        *,
+        n_restarts_optimizer=0,
+        max_iter=200,
+        random_state=None,
+        dtype="float64",
+        variational_threshold=2000,
+        num_inducing=256,
+        batch_size=512,
+    ):
         self.kernel = kernel
         self.n_restarts_optimizer = n_restarts_optimizer
         self.max_iter = max_iter
@@ -498,8 +521,9 @@ class GaussianProcessClassifier(ClassifierMixin, BaseEstimator):
             else:
                 model = _LaplaceGP(Xt, t, kernel)
                 objective = _LaplaceObjective(model)
-                result = _fit(objective, maxiter=self.max_iter, restarts=self.n_restarts_optimizer, seed=seed,
-                              progress=False)
+                result = _fit(
+                    objective, maxiter=self.max_iter, restarts=self.n_restarts_optimizer, seed=seed, progress=False
+                )
                 with torch.no_grad():
                     total += float(objective(model())) * X.shape[0]
             self.models_.append(model)
@@ -583,9 +607,14 @@ class GaussianProcessClassifier(ClassifierMixin, BaseEstimator):
                 arrays[f"X/{i}"], arrays[f"t/{i}"] = model.train_inputs[0], model.train_targets
                 if model.f_hat is not None:
                     arrays[f"f_hat/{i}"] = model.f_hat
-        fitted = {**_fitted_state(self), "classes_": self.classes_.tolist(), "classes_dtype": self.classes_.dtype.str,
-                  "variational_": bool(self.variational_), "n_models": len(self.models_),
-                  "fit_results_": [dataclasses.asdict(r) for r in self.fit_results_]}
+        fitted = {
+            **_fitted_state(self),
+            "classes_": self.classes_.tolist(),
+            "classes_dtype": self.classes_.dtype.str,
+            "variational_": bool(self.variational_),
+            "n_models": len(self.models_),
+            "fit_results_": [dataclasses.asdict(r) for r in self.fit_results_],
+        }
         return {"params": params, "fitted": fitted}, modules, arrays
 
     @classmethod

@@ -171,7 +171,10 @@ def test_float32_blockwise_path_matches_float64_cholesky():
     X, y, kernel, raw_noise = _problem(500, lengthscale=0.2, noise=0.05, seed=1)
     mll0, g0 = _mll_and_grads(X, y, kernel, raw_noise, cholesky=True)
     X32, y32 = X.float(), y.float()
-    k32 = StandInRBF(kernel.raw_lengthscale.detach().float().requires_grad_(), kernel.raw_outputscale.detach().float().requires_grad_())
+    k32 = StandInRBF(
+        kernel.raw_lengthscale.detach().float().requires_grad_(),
+        kernel.raw_outputscale.detach().float().requires_grad_(),
+    )
     rn32 = raw_noise.detach().float().requires_grad_()
     with settings.max_dense_memory(2**16), settings.kernel_block_size(128):
         mll1, g1 = _mll_and_grads(X32, y32, k32, rn32, cholesky=False)

@@ -33,8 +33,11 @@ def test_slq_logdet_close_to_torch_logdet():
     exact = torch.logdet(A)
     with settings.num_trace_samples(32):
         plain = slq_logdet(lambda V: A @ V, 300, tol=1e-6)
-        pre = build_preconditioner(DenseOperator(A - 0.1 * torch.eye(300, dtype=torch.float64)),
-                                   torch.full((300,), 0.1, dtype=torch.float64), rank=20)
+        pre = build_preconditioner(
+            DenseOperator(A - 0.1 * torch.eye(300, dtype=torch.float64)),
+            torch.full((300,), 0.1, dtype=torch.float64),
+            rank=20,
+        )
         conditioned = slq_logdet(lambda V: A @ V, 300, preconditioner=pre, tol=1e-6)
     assert abs((plain - exact) / exact) < 0.03
     assert abs((conditioned - exact) / exact) < 0.003  # the preconditioner takes most of log|A| exactly

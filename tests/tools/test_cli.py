@@ -27,8 +27,27 @@ def data_csv(tmp_path):
 
 def test_fit_and_predict_end_to_end(tmp_path, data_csv, capsys):
     out = tmp_path / "out"
-    assert main(["fit", data_csv, "--target", "y", "--features", "x,z", "--kernel", "rbf + linear", "--out", str(out),
-                 "--restarts", "1", "--max-iter", "100"]) == 0
+    assert (
+        main(
+            [
+                "fit",
+                data_csv,
+                "--target",
+                "y",
+                "--features",
+                "x,z",
+                "--kernel",
+                "rbf + linear",
+                "--out",
+                str(out),
+                "--restarts",
+                "1",
+                "--max-iter",
+                "100",
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     for expected in ("learned hyperparameters", "training log marginal likelihood", "test RMSE", "NLPD", "coverage"):
         assert expected in text
@@ -45,7 +64,10 @@ def test_fit_and_predict_end_to_end(tmp_path, data_csv, capsys):
 
 
 def test_one_feature_plot_and_default_features(tmp_path, data_csv):
-    assert main(["fit", data_csv, "--target", "y", "--features", "x", "--out", str(tmp_path / "a"), "--restarts", "0"]) == 0
+    assert (
+        main(["fit", data_csv, "--target", "y", "--features", "x", "--out", str(tmp_path / "a"), "--restarts", "0"])
+        == 0
+    )
     assert (tmp_path / "a" / "fit.png").exists() and (tmp_path / "a" / "training.png").exists()
     assert main(["fit", data_csv, "--target", "y", "--out", str(tmp_path / "b"), "--no-plot", "--restarts", "0"]) == 0
     assert not (tmp_path / "b" / "fit.png").exists()
@@ -55,15 +77,18 @@ def bad(tmp_path, header, rows):
     return write_csv(tmp_path / "bad.csv", header, rows)
 
 
-@pytest.mark.parametrize("case, message", [
-    ("missing_column", "'w' not in"),
-    ("missing_target", "target column 'q' not in"),
-    ("non_numeric", "not numeric: row 3 holds 'abc'"),
-    ("nan_rows", "pass --dropna"),
-    ("empty", "is empty"),
-    ("header_only", "no data rows"),
-    ("no_file", "no such file"),
-])
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("missing_column", "'w' not in"),
+        ("missing_target", "target column 'q' not in"),
+        ("non_numeric", "not numeric: row 3 holds 'abc'"),
+        ("nan_rows", "pass --dropna"),
+        ("empty", "is empty"),
+        ("header_only", "no data rows"),
+        ("no_file", "no such file"),
+    ],
+)
 def test_bad_input_gives_a_clear_error(tmp_path, capsys, case, message):
     rows = [[i, i * 0.5, np.sin(i)] for i in range(10)]
     path = bad(tmp_path, ["x", "z", "y"], rows)
@@ -95,8 +120,10 @@ def test_dropna_drops_the_rows(tmp_path, capsys):
     rows[3][0] = "NA"
     rows[7][1] = ""
     path = write_csv(tmp_path / "nan.csv", ["x", "y"], rows)
-    assert main(["fit", path, "--target", "y", "--dropna", "--out", str(tmp_path / "o"), "--no-plot",
-                 "--restarts", "0"]) == 0
+    assert (
+        main(["fit", path, "--target", "y", "--dropna", "--out", str(tmp_path / "o"), "--no-plot", "--restarts", "0"])
+        == 0
+    )
     assert "28 rows" in capsys.readouterr().out
 
 
@@ -116,7 +143,9 @@ def test_demo_quick(tmp_path, capsys):
 
 
 def test_help_in_a_subprocess():
-    done = subprocess.run([sys.executable, "-m", "torchgp", "fit", "--help"], capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "torchgp", "fit", "--help"], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0
     for option in ("--target", "--features", "--kernel", "--out", "--test-fraction", "--dropna", "--seed"):
         assert option in done.stdout

@@ -134,8 +134,11 @@ def test_priors_are_saved_and_restored(tmp_path):
     save(model, tmp_path / "p.st")
     loaded = load(tmp_path / "p.st")
     names = {name: type(prior) for name, _, prior, _, _ in loaded.named_priors()}
-    assert names == {"likelihood.noise_covar.noise_prior": GammaPrior, "covar_module.outputscale_prior": LogNormalPrior,
-                     "covar_module.base_kernel.lengthscale_prior": NormalPrior}
+    assert names == {
+        "likelihood.noise_covar.noise_prior": GammaPrior,
+        "covar_module.outputscale_prior": LogNormalPrior,
+        "covar_module.base_kernel.lengthscale_prior": NormalPrior,
+    }
     values = []
     for m in (model, loaded):
         m.train()
@@ -144,17 +147,23 @@ def test_priors_are_saved_and_restored(tmp_path):
             assert float(m.log_prior()) != 0.0
     assert values[0] == values[1]
     loaded.covar_module.base_kernel.lengthscale = 0.5  # the prior follows the parameter it was registered on
-    torch.testing.assert_close(loaded.covar_module.base_kernel.lengthscale_prior.log_prob(torch.tensor(0.5)),
-                               NormalPrior(0.3, 0.1).log_prob(torch.tensor(0.5)))
+    torch.testing.assert_close(
+        loaded.covar_module.base_kernel.lengthscale_prior.log_prob(torch.tensor(0.5)),
+        NormalPrior(0.3, 0.1).log_prob(torch.tensor(0.5)),
+    )
 
 
 def test_custom_priors_need_model(tmp_path):
     X = torch.rand(10, 1, dtype=torch.float64)
     model = ExactGPModel(X, X[:, 0], kernel="rbf").double()
-    model.covar_module.register_prior("custom_prior", torchgp.priors.NormalPrior(0.0, 1.0), lambda m: m.outputscale.log())
+    model.covar_module.register_prior(
+        "custom_prior", torchgp.priors.NormalPrior(0.0, 1.0), lambda m: m.outputscale.log()
+    )
     save(model, tmp_path / "c.st")
     with pytest.raises(ModelFileError, match="custom closure"):
         load(tmp_path / "c.st")
     fresh = ExactGPModel(X, X[:, 0], kernel="rbf").double()
-    fresh.covar_module.register_prior("custom_prior", torchgp.priors.NormalPrior(0.0, 1.0), lambda m: m.outputscale.log())
+    fresh.covar_module.register_prior(
+        "custom_prior", torchgp.priors.NormalPrior(0.0, 1.0), lambda m: m.outputscale.log()
+    )
     load(tmp_path / "c.st", model=fresh)

@@ -27,9 +27,18 @@ def test_parse_structure_and_ard():
     assert parse_kernel(kernel) is kernel
 
 
-@pytest.mark.parametrize("bad, match", [("rbf +", "ends"), ("rbf ++ rq", "unexpected"), ("gauss", "Unknown kernel"),
-                                        ("(rbf", "not closed"), ("rbf ) rq", "unexpected"), ("", "empty"),
-                                        ("rbf - rq", "position")])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        ("rbf +", "ends"),
+        ("rbf ++ rq", "unexpected"),
+        ("gauss", "Unknown kernel"),
+        ("(rbf", "not closed"),
+        ("rbf ) rq", "unexpected"),
+        ("", "empty"),
+        ("rbf - rq", "position"),
+    ],
+)
 def test_parse_errors_explain(bad, match):
     with pytest.raises(InputError, match=match):
         parse_kernel(bad)
@@ -50,7 +59,7 @@ class WrongDiag(torchgp.kernels.Kernel):
     def forward(self, x1, x2, diag=False, **params):
         if diag:
             return torch.full(x1.shape[:-1], 2.0, dtype=x1.dtype)  # should be 1
-        return torch.exp(-torch.cdist(x1 / self.lengthscale, x2 / self.lengthscale) ** 2)
+        return torch.exp(-(torch.cdist(x1 / self.lengthscale, x2 / self.lengthscale) ** 2))
 
 
 class DetachedGradient(torchgp.kernels.Kernel):
@@ -68,7 +77,7 @@ class Unbatched(torchgp.kernels.Kernel):
         if diag:
             return torch.ones(x1.shape[:-1], dtype=x1.dtype)
         flat1, flat2 = x1.reshape(-1, x1.shape[-1]), x2.reshape(-1, x2.shape[-1])
-        full = torch.exp(-torch.cdist(flat1, flat2) ** 2)
+        full = torch.exp(-(torch.cdist(flat1, flat2) ** 2))
         return full[: x1.shape[-2], : x2.shape[-2]].expand(*x1.shape[:-2], x1.shape[-2], x2.shape[-2])
 
 

@@ -16,16 +16,21 @@ from torchgp.sklearn import EXPECTED_FAILED_CHECKS, GaussianProcessClassifier, G
 
 # Every check runs; a few optimiser iterations (epochs) per fit keep the ~100 fits cheap. The checks
 # assert behaviour (shapes, invariances, determinism) plus accuracy floors that these fits clear.
-@pytest.mark.parametrize("estimator", [
-    GaussianProcessRegressor(max_iter=10),
-    GaussianProcessClassifier(max_iter=10),
-    GaussianProcessClassifier(max_iter=10, variational_threshold=0, num_inducing=16),
-], ids=["GaussianProcessRegressor", "GaussianProcessClassifier", "GaussianProcessClassifier-variational"])
+@pytest.mark.parametrize(
+    "estimator",
+    [
+        GaussianProcessRegressor(max_iter=10),
+        GaussianProcessClassifier(max_iter=10),
+        GaussianProcessClassifier(max_iter=10, variational_threshold=0, num_inducing=16),
+    ],
+    ids=["GaussianProcessRegressor", "GaussianProcessClassifier", "GaussianProcessClassifier-variational"],
+)
 def test_check_estimator(estimator):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        results = check_estimator(estimator, expected_failed_checks=EXPECTED_FAILED_CHECKS[type(estimator).__name__],
-                                  on_fail=None)
+        results = check_estimator(
+            estimator, expected_failed_checks=EXPECTED_FAILED_CHECKS[type(estimator).__name__], on_fail=None
+        )
     failed = [(r["check_name"], str(r["exception"])[:200]) for r in results if r["status"] == "failed"]
     assert not failed
     assert sum(r["status"] == "passed" for r in results) > 40
@@ -128,23 +133,34 @@ def test_variational_classifier_matches_laplace():
     laplace = GaussianProcessClassifier(random_state=0).fit(X, y)
     svgp = GaussianProcessClassifier(random_state=0, variational_threshold=200, num_inducing=32).fit(X, y)
     assert not laplace.variational_ and svgp.variational_ and len(svgp.models_) == 1
-    assert svgp.score(X_te, y_te) >= laplace.score(X_te, y_te) - 0.02, (svgp.score(X_te, y_te), laplace.score(X_te, y_te))
+    assert svgp.score(X_te, y_te) >= laplace.score(X_te, y_te) - 0.02, (
+        svgp.score(X_te, y_te),
+        laplace.score(X_te, y_te),
+    )
     proba = svgp.predict_proba(X_te)
     assert proba.shape == (1000, 2) and np.allclose(proba.sum(1), 1) and np.all((proba >= 0) & (proba <= 1))
     y3 = np.digitize(X[:, 0], [-1, 1])
-    multi = GaussianProcessClassifier(random_state=0, variational_threshold=200, num_inducing=16, max_iter=30).fit(X, y3)
+    multi = GaussianProcessClassifier(random_state=0, variational_threshold=200, num_inducing=16, max_iter=30).fit(
+        X, y3
+    )
     proba3 = multi.predict_proba(X)
     assert proba3.shape == (400, 3) and np.allclose(proba3.sum(1), 1) and multi.score(X, y3) > 0.9
-    again = GaussianProcessClassifier(random_state=0, variational_threshold=200, num_inducing=16, max_iter=30).fit(X, y3)
+    again = GaussianProcessClassifier(random_state=0, variational_threshold=200, num_inducing=16, max_iter=30).fit(
+        X, y3
+    )
     np.testing.assert_array_equal(again.predict_proba(X), proba3)  # reproducible from random_state
 
 
-@pytest.mark.parametrize("make", [
-    lambda: GaussianProcessRegressor("rbf + linear", max_iter=30, random_state=0),
-    lambda: GaussianProcessRegressor(max_iter=3, variational_threshold=50, num_inducing=10, random_state=0),
-    lambda: GaussianProcessClassifier(max_iter=20, random_state=0),
-    lambda: GaussianProcessClassifier(max_iter=5, variational_threshold=50, num_inducing=10, random_state=0),
-], ids=["regressor", "regressor-variational", "classifier", "classifier-variational"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: GaussianProcessRegressor("rbf + linear", max_iter=30, random_state=0),
+        lambda: GaussianProcessRegressor(max_iter=3, variational_threshold=50, num_inducing=10, random_state=0),
+        lambda: GaussianProcessClassifier(max_iter=20, random_state=0),
+        lambda: GaussianProcessClassifier(max_iter=5, variational_threshold=50, num_inducing=10, random_state=0),
+    ],
+    ids=["regressor", "regressor-variational", "classifier", "classifier-variational"],
+)
 def test_estimators_save_and_load_without_pickle(tmp_path, make):
     import torchgp
 

@@ -12,8 +12,15 @@ from torchgp.variational import CholeskyVariationalDistribution, VariationalStra
 class SVGP(torchgp.models.ApproximateGP):
     """Constant mean, scaled RBF; any distribution / strategy class."""
 
-    def __init__(self, Z, dist_cls=CholeskyVariationalDistribution, strategy_cls=VariationalStrategy, batch_shape=torch.Size([]),
-                 learn_inducing_locations=True, ard=None):
+    def __init__(
+        self,
+        Z,
+        dist_cls=CholeskyVariationalDistribution,
+        strategy_cls=VariationalStrategy,
+        batch_shape=torch.Size([]),
+        learn_inducing_locations=True,
+        ard=None,
+    ):
         q = dist_cls(Z.shape[-2], batch_shape=batch_shape)
         super().__init__(strategy_cls(self, Z, q, learn_inducing_locations=learn_inducing_locations))
         self.mean_module = torchgp.means.ConstantMean(batch_shape=batch_shape)

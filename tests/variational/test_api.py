@@ -38,8 +38,13 @@ def test_state_dict_keys_match_gpytorch():
 
 @pytest.mark.parametrize(
     "dist_cls",
-    [CholeskyVariationalDistribution, MeanFieldVariationalDistribution, DeltaVariationalDistribution,
-     NaturalVariationalDistribution, TrilNaturalVariationalDistribution],
+    [
+        CholeskyVariationalDistribution,
+        MeanFieldVariationalDistribution,
+        DeltaVariationalDistribution,
+        NaturalVariationalDistribution,
+        TrilNaturalVariationalDistribution,
+    ],
 )
 @pytest.mark.parametrize("strategy_cls", [VariationalStrategy, UnwhitenedVariationalStrategy])
 def test_batch_equals_loop(dist_cls, strategy_cls):
@@ -83,7 +88,9 @@ def test_kl_registered_and_matches_strategy():
     kl = torch.distributions.kl_divergence(vs.variational_distribution, vs.prior_distribution)
     torch.testing.assert_close(kl, vs.kl_divergence(), **tol(torch.float64, 1e2))
     p = torch.distributions.MultivariateNormal(vs.prior_distribution.mean, vs.prior_distribution.covariance_matrix)
-    qq = torch.distributions.MultivariateNormal(vs.variational_distribution.mean, vs.variational_distribution.covariance_matrix)
+    qq = torch.distributions.MultivariateNormal(
+        vs.variational_distribution.mean, vs.variational_distribution.covariance_matrix
+    )
     torch.testing.assert_close(kl, torch.distributions.kl_divergence(qq, p), **tol(torch.float64, 1e2))
 
 

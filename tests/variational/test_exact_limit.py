@@ -81,7 +81,11 @@ def test_one_ngd_step_reaches_exact_gp(strategy_cls):
     """Natural gradient with lr = 1 on a conjugate model: one step to the optimum (Salimbeni et al. 2018)."""
     X, y = toy_data()
     exact, exact_mll = _exact(X, y)
-    model = SVGP(X.clone(), dist_cls=NaturalVariationalDistribution, strategy_cls=strategy_cls).double().initialize(**HYPERS)
+    model = (
+        SVGP(X.clone(), dist_cls=NaturalVariationalDistribution, strategy_cls=strategy_cls)
+        .double()
+        .initialize(**HYPERS)
+    )
     lik = torchgp.likelihoods.GaussianLikelihood().double()
     lik.noise = NOISE
     mll = torchgp.mlls.VariationalELBO(lik, model, num_data=X.shape[0])

@@ -70,9 +70,10 @@ def test_gaussian_expected_log_prob_closed_form():
     lik = torchgp.likelihoods.GaussianLikelihood().double()
     lik.noise = 0.3
     q, y = _q(), _targets("gaussian")
-    expect = -0.5 * torch.log(2 * torch.pi * torch.tensor(0.3, dtype=torch.float64)) - 0.5 * (
-        (y - q.mean) ** 2 + q.variance
-    ) / 0.3
+    expect = (
+        -0.5 * torch.log(2 * torch.pi * torch.tensor(0.3, dtype=torch.float64))
+        - 0.5 * ((y - q.mean) ** 2 + q.variance) / 0.3
+    )
     torch.testing.assert_close(lik.expected_log_prob(y, q), expect, **tol(torch.float64))
 
 

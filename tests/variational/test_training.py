@@ -68,7 +68,9 @@ def test_checkpoint_resume_equals_uninterrupted_run():
     model, lik, opt, mll, gen, loader = build()
     _train(model, lik, loader, opt, mll, 3)
     buf = io.BytesIO()
-    torch.save({"model": model.state_dict(), "lik": lik.state_dict(), "opt": opt.state_dict(), "gen": gen.get_state()}, buf)
+    torch.save(
+        {"model": model.state_dict(), "lik": lik.state_dict(), "opt": opt.state_dict(), "gen": gen.get_state()}, buf
+    )
     buf.seek(0)
     ckpt = torch.load(buf)
 
@@ -83,7 +85,9 @@ def test_checkpoint_resume_equals_uninterrupted_run():
     for k in uninterrupted:
         torch.testing.assert_close(resumed[k], uninterrupted[k], rtol=0, atol=0)
     # and training moved the parameters (the comparison is not vacuous)
-    assert not torch.equal(ckpt["model"]["variational_strategy.inducing_points"], resumed["variational_strategy.inducing_points"])
+    assert not torch.equal(
+        ckpt["model"]["variational_strategy.inducing_points"], resumed["variational_strategy.inducing_points"]
+    )
 
 
 def test_tril_natural_ngd_converges_to_conjugate_optimum():
@@ -101,7 +105,9 @@ def test_tril_natural_ngd_converges_to_conjugate_optimum():
             ngd.step()
         with torch.no_grad():
             finals[cls.__name__] = mll(model(X), y).item()
-    assert finals["TrilNaturalVariationalDistribution"] == pytest.approx(finals["NaturalVariationalDistribution"], abs=1e-6)
+    assert finals["TrilNaturalVariationalDistribution"] == pytest.approx(
+        finals["NaturalVariationalDistribution"], abs=1e-6
+    )
 
 
 def test_ngd_with_adam_on_hyperparameters_non_conjugate():
@@ -109,14 +115,18 @@ def test_ngd_with_adam_on_hyperparameters_non_conjugate():
     torch.manual_seed(0)
     X = torch.rand(200, 1, dtype=torch.float64) * 4 - 2
     y = (torch.sin(3 * X[:, 0]) > 0).double()
-    model = SVGP(torch.linspace(-2, 2, 15, dtype=torch.float64).unsqueeze(-1), dist_cls=NaturalVariationalDistribution).double()
+    model = SVGP(
+        torch.linspace(-2, 2, 15, dtype=torch.float64).unsqueeze(-1), dist_cls=NaturalVariationalDistribution
+    ).double()
     lik = torchgp.likelihoods.BernoulliLikelihood()
     mll = torchgp.mlls.VariationalELBO(lik, model, num_data=200)
     ngd = torchgp.optim.NGD(model.variational_parameters(), num_data=200, lr=0.1)
     adam = torch.optim.Adam(model.hyperparameters(), lr=0.05)
     names = {n for n, _ in model.named_variational_parameters()}
-    assert names == {"variational_strategy._variational_distribution.natural_vec",
-                     "variational_strategy._variational_distribution.natural_mat"}
+    assert names == {
+        "variational_strategy._variational_distribution.natural_vec",
+        "variational_strategy._variational_distribution.natural_mat",
+    }
     losses = []
     for _ in range(60):
         ngd.zero_grad()

@@ -108,8 +108,10 @@ class MultivariateNormal(Distribution):
         shape = torch.Size(sample_shape) + self._mean.shape
         if base_samples is None:
             base_samples = torch.randn(shape, dtype=self._mean.dtype, device=self._mean.device)
-        elif base_samples.shape[-len(self._mean.shape):] != self._mean.shape:
-            raise ShapeError(f"base_samples must end in shape {tuple(self._mean.shape)}; got {tuple(base_samples.shape)}.")
+        elif base_samples.shape[-len(self._mean.shape) :] != self._mean.shape:
+            raise ShapeError(
+                f"base_samples must end in shape {tuple(self._mean.shape)}; got {tuple(base_samples.shape)}."
+            )
         L = self.scale_tril
         return self._mean + (L @ base_samples.unsqueeze(-1)).squeeze(-1)
 

@@ -34,7 +34,9 @@ class _Combination(Kernel):
         return all(k.is_stationary for k in self.kernels)
 
     def forward(self, x1, x2, diag=False, last_dim_is_batch=False, **params):
-        parts = (k.evaluate_block(x1, x2, diag=diag, last_dim_is_batch=last_dim_is_batch, **params) for k in self.kernels)
+        parts = (
+            k.evaluate_block(x1, x2, diag=diag, last_dim_is_batch=last_dim_is_batch, **params) for k in self.kernels
+        )
         return functools.reduce(self._op, parts)
 
 

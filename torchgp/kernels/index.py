@@ -56,8 +56,11 @@ class IndexKernel(Kernel):
         B = self.covar_matrix
         i, j = self._indices(x1), self._indices(x2)
         if diag:
-            return B.diagonal(dim1=-2, dim2=-1)[..., i] if B.dim() == 2 else torch.gather(
-                B.diagonal(dim1=-2, dim2=-1), -1, i.expand(*B.shape[:-2], i.shape[-1]))
+            return (
+                B.diagonal(dim1=-2, dim2=-1)[..., i]
+                if B.dim() == 2
+                else torch.gather(B.diagonal(dim1=-2, dim2=-1), -1, i.expand(*B.shape[:-2], i.shape[-1]))
+            )
         if B.dim() == 2:
             return B[i.unsqueeze(-1), j.unsqueeze(-2)]
         rows = torch.gather(B, -2, i.unsqueeze(-1).expand(*B.shape[:-2], i.shape[-1], B.shape[-1]))

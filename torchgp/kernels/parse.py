@@ -51,7 +51,7 @@ def _tokenize(text: str) -> list[str]:
         match = _TOKEN.match(text, pos)
         if match is None or match.end() == pos:
             raise InputError(
-                f"Cannot parse kernel string {text!r} at position {pos} ({text[pos:pos + 10]!r}): use kernel names "
+                f"Cannot parse kernel string {text!r} at position {pos} ({text[pos : pos + 10]!r}): use kernel names "
                 f"({', '.join(KERNEL_NAMES)}) joined by '+', '*' and parentheses, e.g. 'rbf + periodic * rbf'."
             )
         tokens.append(match.group(1) or match.group(2))
@@ -173,7 +173,9 @@ def parse_kernel(
     if isinstance(spec, Kernel):
         return spec
     if not isinstance(spec, str):
-        raise InputError(f"A kernel must be a torchgp Kernel or a string like 'rbf + periodic'; got {type(spec).__name__}.")
+        raise InputError(
+            f"A kernel must be a torchgp Kernel or a string like 'rbf + periodic'; got {type(spec).__name__}."
+        )
     return _Parser(spec, ard_num_dims, ard, batch_shape).parse()
 
 

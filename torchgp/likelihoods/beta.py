@@ -41,5 +41,7 @@ class BetaLikelihood(Likelihood):
 
     def expected_log_prob(self, observations, function_dist, *args, **kwargs):
         if settings.debug.on() and (torch.any(observations <= 0) or torch.any(observations >= 1)):
-            raise InputError("BetaLikelihood needs targets strictly inside (0, 1); clip them, e.g. y.clamp(1e-4, 1 - 1e-4).")
+            raise InputError(
+                "BetaLikelihood needs targets strictly inside (0, 1); clip them, e.g. y.clamp(1e-4, 1 - 1e-4)."
+            )
         return super().expected_log_prob(observations, function_dist, *args, **kwargs)

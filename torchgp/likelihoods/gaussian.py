@@ -46,7 +46,9 @@ class _GaussianLikelihoodBase(Likelihood):
 
     def log_marginal(self, observations, function_dist, *params, **kwargs):
         noise = self._noise(function_dist.mean, *params, **kwargs)
-        return torch.distributions.Normal(function_dist.mean, (function_dist.variance + noise).sqrt()).log_prob(observations)
+        return torch.distributions.Normal(function_dist.mean, (function_dist.variance + noise).sqrt()).log_prob(
+            observations
+        )
 
 
 class GaussianLikelihood(_GaussianLikelihoodBase):
@@ -94,7 +96,9 @@ class FixedNoiseGaussianLikelihood(_GaussianLikelihoodBase):
 
     def __init__(self, noise: torch.Tensor, learn_additional_noise: bool = False, batch_shape=torch.Size(), **kwargs):
         super().__init__(FixedGaussianNoise(noise), batch_shape=batch_shape)
-        self.second_noise_covar = HomoskedasticNoise(batch_shape=batch_shape, **kwargs) if learn_additional_noise else None
+        self.second_noise_covar = (
+            HomoskedasticNoise(batch_shape=batch_shape, **kwargs) if learn_additional_noise else None
+        )
 
     @property
     def noise(self) -> torch.Tensor:

@@ -26,7 +26,9 @@ class _MixtureOverSamples(torch.distributions.Distribution):
 
     def __init__(self, conditional: torch.distributions.Distribution):
         self.conditional = conditional
-        super().__init__(batch_shape=conditional.batch_shape[1:], event_shape=conditional.event_shape, validate_args=False)
+        super().__init__(
+            batch_shape=conditional.batch_shape[1:], event_shape=conditional.event_shape, validate_args=False
+        )
 
     @property
     def mean(self):

@@ -64,7 +64,11 @@ class FixedGaussianNoise(Module):
     def forward(self, *params, shape: torch.Size | None = None, noise: torch.Tensor | None = None, **kwargs):
         if noise is not None:
             return torch.as_tensor(noise, dtype=self.noise.dtype, device=self.noise.device)
-        n = shape[-1] if shape is not None else (params[0].shape[-2] if params and torch.is_tensor(params[0]) and params[0].dim() > 1 else None)
+        n = (
+            shape[-1]
+            if shape is not None
+            else (params[0].shape[-2] if params and torch.is_tensor(params[0]) and params[0].dim() > 1 else None)
+        )
         if n is None or n == self.noise.shape[-1]:
             return self.noise
         warnings.warn(

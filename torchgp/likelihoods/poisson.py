@@ -31,7 +31,9 @@ class PoissonLikelihood(Likelihood):
     @staticmethod
     def _check(y):
         if settings.debug.on() and (torch.any(y < 0) or torch.any(y != torch.round(y))):
-            raise InputError("PoissonLikelihood needs non-negative integer counts y; got negative or fractional values.")
+            raise InputError(
+                "PoissonLikelihood needs non-negative integer counts y; got negative or fractional values."
+            )
 
     def expected_log_prob(self, observations, function_dist, *args, **kwargs):
         self._check(observations)

@@ -34,8 +34,14 @@ class SoftmaxLikelihood(Likelihood):
         ``expected_log_prob(y (*batch, n), q(f))`` → ``(*batch, n)``.
     """
 
-    def __init__(self, num_features: int | None = None, num_classes: int | None = None, mixing_weights: bool = True,
-                 mixing_weights_prior=None, **kwargs):
+    def __init__(
+        self,
+        num_features: int | None = None,
+        num_classes: int | None = None,
+        mixing_weights: bool = True,
+        mixing_weights_prior=None,
+        **kwargs,
+    ):
         super().__init__()
         if num_classes is None or int(num_classes) < 2:
             raise InputError(f"SoftmaxLikelihood needs num_classes ≥ 2; got {num_classes!r}.")
@@ -66,8 +72,12 @@ class SoftmaxLikelihood(Likelihood):
         """Draws ``(s, *batch, n, num_features)`` from the independent marginals of ``q(f)``."""
         num = settings.num_likelihood_samples.value()
         mean, std = function_dist.mean, function_dist.stddev
-        if isinstance(function_dist, MultivariateNormal) and mean.dim() >= 2 and mean.shape[-2] == self.num_features \
-                and not getattr(function_dist, "_is_multitask", False):
+        if (
+            isinstance(function_dist, MultivariateNormal)
+            and mean.dim() >= 2
+            and mean.shape[-2] == self.num_features
+            and not getattr(function_dist, "_is_multitask", False)
+        ):
             mean, std = mean.transpose(-1, -2), std.transpose(-1, -2)  # batch GP (.., t, n) → (.., n, t)
         if mean.shape[-1] != self.num_features:
             raise ShapeError(
@@ -78,7 +88,9 @@ class SoftmaxLikelihood(Likelihood):
         return mean + std * eps
 
     def _check_labels(self, y):
-        if settings.debug.on() and (torch.any(y < 0) or torch.any(y >= self.num_classes) or torch.any(y != torch.round(y))):
+        if settings.debug.on() and (
+            torch.any(y < 0) or torch.any(y >= self.num_classes) or torch.any(y != torch.round(y))
+        ):
             raise InputError(f"SoftmaxLikelihood needs integer labels in [0, {self.num_classes}); got other values.")
 
     def marginal(self, function_dist, *args, **kwargs) -> torch.distributions.Categorical:

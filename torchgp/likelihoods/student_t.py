@@ -22,8 +22,14 @@ class StudentTLikelihood(Likelihood):
         ``expected_log_prob(y (*batch, n), q(f))`` → ``(*batch, n)`` by Gauss–Hermite quadrature.
     """
 
-    def __init__(self, batch_shape=torch.Size([]), deg_free_prior=None, noise_prior=None, noise_constraint=None,
-                 deg_free_constraint=None):
+    def __init__(
+        self,
+        batch_shape=torch.Size([]),
+        deg_free_prior=None,
+        noise_prior=None,
+        noise_constraint=None,
+        deg_free_constraint=None,
+    ):
         super().__init__(batch_shape=batch_shape)
         df_c = GreaterThan(2) if deg_free_constraint is None else deg_free_constraint
         noise_c = GreaterThan(1e-4) if noise_constraint is None else noise_constraint

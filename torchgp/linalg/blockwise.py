@@ -157,7 +157,10 @@ def kernel_bilinear_grads(
             # backward is a single elementwise product (Gardner et al. 2018, §4). A mirrored tile
             # also carries ⟨K_JI, U_J V_Iᵀ⟩ = ⟨K_IJ, V_I U_Jᵀ⟩: one GEMM on the stacked factors.
             if mirrored:
-                W = torch.cat([U[..., rows, :], V[..., rows, :]], -1) @ torch.cat([V[..., cols, :], U[..., cols, :]], -1).mT
+                W = (
+                    torch.cat([U[..., rows, :], V[..., rows, :]], -1)
+                    @ torch.cat([V[..., cols, :], U[..., cols, :]], -1).mT
+                )
             else:
                 W = U[..., rows, :] @ V[..., cols, :].mT
             K_t = _tile(op, rows, cols)

@@ -81,6 +81,10 @@ def psd_safe_cholesky(A: torch.Tensor, jitter: float | None = None, max_tries: i
                 return L
     raise NotPSDError(
         f"Cholesky factorisation of a {tuple(A.shape)} matrix failed"
-        + (f" even with jitter up to {base * 10 ** (tries - 1):.0e} of its mean diagonal" if torch.all(torch.isfinite(A)) else "")
+        + (
+            f" even with jitter up to {base * 10 ** (tries - 1):.0e} of its mean diagonal"
+            if torch.all(torch.isfinite(A))
+            else ""
+        )
         + f": {diagnose_not_psd(A)}"
     )

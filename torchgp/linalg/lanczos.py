@@ -79,7 +79,9 @@ def lanczos_tridiag_from_cg(info: CGInfo, max_steps: int | None = None) -> torch
     prev[..., 1:] = betas[..., :-1] / safe_a[..., :-1]
     diag = torch.where(valid, 1.0 / safe_a + prev, torch.ones_like(alphas))
     off_valid = (j[:-1] + 1) < steps
-    off = torch.where(off_valid, betas[..., :-1].clamp_min(0).sqrt() / safe_a[..., :-1], torch.zeros_like(alphas[..., 1:]))
+    off = torch.where(
+        off_valid, betas[..., :-1].clamp_min(0).sqrt() / safe_a[..., :-1], torch.zeros_like(alphas[..., 1:])
+    )
     return torch.diag_embed(diag) + torch.diag_embed(off, 1) + torch.diag_embed(off, -1)
 
 

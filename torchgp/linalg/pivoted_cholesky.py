@@ -152,7 +152,9 @@ class PivotedCholeskyPreconditioner:
         return z
 
 
-def build_preconditioner(base: Operator, noise: torch.Tensor | None, rank: int, dtype=None) -> PivotedCholeskyPreconditioner:
+def build_preconditioner(
+    base: Operator, noise: torch.Tensor | None, rank: int, dtype=None
+) -> PivotedCholeskyPreconditioner:
     """The preconditioner of ``base + diag(noise)``: rank-``rank`` pivoted Cholesky plus the residual diagonal.
 
     Args:

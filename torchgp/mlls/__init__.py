@@ -9,5 +9,10 @@ from torchgp.mlls.sgpr_bound import SGPRMarginalLogLikelihood
 from torchgp.mlls.variational_elbo import VariationalELBO
 
 __all__ = ["MarginalLogLikelihood", "ExactMarginalLogLikelihood"]
-__all__ += ["VariationalELBO", "PredictiveLogLikelihood", "GammaRobustVariationalELBO", "_ApproximateMarginalLogLikelihood"]
+__all__ += [
+    "VariationalELBO",
+    "PredictiveLogLikelihood",
+    "GammaRobustVariationalELBO",
+    "_ApproximateMarginalLogLikelihood",
+]
 __all__ += ["SGPRMarginalLogLikelihood"]

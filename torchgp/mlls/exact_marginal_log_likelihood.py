@@ -50,7 +50,9 @@ class ExactMarginalLogLikelihood(MarginalLogLikelihood):
             )
         train_x = self.model.train_inputs[0] if getattr(self.model, "train_inputs", None) else None
         if train_x is not None:
-            target = check_train_targets(target, train_x, getattr(self.model, "_multi_output", False), check_finite=False)
+            target = check_train_targets(
+                target, train_x, getattr(self.model, "_multi_output", False), check_finite=False
+            )
             params = params or tuple(self.model.train_inputs)
         output = self.likelihood(function_dist, *params, **kwargs)
         n = function_dist.event_shape.numel()

@@ -55,8 +55,10 @@ class GammaRobustVariationalELBO(_ApproximateMarginalLogLikelihood):
         mu, v = approximate_dist_f.mean, approximate_dist_f.variance
         noise = self.likelihood._noise(mu, **kwargs)
         log_2pi_noise = torch.log(2 * math.pi * noise)
-        log_expect = -0.5 * s * log_2pi_noise - 0.5 * torch.log1p(s * v / noise) - 0.5 * s * (target - mu).pow(2) / (
-            noise + s * v
+        log_expect = (
+            -0.5 * s * log_2pi_noise
+            - 0.5 * torch.log1p(s * v / noise)
+            - 0.5 * s * (target - mu).pow(2) / (noise + s * v)
         )
         log_norm = -0.5 * s * log_2pi_noise - 0.5 * math.log(g)
         return (g / s) * torch.exp(log_expect - (s / g) * log_norm).sum(-1)

@@ -31,5 +31,7 @@ class SGPRMarginalLogLikelihood(MarginalLogLikelihood):
             raise ShapeError(f"target has shape {tuple(target.shape)}; expected (*batch, {n}) to match model(train_x).")
         res = (self.model.collapsed_bound(output, target) + self._log_prior()) / n
         if not torch.all(torch.isfinite(res)):
-            raise NonFiniteError(f"The SGPR bound is not finite; non-finite parameters: {self.model.non_finite_parameters()}.")
+            raise NonFiniteError(
+                f"The SGPR bound is not finite; non-finite parameters: {self.model.non_finite_parameters()}."
+            )
         return res

@@ -129,5 +129,9 @@ def _batched_columns(fn, train_batch: torch.Size, rhs: torch.Tensor) -> torch.Te
     perm = [*range(k, k + len(train_batch)), k + len(train_batch), *range(k), k + len(train_batch) + 1]
     folded = rhs.permute(*perm).reshape(*train_batch, n, -1)
     out = fn(folded).reshape(*train_batch, n, *lead, t)
-    inv = [*range(len(train_batch) + 1, len(train_batch) + 1 + k), *range(len(train_batch) + 1), len(train_batch) + 1 + k]
+    inv = [
+        *range(len(train_batch) + 1, len(train_batch) + 1 + k),
+        *range(len(train_batch) + 1),
+        len(train_batch) + 1 + k,
+    ]
     return out.permute(*inv)

@@ -82,7 +82,9 @@ class SGPR(GP):
                 f"{X.shape[-1]}; build them with shape (m, {X.shape[-1]}), e.g. train_x[:m].clone()."
             )
         if train_targets.shape[-1] != X.shape[-2]:
-            raise ShapeError(f"train_targets must have shape (*batch, n) with n = {X.shape[-2]}; got {tuple(train_targets.shape)}.")
+            raise ShapeError(
+                f"train_targets must have shape (*batch, n) with n = {X.shape[-2]}; got {tuple(train_targets.shape)}."
+            )
         self.likelihood = likelihood
         self.train_inputs = (X,)
         self.train_targets = train_targets
@@ -151,7 +153,9 @@ class SGPR(GP):
         """Titsias' bound ``F`` ``(*batch)`` (not divided by n) from a train-mode output."""
         cov = output.lazy_covariance_matrix
         if not isinstance(cov, NystromCovariance):
-            raise ModelTypeError("collapsed_bound needs the train-mode output model(train_x) of an SGPR (call model.train()).")
+            raise ModelTypeError(
+                "collapsed_bound needs the train-mode output model(train_x) of an SGPR (call model.train())."
+            )
         A, kxx_diag, mean = cov.A, cov.kxx_diag, output.mean
         n = mean.shape[-1]
         noise = self.likelihood._noise(mean)

@@ -113,7 +113,9 @@ class _ParamVector:
 
     def grad(self) -> np.ndarray:
         chunks = [
-            torch.zeros(p.numel(), dtype=torch.float64) if p.grad is None else p.grad.detach().reshape(-1).to(torch.float64).cpu()
+            torch.zeros(p.numel(), dtype=torch.float64)
+            if p.grad is None
+            else p.grad.detach().reshape(-1).to(torch.float64).cpu()
             for p in self.params
         ]
         return torch.cat(chunks).numpy().copy() if chunks else np.zeros(0)
@@ -281,7 +283,9 @@ def _run_scipy(run, mll, model, vec, data, maxiter, ftol, gtol, patience, bar) -
 def _run_torch(run, mll, model, vec, data, optimizer, lr, maxiter, ftol, gtol, patience, bar) -> _Run:
     optimizers = _torch_optimizer(optimizer, vec.params, lr)
     uses_closure = any(isinstance(o, torch.optim.LBFGS) for o in optimizers)
-    full_batch = data is None or (isinstance(data, (tuple, list)) and len(data) == 2 and all(torch.is_tensor(t) for t in data))
+    full_batch = data is None or (
+        isinstance(data, (tuple, list)) and len(data) == 2 and all(torch.is_tensor(t) for t in data)
+    )
 
     def step(X, y) -> float:
         def closure():
@@ -317,13 +321,17 @@ def _run_torch(run, mll, model, vec, data, optimizer, lr, maxiter, ftol, gtol, p
                 if math.isfinite(loss) and loss < run.best_loss:
                     run.best_loss, run.best_x = loss, vec.get()
             if not math.isfinite(loss):
-                raise NonFiniteError(f"The loss became {loss} at iteration {run.nit}; lower the learning rate (lr={lr}).")
+                raise NonFiniteError(
+                    f"The loss became {loss} at iteration {run.nit}; lower the learning rate (lr={lr})."
+                )
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.5g}")
             previous = run.history[-1] if run.history else math.inf
             run.record_iteration(loss, ftol, patience)
-            if grad_max < gtol or (patience is None and abs(previous - loss) < ftol * max(1.0, abs(loss)) and full_batch):
+            if grad_max < gtol or (
+                patience is None and abs(previous - loss) < ftol * max(1.0, abs(loss)) and full_batch
+            ):
                 run.stop_reason = "converged"
                 break
     except _Stop:
@@ -427,8 +435,10 @@ def fit(
                             _run_torch(run, mll, model, vec, data, optimizer, lr, maxiter, ftol, gtol, patience, bar)
                     caught.extend(str(w.message) for w in wlist)
                     if run.failed_points:
-                        caught.append(f"start {start}: {len(run.failed_points)} trial point(s) failed and were "
-                                      f"backtracked from (last: {run.failed_points[-1]})")
+                        caught.append(
+                            f"start {start}: {len(run.failed_points)} trial point(s) failed and were "
+                            f"backtracked from (last: {run.failed_points[-1]})"
+                        )
                     break
                 except (NotPSDError, NonFiniteError) as err:
                     caught.extend(str(w.message) for w in wlist)

@@ -26,7 +26,9 @@ class CholeskyVariationalDistribution(_VariationalDistribution):
         torch.Size([4, 4])
     """
 
-    def __init__(self, num_inducing_points: int, batch_shape: torch.Size = torch.Size([]), mean_init_std: float = 1e-3, **kwargs):
+    def __init__(
+        self, num_inducing_points: int, batch_shape: torch.Size = torch.Size([]), mean_init_std: float = 1e-3, **kwargs
+    ):
         super().__init__(num_inducing_points, batch_shape, mean_init_std)
         m = self.num_inducing_points
         self.register_parameter("variational_mean", nn.Parameter(torch.zeros(*self.batch_shape, m)))

@@ -23,9 +23,13 @@ class DeltaVariationalDistribution(_VariationalDistribution):
 
     is_delta = True
 
-    def __init__(self, num_inducing_points: int, batch_shape: torch.Size = torch.Size([]), mean_init_std: float = 1e-3, **kwargs):
+    def __init__(
+        self, num_inducing_points: int, batch_shape: torch.Size = torch.Size([]), mean_init_std: float = 1e-3, **kwargs
+    ):
         super().__init__(num_inducing_points, batch_shape, mean_init_std)
-        self.register_parameter("variational_mean", nn.Parameter(torch.zeros(*self.batch_shape, self.num_inducing_points)))
+        self.register_parameter(
+            "variational_mean", nn.Parameter(torch.zeros(*self.batch_shape, self.num_inducing_points))
+        )
 
     def mean_and_scale_tril(self):
         mean = self.variational_mean

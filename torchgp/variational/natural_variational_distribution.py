@@ -42,7 +42,9 @@ class _NaturalToMeanCovar(torch.autograd.Function):
         (mean,) = ctx.saved_tensors
         # m = η₁, S = η₂ - η₁η₁ᵀ  ⇒  ∂L/∂η₂ = sym(∂L/∂S), ∂L/∂η₁ = ∂L/∂m - 2 sym(∂L/∂S) m
         g_eta2 = _sym(g_S) if g_S is not None else torch.zeros_like(mean.unsqueeze(-1) * mean.unsqueeze(-2))
-        g_eta1 = (g_mean if g_mean is not None else torch.zeros_like(mean)) - 2 * (g_eta2 @ mean.unsqueeze(-1)).squeeze(-1)
+        g_eta1 = (g_mean if g_mean is not None else torch.zeros_like(mean)) - 2 * (g_eta2 @ mean.unsqueeze(-1)).squeeze(
+            -1
+        )
         return g_eta1, g_eta2
 
 
@@ -61,7 +63,9 @@ class _TrilNaturalToMeanCovar(torch.autograd.Function):
     def backward(ctx, g_mean, g_S):
         mean, T = ctx.saved_tensors
         g_eta2 = _sym(g_S) if g_S is not None else torch.zeros_like(T)
-        g_eta1 = (g_mean if g_mean is not None else torch.zeros_like(mean)) - 2 * (g_eta2 @ mean.unsqueeze(-1)).squeeze(-1)
+        g_eta1 = (g_mean if g_mean is not None else torch.zeros_like(mean)) - 2 * (g_eta2 @ mean.unsqueeze(-1)).squeeze(
+            -1
+        )
         # θ₂ = -½ T Tᵀ. A step θ₂ ← θ₂ - lr G (G = ∂L/∂η₂) is dP = 2 lr G on P = T Tᵀ, whose first-order
         # triangular tangent is dT = T Φ(T⁻¹ dP T⁻ᵀ), Φ = lower triangle with halved diagonal.
         # The optimiser steps T ← T - lr grad, so grad = -2 T Φ(T⁻¹ G T⁻ᵀ).
@@ -95,11 +99,15 @@ class NaturalVariationalDistribution(_VariationalDistribution):
         True
     """
 
-    def __init__(self, num_inducing_points: int, batch_shape: torch.Size = torch.Size([]), mean_init_std: float = 1e-3, **kwargs):
+    def __init__(
+        self, num_inducing_points: int, batch_shape: torch.Size = torch.Size([]), mean_init_std: float = 1e-3, **kwargs
+    ):
         super().__init__(num_inducing_points, batch_shape, mean_init_std)
         m = self.num_inducing_points
         self.register_parameter("natural_vec", nn.Parameter(torch.zeros(*self.batch_shape, m)))
-        self.register_parameter("natural_mat", nn.Parameter(-0.5 * torch.eye(m).expand(*self.batch_shape, m, m).clone()))
+        self.register_parameter(
+            "natural_mat", nn.Parameter(-0.5 * torch.eye(m).expand(*self.batch_shape, m, m).clone())
+        )
 
     def mean_and_covariance(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(m (*batch, m), S (*batch, m, m))`` through the natural-gradient map."""
@@ -129,7 +137,9 @@ class TrilNaturalVariationalDistribution(_VariationalDistribution):
         mean_init_std: noise added to the mean at initialisation.
     """
 
-    def __init__(self, num_inducing_points: int, batch_shape: torch.Size = torch.Size([]), mean_init_std: float = 1e-3, **kwargs):
+    def __init__(
+        self, num_inducing_points: int, batch_shape: torch.Size = torch.Size([]), mean_init_std: float = 1e-3, **kwargs
+    ):
         super().__init__(num_inducing_points, batch_shape, mean_init_std)
         m = self.num_inducing_points
         self.register_parameter("natural_vec", nn.Parameter(torch.zeros(*self.batch_shape, m)))

@@ -89,7 +89,9 @@ class _VariationalStrategy(Module):
 
     _whitened = True
 
-    def __init__(self, model, inducing_points, variational_distribution, learn_inducing_locations=True, jitter_val=None):
+    def __init__(
+        self, model, inducing_points, variational_distribution, learn_inducing_locations=True, jitter_val=None
+    ):
         super().__init__()
         if not isinstance(variational_distribution, _VariationalDistribution):
             raise ModelTypeError(
