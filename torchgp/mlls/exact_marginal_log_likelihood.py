@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import torch
 
-from torchgp._shapes import all_finite
 from torchgp.distributions import MultivariateNormal
-from torchgp.errors import ModelTypeError, NonFiniteError, NotPSDError
+from torchgp.errors import ModelTypeError
 from torchgp.likelihoods.gaussian import _GaussianLikelihoodBase
 from torchgp.mlls.marginal_log_likelihood import MarginalLogLikelihood
-from torchgp.models.exact_gp import describe_nonfinite
+from torchgp.models.exact_gp import finite_or_explained
 from torchgp.models.validation import check_train_targets
 
 
@@ -56,12 +55,4 @@ class ExactMarginalLogLikelihood(MarginalLogLikelihood):
             params = params or tuple(self.model.train_inputs)
         output = self.likelihood(function_dist, *params, **kwargs)
         n = function_dist.event_shape.numel()
-        try:
-            res = (output.log_prob(target) + self._log_prior()) / n
-        except NotPSDError as err:
-            if self.non_finite_parameters():  # the factorisation failed because a parameter went bad: name it
-                raise NonFiniteError(describe_nonfinite(self)) from err
-            raise
-        if not all_finite(res):
-            raise NonFiniteError(describe_nonfinite(self, target))
-        return res
+        return finite_or_explained(self, lambda: (output.log_prob(target) + self._log_prior()) / n, target)

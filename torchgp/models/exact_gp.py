@@ -207,15 +207,9 @@ class ExactGP(GP):
             if target is None
             else check_train_targets(target, self.train_inputs[0], self._multi_output, check_finite=False)
         )
-        try:
-            res = self.likelihood.marginal(output, *self.train_inputs).log_prob(target).sum()
-        except NotPSDError as err:
-            if self.non_finite_parameters():  # the factorisation failed because a parameter went bad: name it
-                raise NonFiniteError(describe_nonfinite(self)) from err
-            raise
-        if not all_finite(res):
-            raise NonFiniteError(describe_nonfinite(self, target))
-        return res
+        return finite_or_explained(
+            self, lambda: self.likelihood.marginal(output, *self.train_inputs).log_prob(target).sum(), target
+        )
 
     def get_fantasy_model(self, inputs, targets, **kwargs) -> ExactGP:
         """A copy conditioned on extra observations (the posterior is rebuilt, exact)."""
@@ -233,6 +227,22 @@ class ExactGP(GP):
         )
         new.set_train_data(x_new, y_new, strict=False)
         return new
+
+
+def finite_or_explained(module, compute, target: torch.Tensor) -> torch.Tensor:
+    """``compute()`` (a loss), with a :class:`NonFiniteError` naming the culprit if it is NaN/inf.
+
+    A Cholesky failure caused by a parameter that went NaN is reported as that parameter's fault.
+    """
+    try:
+        res = compute()
+    except NotPSDError as err:
+        if module.non_finite_parameters():  # the factorisation failed because a parameter went bad: name it
+            raise NonFiniteError(describe_nonfinite(module)) from err
+        raise
+    if not all_finite(res):
+        raise NonFiniteError(describe_nonfinite(module, target))
+    return res
 
 
 def describe_nonfinite(module, target: torch.Tensor | None = None) -> str:
