@@ -135,3 +135,12 @@ def test_to_dtype_moves_constraints_and_priors():
     assert model.covar_module.raw_lengthscale.dtype == torch.float64
     assert model.covar_module.lengthscale_prior.concentration.dtype == torch.float64
     assert model.likelihood.noise_covar.raw_noise_constraint.lower_bound.dtype == torch.float64
+
+
+def test_named_constraints_lists_every_constraint_by_dotted_name():
+    import torchgp
+
+    kernel = torchgp.kernels.ScaleKernel(torchgp.kernels.RBFKernel())
+    names = dict(kernel.named_constraints())
+    assert set(names) == {"raw_outputscale_constraint", "base_kernel.raw_lengthscale_constraint"}
+    assert all(isinstance(c, torchgp.constraints.Positive) for c in kernel.constraints())

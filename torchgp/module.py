@@ -89,6 +89,16 @@ class Module(nn.Module):
             module = getattr(module, part)
         return module._modules.get(f"{leaf}_constraint")
 
+    def named_constraints(self):
+        """Yield ``(name, constraint)`` for every constraint below this module (GPyTorch's name)."""
+        for name, module in self.named_modules():
+            if isinstance(module, Interval):
+                yield name, module
+
+    def constraints(self):
+        for _, constraint in self.named_constraints():
+            yield constraint
+
     def named_parameters_and_constraints(self):
         """Yield ``(name, parameter, constraint or None)`` for every parameter."""
         for name, param in self.named_parameters():
