@@ -141,3 +141,42 @@ def test_ngd_with_adam_on_hyperparameters_non_conjugate():
     with torch.no_grad():
         acc = ((lik(model(X)).probs > 0.5).double() == y).double().mean().item()
     assert acc > 0.9
+
+
+def test_unwhitened_classification_tutorial_trains_in_float32():
+    """GPyTorch's GP-classification tutorial: 10 points, unwhitened strategy, Adam lr 0.1, 50 steps (float32).
+
+    With a near-singular K_zz the unwhitened KL explodes after Adam's first step unless K_zz carries
+    enough jitter; the model must still learn the square wave.
+    """
+    torch.manual_seed(0)
+    train_x = torch.linspace(0, 1, 10)
+    train_y = torch.sign(torch.cos(train_x * (4 * math.pi))).add(1).div(2)
+
+    class Model(torchgp.models.ApproximateGP):
+        def __init__(self):
+            q = torchgp.variational.CholeskyVariationalDistribution(10)
+            super().__init__(
+                torchgp.variational.UnwhitenedVariationalStrategy(self, train_x, q, learn_inducing_locations=False)
+            )
+            self.mean_module = torchgp.means.ConstantMean()
+            self.covar_module = torchgp.kernels.ScaleKernel(torchgp.kernels.RBFKernel())
+
+        def forward(self, x):
+            return torchgp.distributions.MultivariateNormal(self.mean_module(x), self.covar_module(x))
+
+    model, likelihood = Model(), torchgp.likelihoods.BernoulliLikelihood()
+    elbo = torchgp.mlls.VariationalELBO(likelihood, model, num_data=10)
+    opt = torch.optim.Adam(model.parameters(), lr=0.1)
+    for _ in range(50):
+        opt.zero_grad()
+        loss = -elbo(model(train_x), train_y)
+        loss.backward()
+        opt.step()
+    assert loss.item() < 1.2
+    model.eval()
+    with torch.no_grad():
+        test_x = torch.linspace(0, 1, 101)
+        labels = likelihood(model(test_x)).mean.ge(0.5).float()
+    truth = torch.sign(torch.cos(test_x * (4 * math.pi))).add(1).div(2)
+    assert (labels == truth).float().mean() > 0.8

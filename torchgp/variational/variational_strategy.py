@@ -265,10 +265,19 @@ class UnwhitenedVariationalStrategy(_VariationalStrategy):
     r"""Unwhitened SVGP strategy (Hensman et al. 2013): ``q(u) = N(m, S)``, ``p(u) = N(μ(Z), K_zz)``.
 
     Same arguments and shapes as :class:`VariationalStrategy`. The KL term needs ``chol(K_zz)``;
-    it reuses the factor from the forward pass of the same step.
+    it reuses the factor from the forward pass of the same step. In float32 the default jitter on
+    ``K_zz`` is 1e-3 (float64: ``settings.variational_cholesky_jitter``).
     """
 
     _whitened = False
+
+    def _jitter(self, dtype) -> float:
+        # In float32 the unwhitened KL, tr(K_zz⁻¹S) + mᵀK_zz⁻¹m, explodes after one optimiser step when
+        # K_zz is near-singular (e.g. inducing points closer than a lengthscale): 1e-3 keeps K_zz⁻¹ bounded
+        # (GPyTorch's unwhitened prior uses the same amount). One value serves forward and KL alike.
+        if self.jitter_val is None and dtype != torch.float64:
+            return max(1e-3, settings.variational_cholesky_jitter.value(dtype))
+        return super()._jitter(dtype)
 
     @property
     def prior_distribution(self):
