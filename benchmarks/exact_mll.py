@@ -48,25 +48,37 @@ def bare_cholesky(K):
     return torch.linalg.cholesky(K)
 
 
-def torchgp_setup(X, y):
-    """The same model written with torchgp's public API (what a user runs)."""
-    import torchgp
+def model_setup(lib, X, y):
+    """The benchmark's model written with ``lib``'s public API (torchgp or gpytorch: the same code)."""
 
-    class Model(torchgp.models.ExactGP):
+    class Model(lib.models.ExactGP):
         def __init__(self, lik):
             super().__init__(X, y, lik)
-            self.mean_module = torchgp.means.ZeroMean()
-            self.covar_module = torchgp.kernels.ScaleKernel(torchgp.kernels.RBFKernel(ard_num_dims=4))
+            self.mean_module = lib.means.ZeroMean()
+            self.covar_module = lib.kernels.ScaleKernel(lib.kernels.RBFKernel(ard_num_dims=4))
 
         def forward(self, x):
-            return torchgp.distributions.MultivariateNormal(self.mean_module(x), self.covar_module(x))
+            return lib.distributions.MultivariateNormal(self.mean_module(x), self.covar_module(x))
 
-    lik = torchgp.likelihoods.GaussianLikelihood(noise_constraint=torchgp.constraints.GreaterThan(1e-6))
+    lik = lib.likelihoods.GaussianLikelihood(noise_constraint=lib.constraints.GreaterThan(1e-6))
     model = Model(lik).to(X.dtype)
     model.covar_module.base_kernel.lengthscale = torch.tensor([0.5, 0.7, 0.9, 1.1])
     model.covar_module.outputscale = 1.0
     lik.noise = 0.01
-    return model, torchgp.mlls.ExactMarginalLogLikelihood(lik, model)
+    model.train()
+    return model, lib.mlls.ExactMarginalLogLikelihood(lik, model)
+
+
+def torchgp_setup(X, y):
+    import torchgp
+
+    return model_setup(torchgp, X, y)
+
+
+def gpytorch_setup(X, y):
+    import gpytorch
+
+    return model_setup(gpytorch, X, y)
 
 
 def torchgp_model_step(model, mll, X, y):
@@ -74,28 +86,6 @@ def torchgp_model_step(model, mll, X, y):
     loss = -mll(model(X), y) * X.shape[0]
     loss.backward()
     return loss
-
-
-def gpytorch_setup(X, y):
-    import gpytorch
-
-    class Model(gpytorch.models.ExactGP):
-        def __init__(self, lik):
-            super().__init__(X, y, lik)
-            self.mean_module = gpytorch.means.ZeroMean()
-            self.covar_module = gpytorch.kernels.ScaleKernel(gpytorch.kernels.RBFKernel(ard_num_dims=4))
-
-        def forward(self, x):
-            return gpytorch.distributions.MultivariateNormal(self.mean_module(x), self.covar_module(x))
-
-    lik = gpytorch.likelihoods.GaussianLikelihood(noise_constraint=gpytorch.constraints.GreaterThan(1e-6))
-    model = Model(lik).to(X.dtype)
-    model.covar_module.base_kernel.lengthscale = torch.tensor([0.5, 0.7, 0.9, 1.1])
-    model.covar_module.outputscale = 1.0
-    lik.noise = 0.01
-    model.train()
-    lik.train()
-    return model, gpytorch.mlls.ExactMarginalLogLikelihood(lik, model)
 
 
 def gpytorch_step(model, mll, X, y, force_cholesky):

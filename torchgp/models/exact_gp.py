@@ -20,7 +20,7 @@ from torchgp.likelihoods.gaussian import _GaussianLikelihoodBase
 from torchgp.linalg.operators import DenseOperator, KernelOperator
 from torchgp.models.gp import GP
 from torchgp.models.posterior import ExactPosterior
-from torchgp.models.validation import check_test_inputs, check_train_inputs, check_train_targets
+from torchgp.models.validation import check_test_inputs, check_train_inputs, check_train_targets, nonfinite_rows
 
 
 class ExactGP(GP):
@@ -247,8 +247,8 @@ def finite_or_explained(module, compute, target: torch.Tensor) -> torch.Tensor:
 
 def describe_nonfinite(module, target: torch.Tensor | None = None) -> str:
     """Message for a loss that became NaN/inf, naming the parameters (or target points) that went bad."""
-    if target is not None and not torch.all(torch.isfinite(target)):
-        rows = torch.nonzero(~torch.isfinite(target).reshape(-1, target.shape[-1]).all(0)).flatten().tolist()
+    rows = nonfinite_rows(target, -1) if target is not None else []
+    if rows:
         return (
             f"The loss is not finite because the targets hold NaN or inf at {len(rows)} point(s) (first: "
             f"{rows[:10]}). Drop those points (from inputs and targets) or impute them."
