@@ -43,14 +43,33 @@ def test_log_prob_matches_scipy(prior, ref):
 
 def test_smoothed_box_is_normalised_and_flat_inside():
     p = priors.SmoothedBoxPrior(1.0, 3.0, sigma=0.2).double()
-    inside = p.log_prob(torch.tensor([1.2, 2.0, 2.9], dtype=torch.float64))
+    assert p.event_shape == (1,) and p.batch_shape == ()  # GPyTorch: the box is the event
+    inside = p.log_prob(torch.tensor([[1.2], [2.0], [2.9]], dtype=torch.float64))
+    assert inside.shape == (3,)
     assert_close(inside, inside[0].expand(3))
     total, _ = scipy.integrate.quad(
-        lambda x: math.exp(p.log_prob(torch.tensor(x, dtype=torch.float64)).item()), -5, 9, points=[1, 3]
+        lambda x: math.exp(p.log_prob(torch.tensor([x], dtype=torch.float64)).item()), -5, 9, points=[1, 3]
     )
     assert abs(total - 1.0) < 1e-6
-    assert p.log_prob(torch.tensor(3.4, dtype=torch.float64)) < inside[0]
-    assert torch.all((p.sample(torch.Size([20])) >= 1) & (p.sample(torch.Size([20])) <= 3))
+    assert p.log_prob(torch.tensor([3.4], dtype=torch.float64)) < inside[0]
+
+
+def test_smoothed_box_moments_and_samples():
+    p = priors.SmoothedBoxPrior(1.0, 3.0, sigma=0.4).double()
+
+    def density(x):
+        return math.exp(p.log_prob(torch.tensor([x], dtype=torch.float64)).item())
+
+    var, _ = scipy.integrate.quad(lambda x: (x - 2.0) ** 2 * density(x), -8, 12, points=[1, 3])
+    assert_close(p.mean, torch.tensor([2.0], dtype=torch.float64))
+    assert_close(p.variance, torch.tensor([var], dtype=torch.float64), loose=1e2)
+    torch.manual_seed(0)
+    s = p.sample(torch.Size([40000]))
+    assert s.shape == (40000, 1)
+    p_tail = math.sqrt(2 * math.pi) * 0.4 / (2.0 + math.sqrt(2 * math.pi) * 0.4)
+    outside = ((s < 1) | (s > 3)).double().mean().item()
+    assert abs(outside - p_tail) < 4 * math.sqrt(p_tail * (1 - p_tail) / 40000)
+    assert abs(s.var().item() - var) < 0.03 * var
 
 
 def test_prior_batch_and_transform():

@@ -153,6 +153,10 @@ def _cmd_fit(args) -> int:
     init_from_data(kernel, Xn, 1.0)
     model = ExactGPModel(Xn, yn, kernel=kernel).double()
     model.likelihood.noise = 0.1
+    if getattr(args, "distributed", False):  # kernel products shared by the torchrun ranks
+        from torchgp.distributed.launch import shard_model
+
+        shard_model(model)
     mll = ExactMarginalLogLikelihood(model.likelihood, model)
     print(
         f"{args.data}: {n} rows, features {features}, target {args.target!r}; {len(train)} for training, {n_test} held out"
@@ -190,6 +194,10 @@ def _cmd_fit(args) -> int:
             f"test RMSE: {metrics['rmse']:.4g}   test NLPD: {metrics['nlpd']:.4g}   "
             f"95% interval coverage: {100 * metrics['coverage95']:.1f}% (calibrated: about 95%)"
         )
+    if getattr(args, "distributed", False):  # from here on rank 0 alone works: save and plot as one process
+        from torchgp.distributed.launch import unshard_model
+
+        unshard_model(model)
     os.makedirs(args.out, exist_ok=True)
     model_path = os.path.join(args.out, "model.safetensors")
     save(
@@ -346,6 +354,12 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--max-iter", type=int, default=500, help="optimiser iterations per start (default: %(default)s)")
     fit.add_argument("--no-plot", action="store_true", help="do not write plots")
     fit.add_argument("--progress", action="store_true", help="show a progress bar even when not on a terminal")
+    fit.add_argument(
+        "--distributed",
+        action="store_true",
+        help="run under torchrun (e.g. `torchrun --nproc-per-node=2 -m torchgp fit ...`): the kernel products of the "
+        "iterative path (n above settings.max_cholesky_size) are shared by the ranks; rank 0 prints and writes",
+    )
     fit.set_defaults(func=_cmd_fit)
 
     pred = sub.add_parser(
@@ -369,6 +383,10 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
+    if getattr(args, "distributed", False):
+        from torchgp.distributed.launch import prepare_cli
+
+        args = prepare_cli(args)
     try:
         return args.func(args)
     except CLIError as err:

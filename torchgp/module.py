@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from torchgp.constraints import Interval
-from torchgp.errors import InputError
+from torchgp.errors import InputError, ModelTypeError
 
 
 class _Getter:
@@ -50,6 +50,14 @@ class Module(nn.Module):
         self._prior_closures = {}  # prior name -> (closure, setting_closure)
 
     # ------------------------------------------------------------------ constrained params
+    def register_parameter(self, name: str, parameter: nn.Parameter | None) -> None:
+        """Add ``parameter`` as ``self.<name>`` (GPyTorch's signature: ``parameter=`` by keyword too)."""
+        if "_parameters" not in self.__dict__:
+            raise AttributeError(
+                f"register_parameter({name!r}) was called before Module.__init__(); call super().__init__() first."
+            )
+        super().register_parameter(name, parameter)
+
     def register_constrained(self, name: str, init, constraint: Interval, prior=None) -> None:
         """Register ``raw_<name>`` with ``constraint``; ``self.<name>`` is then the constrained value.
 
@@ -223,6 +231,50 @@ class Module(nn.Module):
                 )
                 return
         raise AttributeError(f"No prior named {prior_name!r}.")
+
+    # ------------------------------------------------------------------ added loss terms
+    def register_added_loss_term(self, name: str) -> None:
+        """Declare an empty slot ``name`` for an :class:`~torchgp.mlls.AddedLossTerm` (GPyTorch signature)."""
+        self.__dict__.setdefault("_added_loss_terms", {})[name] = None
+
+    def update_added_loss_term(self, name: str, added_loss_term) -> None:
+        """Put ``added_loss_term`` (an object with a ``loss()`` method) in the registered slot ``name``."""
+        if not callable(getattr(added_loss_term, "loss", None)):
+            raise ModelTypeError(
+                f"update_added_loss_term({name!r}): expected an AddedLossTerm (an object with a loss() method); "
+                f"got {type(added_loss_term).__name__}. Subclass torchgp.mlls.AddedLossTerm."
+            )
+        terms = self.__dict__.get("_added_loss_terms", {})
+        if name not in terms:
+            raise InputError(
+                f"update_added_loss_term: {type(self).__name__} has no added loss term {name!r} (registered: "
+                f"{sorted(terms)}). Call self.register_added_loss_term({name!r}) in __init__ first."
+            )
+        terms[name] = added_loss_term
+
+    def named_added_loss_terms(self):
+        """Yield ``(dotted name, term)`` for every filled added-loss-term slot below this module (each term once)."""
+        seen = set()
+        for prefix, module in self.named_modules():
+            for name, term in module.__dict__.get("_added_loss_terms", {}).items():
+                if term is not None and id(term) not in seen:
+                    seen.add(id(term))
+                    yield (f"{prefix}.{name}" if prefix else name), term
+
+    def added_loss_terms(self):
+        """Every filled :class:`~torchgp.mlls.AddedLossTerm` below this module (each once)."""
+        # a plain walk, as in MarginalLogLikelihood._log_prior: named_modules() builds name strings on every step
+        stack, seen_modules, seen_terms = [self], set(), set()
+        while stack:
+            module = stack.pop()
+            if id(module) in seen_modules:
+                continue
+            seen_modules.add(id(module))
+            for term in module.__dict__.get("_added_loss_terms", {}).values():
+                if term is not None and id(term) not in seen_terms:
+                    seen_terms.add(id(term))
+                    yield term
+            stack.extend(reversed([child for child in module._modules.values() if child is not None]))
 
     # ------------------------------------------------------------------ views
     def named_hyperparameters(self):

@@ -48,11 +48,23 @@ def _finish(fig, path):
     return fig
 
 
+class _Moments:
+    """``mean``/``variance`` of a predictive given as a batch over likelihood samples ``(S, *batch, n)``."""
+
+    def __init__(self, mean: torch.Tensor, variance: torch.Tensor):
+        self.mean, self.variance = mean, variance
+
+
 def _predict(model, X: torch.Tensor, likelihood=None):
+    """Latent ``f`` and predictive ``y`` at ``X (n, d)``; ``y.mean``/``y.variance`` are ``(n,)``."""
     model.eval()
     with torch.no_grad():
         f = model(X)
         y = likelihood(f) if likelihood is not None else f
+    n = f.mean.shape[-1]
+    if y.mean.dim() > f.mean.dim() and y.mean.shape[-1] == n:
+        # a non-Gaussian likelihood returns p(y | f_s) for samples f_s of f: law of total variance over s
+        y = _Moments(y.mean.mean(0), y.variance.mean(0) + y.mean.var(0, unbiased=False))
     return f, y
 
 

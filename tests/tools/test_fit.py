@@ -138,3 +138,66 @@ def test_variational_model_on_minibatches():
     assert r.history[-1] < r.history[0]
     with pytest.raises(InputError, match="holds no training data"):
         fit(elbo)
+
+
+class _WatchedMean(torchgp.means.ConstantMean):
+    """A mean that checks, on every evaluation, that the process-wide warning filters are the user's."""
+
+    def __init__(self, expected_filters):
+        super().__init__()
+        self.expected = expected_filters
+        self.calls = 0
+
+    def forward(self, x):
+        import warnings
+
+        from torchgp import _record
+
+        assert warnings.filters == self.expected, "fit changed the process-wide warning filters"
+        self.calls += 1
+        if self.calls == 1:
+            _record.warn("a numerical recovery happened", torchgp.errors.NumericalWarning)
+        return super().forward(x)
+
+
+def test_fit_leaves_warning_filters_alone_and_records_library_warnings():
+    import warnings
+
+    mll = founding_mll()
+    with pytest.warns(torchgp.errors.NumericalWarning, match="numerical recovery"):
+        warnings.filterwarnings("ignore", category=DeprecationWarning)  # the user's own filters, set before fit
+        snapshot = list(warnings.filters)
+        mll.model.mean_module = _WatchedMean(snapshot).double()
+        r = fit(mll, maxiter=5, progress=False)
+        assert warnings.filters == snapshot
+    assert mll.model.mean_module.calls > 1
+    assert r.warnings.count("a numerical recovery happened") == 1
+
+
+def test_fit_records_only_its_own_thread():
+    import threading
+
+    from torchgp import _record
+
+    seen = []
+
+    def other():
+        _record.warn("from another thread", RuntimeWarning)
+
+    with _record.recording() as mine:
+        t = threading.Thread(target=other)
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            t.start()
+            t.join()
+        seen.extend(mine)
+    assert seen == []
+
+
+def test_fit_restores_scipys_blas_threads():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    before = [(i["filepath"], i["num_threads"]) for i in threadpoolctl.threadpool_info()]
+    fit(founding_mll(), maxiter=3, progress=False)
+    assert [(i["filepath"], i["num_threads"]) for i in threadpoolctl.threadpool_info()] == before

@@ -156,7 +156,9 @@ def test_softmax_likelihood_shapes_and_monte_carlo():
     y = torch.tensor([0, 1, 2, 3, 1])
     with torchgp.settings.num_likelihood_samples(20000):
         elp = lik.expected_log_prob(y, q)
-        probs = lik(q).probs
+        out = lik(q)  # GPyTorch: the Categorical at each of the 20000 draws of f
+        probs = out.probs.mean(0)
+    assert isinstance(out, torch.distributions.Categorical) and out.batch_shape == (20000, 5)
     assert elp.shape == (5,) and probs.shape == (5, 4)
     torch.testing.assert_close(probs.sum(-1), torch.ones(5, dtype=torch.float64))
     f = mean.mT + 0.1**0.5 * torch.randn(200000, 5, 3, dtype=torch.float64)

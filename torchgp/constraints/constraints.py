@@ -25,6 +25,31 @@ def _logit(p: torch.Tensor) -> torch.Tensor:
     return torch.log(p) - torch.log1p(-p)
 
 
+def _eps(*tensors: torch.Tensor) -> float:
+    """The coarsest relative rounding step among the floating dtypes of ``tensors`` (float32's if none)."""
+    return max((torch.finfo(t.dtype).eps for t in tensors if t.is_floating_point()), default=torch.finfo().eps)
+
+
+def _rounded_bound(v: torch.Tensor, bound: torch.Tensor, given: torch.Tensor) -> torch.Tensor:
+    """Where ``v`` equals ``bound`` only because its dtype cannot hold the ``given`` bound exactly.
+
+    ``1e-4`` is ``9.99999975e-05`` in float32: a user who asks for the bound itself gets that value, which
+    the dtype cannot tell from one just inside, so it is accepted (and :meth:`Interval.inverse_transform`
+    maps it just inside). A bound the dtype holds exactly (``3.0``) stays outside the open interval.
+    """
+    if not v.is_floating_point():
+        return torch.zeros_like(v, dtype=torch.bool)
+    at_bound = v == bound.to(device=v.device, dtype=v.dtype)
+    inexact = given.to(v.dtype).to(torch.float64) != given
+    return at_bound & inexact.to(v.device)
+
+
+def _inside_offset(gap: torch.Tensor, bound: torch.Tensor) -> torch.Tensor:
+    """``gap = |value - bound|`` kept at least one rounding step of the bound above 0 (finite raw values)."""
+    step = _eps(gap) * bound.to(gap).abs().clamp_min(torch.finfo(gap.dtype).tiny)
+    return torch.maximum(gap, step)
+
+
 class Interval(nn.Module):
     """Constrain a parameter to ``(lower_bound, upper_bound)``.
 
@@ -38,6 +63,11 @@ class Interval(nn.Module):
         super().__init__()
         lower = torch.as_tensor(lower_bound, dtype=torch.get_default_dtype())
         upper = torch.as_tensor(upper_bound, dtype=torch.get_default_dtype())
+        # the bounds as given (float64, not buffers: .to(dtype) leaves them), to tell rounding from a value outside
+        self._given = (
+            torch.as_tensor(lower_bound, dtype=torch.float64),
+            torch.as_tensor(upper_bound, dtype=torch.float64),
+        )
         if torch.any(lower >= upper):
             raise InputError(f"Interval needs lower_bound < upper_bound; got {lower_bound} and {upper_bound}.")
         self.register_buffer("lower_bound", lower)
@@ -63,14 +93,25 @@ class Interval(nn.Module):
         if self._inv_transform is not None:
             return self._inv_transform(value)
         lo, hi = self.lower_bound.to(value), self.upper_bound.to(value)
-        return _logit((value - lo) / (hi - lo))
+        p = (value - lo) / (hi - lo)
+        e = _eps(value)
+        return _logit(p.clamp(e, 1 - e))  # a value at a bound (see rounding_slack) maps just inside
 
     # --- checks ----------------------------------------------------------------------------
     def check(self, value: torch.Tensor) -> bool:
-        """True when every entry lies strictly inside the bounds (and is finite)."""
+        """True when every entry is finite and strictly inside the bounds.
+
+        A value equal to a bound only through its dtype's rounding of the bound as given counts as
+        inside: ``GreaterThan(1e-4)`` takes ``1e-4`` in float32 (``9.99999975e-05``), not ``3.0`` for
+        ``Interval(-2, 3)``.
+        """
         v = torch.as_tensor(value)
         lo, hi = self.lower_bound.to(v.device), self.upper_bound.to(v.device)
-        return bool(torch.all(torch.isfinite(v)) and torch.all(v > lo) and torch.all(v < hi))
+        given = getattr(self, "_given", (lo.to(torch.float64), hi.to(torch.float64)))
+        v64 = v.to(torch.float64)
+        above = (v64 > lo.to(torch.float64)) | _rounded_bound(v, lo, given[0])
+        below = (v64 < hi.to(torch.float64)) | _rounded_bound(v, hi, given[1])
+        return bool(torch.all(torch.isfinite(v)) and torch.all(above) and torch.all(below))
 
     def check_raw(self, raw: torch.Tensor) -> bool:
         return bool(torch.all(torch.isfinite(self.transform(raw))))
@@ -101,7 +142,8 @@ class GreaterThan(Interval):
     def inverse_transform(self, value):
         if self._inv_transform is not None:
             return self._inv_transform(value)
-        return inv_softplus(value - self.lower_bound.to(value))
+        lo = self.lower_bound.to(value)
+        return inv_softplus(_inside_offset(value - lo, lo))  # a value at the bound maps just above it
 
 
 class Positive(GreaterThan):
@@ -125,4 +167,5 @@ class LessThan(Interval):
     def inverse_transform(self, value):
         if self._inv_transform is not None:
             return self._inv_transform(value)
-        return -inv_softplus(self.upper_bound.to(value) - value)
+        hi = self.upper_bound.to(value)
+        return -inv_softplus(_inside_offset(hi - value, hi))  # a value at the bound maps just below it

@@ -140,7 +140,7 @@ class MultivariateNormal(Distribution):
     # ------------------------------------------------------------------ algebra
     def __add__(self, other):
         if isinstance(other, MultivariateNormal):
-            return MultivariateNormal(self.mean + other.mean, self.covariance_matrix + other.covariance_matrix)
+            return MultivariateNormal(self.mean + other.mean, self._covar + other._covar)  # structure kept
         if isinstance(other, (int, float, torch.Tensor)):
             return MultivariateNormal(self.mean + other, self._covar)
         return NotImplemented
@@ -150,7 +150,7 @@ class MultivariateNormal(Distribution):
     def __mul__(self, other):
         if not isinstance(other, (int, float)):
             raise TypeError("MultivariateNormal can only be multiplied by a Python scalar.")
-        return MultivariateNormal(self.mean * other, self.covariance_matrix * other**2)
+        return MultivariateNormal(self.mean * other, self._covar * float(other) ** 2)
 
     __rmul__ = __mul__
 
@@ -162,7 +162,7 @@ class MultivariateNormal(Distribution):
 
     def expand(self, batch_shape, _instance=None):
         batch_shape = torch.Size(batch_shape)
-        cov = self.covariance_matrix.expand(*batch_shape, *self.event_shape, *self.event_shape)
+        cov = self._covar.expand(*batch_shape, *self.event_shape, *self.event_shape)
         return MultivariateNormal(self.mean.expand(*batch_shape, *self.event_shape), cov)
 
     def __getitem__(self, idx):
@@ -171,7 +171,8 @@ class MultivariateNormal(Distribution):
             idx = (idx,)
         if len(idx) > len(self.batch_shape):
             raise IndexError("MultivariateNormal indexing applies to batch dimensions only.")
-        return MultivariateNormal(self.mean[idx], self.covariance_matrix[idx])
+        n = self.event_shape[0]
+        return MultivariateNormal(self.mean[idx], self._covar.expand(*self.batch_shape, n, n)[idx])
 
     def to_data_independent_dist(self) -> Normal:
         """The independent-marginals Normal ``(*batch, n)`` (drops correlations)."""

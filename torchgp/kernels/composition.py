@@ -33,9 +33,14 @@ class _Combination(Kernel):
     def is_stationary(self) -> bool:
         return all(k.is_stationary for k in self.kernels)
 
-    def forward(self, x1, x2, diag=False, last_dim_is_batch=False, **params):
+    def forward(self, x1, x2, last_dim_is_batch=False, **params):
+        parts = (k.evaluate_block(x1, x2, last_dim_is_batch=last_dim_is_batch, **params) for k in self.kernels)
+        return functools.reduce(self._op, parts)
+
+    def forward_diag(self, x1, x2, last_dim_is_batch=False, **params):
+        # each part's own diagonal: O(n) for parts with a cheap one
         parts = (
-            k.evaluate_block(x1, x2, diag=diag, last_dim_is_batch=last_dim_is_batch, **params) for k in self.kernels
+            k.evaluate_block(x1, x2, diag=True, last_dim_is_batch=last_dim_is_batch, **params) for k in self.kernels
         )
         return functools.reduce(self._op, parts)
 

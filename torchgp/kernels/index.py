@@ -52,15 +52,23 @@ class IndexKernel(Kernel):
             )
         return idx
 
-    def forward(self, x1, x2, diag=False, **params):
+    def forward_diag(self, x1, x2, **params):
+        """``B[i_k, j_k]`` for aligned rows, ``(*batch, n)``."""
         B = self.covar_matrix
         i, j = self._indices(x1), self._indices(x2)
-        if diag:
-            return (
-                B.diagonal(dim1=-2, dim2=-1)[..., i]
-                if B.dim() == 2
-                else torch.gather(B.diagonal(dim1=-2, dim2=-1), -1, i.expand(*B.shape[:-2], i.shape[-1]))
-            )
+        if B.dim() == 2:
+            return B[i, j]
+        batch = torch.broadcast_shapes(B.shape[:-2], i.shape[:-1], j.shape[:-1])
+        rows = torch.gather(
+            B.expand(*batch, *B.shape[-2:]),
+            -2,
+            i.expand(*batch, i.shape[-1]).unsqueeze(-1).expand(*batch, i.shape[-1], B.shape[-1]),
+        )
+        return torch.gather(rows, -1, j.expand(*batch, j.shape[-1]).unsqueeze(-1)).squeeze(-1)
+
+    def forward(self, x1, x2, **params):
+        B = self.covar_matrix
+        i, j = self._indices(x1), self._indices(x2)
         if B.dim() == 2:
             return B[i.unsqueeze(-1), j.unsqueeze(-2)]
         rows = torch.gather(B, -2, i.unsqueeze(-1).expand(*B.shape[:-2], i.shape[-1], B.shape[-1]))

@@ -1,7 +1,8 @@
 """The ``Kernel`` base class: everything except the maths.
 
 A kernel subclass writes ``forward(x1, x2)`` returning the ``(*batch, n, m)`` covariance; the
-base class handles 1-D inputs, ``active_dims``, ``diag=True`` (without forming the full matrix),
+base class handles 1-D inputs, ``active_dims``, ``diag=True`` (without forming the full matrix:
+``forward_diag(x1, x2)`` if the kernel writes one, else the forward on aligned pairs),
 ``last_dim_is_batch``, batch shapes, shape errors, laziness (``kernel(X)`` returns a
 :class:`~torchgp.linalg.KernelOperator` that is evaluated only when needed), and sums and
 products (``k1 + k2``, ``k1 * k2``).
@@ -25,21 +26,33 @@ from torchgp.module import Module
 
 @cache
 def _forward_accepts(cls) -> tuple[bool, bool, bool]:
-    """(accepts diag, handles last_dim_is_batch, accepts **params) for ``cls.forward``.
+    """(names diag, handles last_dim_is_batch, accepts **params) for ``cls.forward``.
 
-    ``last_dim_is_batch`` counts as handled only when ``forward`` names it: a forward taking
-    ``**params`` would silently ignore it, so the base class reshapes the inputs instead.
+    ``diag`` and ``last_dim_is_batch`` count only when ``forward`` names them: a forward taking
+    ``**params`` would silently ignore them, so the base class computes the diagonal on aligned
+    pairs and reshapes the inputs for ``last_dim_is_batch`` instead.
     """
     sig = inspect.signature(cls.forward)
     names = sig.parameters
     var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in names.values())
-    return "diag" in names or var_kw, "last_dim_is_batch" in names, var_kw
+    return "diag" in names, "last_dim_is_batch" in names, var_kw
+
+
+def _defining_class(cls, name: str):
+    return next(c for c in cls.__mro__ if name in c.__dict__)
 
 
 @cache
-def _names_diag(cls) -> bool:
-    """Whether ``cls.forward`` names ``diag`` (else it may get it through ``**params`` and ignore it)."""
-    return "diag" in inspect.signature(cls.forward).parameters
+def _diag_route(cls) -> str:
+    """How ``cls`` computes ``diag=True``: ``"forward_diag"``, ``"forward"`` (a ``diag=`` argument) or ``"pairs"``.
+
+    A ``forward_diag`` counts only if it is defined on the class that defines ``forward`` or below it:
+    a subclass that rewrites ``forward`` must not inherit a diagonal of different maths.
+    """
+    fd, fw = _defining_class(cls, "forward_diag"), _defining_class(cls, "forward")
+    if fd is not Kernel and issubclass(fd, fw):
+        return "forward_diag"
+    return "forward" if _forward_accepts(cls)[0] else "pairs"
 
 
 def as_inputs(x, name: str) -> torch.Tensor:
@@ -53,6 +66,11 @@ def as_inputs(x, name: str) -> torch.Tensor:
 
 class Kernel(Module):
     """Base covariance function.
+
+    A subclass writes ``forward(x1, x2)`` (the matrix) and, where the diagonal is cheaper than the
+    matrix, ``forward_diag(x1, x2)`` (``k(x1ᵢ, x2ᵢ)`` row by row); without it ``diag=True`` runs
+    ``forward`` on the n aligned pairs. A GPyTorch-style ``forward(x1, x2, diag=False, **params)``
+    is called with ``diag=True`` instead.
 
     Args:
         ard_num_dims: one lengthscale per input dimension if set, else one shared lengthscale.
@@ -125,12 +143,41 @@ class Kernel(Module):
         return torch.Size([*batch, x1.shape[-2], x2.shape[-2]])
 
     # ------------------------------------------------------------------ calling
-    def __call__(self, x1, x2=None, diag: bool = False, last_dim_is_batch: bool = False, **params):
+    def __call__(self, *args, **kwargs):
         """Covariance between ``x1 (*batch, n, d)`` and ``x2 (*batch, m, d)`` (default ``x2 = x1``).
 
-        Returns a lazy :class:`~torchgp.linalg.KernelOperator` ``(*batch, n, m)`` (``.to_dense()``
-        evaluates it), or the ``(*batch, n)`` diagonal when ``diag=True``.
+        Signature: ``kernel(x1, x2=None, diag=False, last_dim_is_batch=False, **params)``. Returns a
+        lazy operator ``(*batch, n, m)`` (``.to_dense()`` evaluates it), or the ``(*batch, n)``
+        diagonal when ``diag=True``. Forward pre-hooks and hooks registered with
+        ``register_forward_pre_hook`` / ``register_forward_hook`` see these arguments and the
+        (still lazy) result, as on any ``nn.Module``.
         """
+        if not (self._forward_pre_hooks or self._forward_hooks):
+            return self._call(*args, **kwargs)
+        return self._call_with_hooks(args, kwargs)
+
+    def _call_with_hooks(self, args: tuple, kwargs: dict):
+        """``nn.Module.__call__``'s hook protocol around :meth:`_call` (``forward`` stays the maths)."""
+        for hook_id, hook in self._forward_pre_hooks.items():
+            if hook_id in self._forward_pre_hooks_with_kwargs:
+                res = hook(self, args, kwargs)
+                if res is not None:
+                    args, kwargs = res
+            else:
+                res = hook(self, args)
+                if res is not None:
+                    args = res if isinstance(res, tuple) else (res,)
+        out = self._call(*args, **kwargs)
+        for hook_id, hook in self._forward_hooks.items():
+            if hook_id in self._forward_hooks_with_kwargs:
+                res = hook(self, args, kwargs, out)
+            else:
+                res = hook(self, args, out)
+            if res is not None:
+                out = res
+        return out
+
+    def _call(self, x1, x2=None, diag: bool = False, last_dim_is_batch: bool = False, **params):
         x1 = as_inputs(x1, "x1")
         x2 = x1 if x2 is None else as_inputs(x2, "x2")
         if x1.shape[-1] != x2.shape[-1]:
@@ -138,7 +185,7 @@ class Kernel(Module):
                 f"{type(self).__name__}: x1 has {x1.shape[-1]} features but x2 has {x2.shape[-1]} "
                 f"(shapes {tuple(x1.shape)} and {tuple(x2.shape)}); both need shape (*batch, n, d) with the same d."
             )
-        self._check_dims(x1)
+        self._check_dims(x1.shape)
         if diag:
             if x1.shape[-2] != x2.shape[-2]:
                 raise ShapeError(
@@ -146,11 +193,23 @@ class Kernel(Module):
                 )
             return self.evaluate_block(x1, x2, diag=True, last_dim_is_batch=last_dim_is_batch, **params)
         if settings.lazily_evaluate_kernels.on():
-            return KernelOperator(self, x1, x2, last_dim_is_batch=last_dim_is_batch, **params)
+            return self._lazy(x1, x2, last_dim_is_batch=last_dim_is_batch, **params)
         return self.evaluate_block(x1, x2, last_dim_is_batch=last_dim_is_batch, **params)
 
-    def _check_dims(self, x):
-        d = x.shape[-1]
+    def _lazy(self, x1, x2, **params):
+        """The lazy matrix ``k(x1, x2)``; kernels with a structured matrix (low rank) return their operator."""
+        return KernelOperator(self, x1, x2, **params)
+
+    # Whether child kernels see this kernel's (column-selected) inputs; kernels that transform
+    # their inputs before handing them on (embeddings, radii) set it to False.
+    _children_see_inputs = True
+
+    def _check_dims(self, shape: torch.Size):
+        """Raise a :class:`ShapeError` if inputs of ``shape`` ``(*batch, n, d)`` do not fit this kernel.
+
+        Children are checked against the columns this kernel selects with ``active_dims``.
+        """
+        d = shape[-1]
         if self.active_dims is not None:
             if self.active_dims.numel() and int(self.active_dims.max()) >= d:
                 raise ShapeError(
@@ -161,18 +220,21 @@ class Kernel(Module):
         if self.ard_num_dims is not None and self.ard_num_dims != d:
             raise ShapeError(
                 f"{type(self).__name__} was built with ard_num_dims={self.ard_num_dims} but receives inputs "
-                f"with {d} features (shape {tuple(x.shape)}). Build it with ard_num_dims={d}, or select "
+                f"with {d} features (shape {tuple(shape)}). Build it with ard_num_dims={d}, or select "
                 "columns with active_dims."
             )
-        for child in self.children():
-            if isinstance(child, Kernel):
-                child._check_dims(x)
+        if self._children_see_inputs:
+            sliced = torch.Size([*shape[:-1], d])
+            for child in self.children():
+                if isinstance(child, Kernel):
+                    child._check_dims(sliced)
 
     def evaluate_block(self, x1, x2, diag: bool = False, last_dim_is_batch: bool = False, **params) -> torch.Tensor:
         """Dense ``k(x1, x2)`` (``(*batch, n, m)``, or ``(*batch, n)`` if ``diag``), differentiable.
 
-        Applies ``active_dims`` and ``last_dim_is_batch`` and calls ``forward`` with only the
-        arguments it accepts. Composite kernels call this on their parts.
+        Applies ``active_dims`` and ``last_dim_is_batch`` and calls ``forward`` (or, for the
+        diagonal, ``forward_diag``) with only the arguments it accepts. Composite kernels call this
+        on their parts.
         """
         same = x1 is x2
         if self.active_dims is not None:
@@ -192,34 +254,54 @@ class Kernel(Module):
         kwargs = dict(params) if takes_kw else {}
         if takes_ldb and last_dim_is_batch:
             kwargs["last_dim_is_batch"] = True
-        if diag and not takes_diag:
-            return self._diag_by_pairs(x1, x2, kwargs)
-        if takes_diag:
-            kwargs["diag"] = diag
-        out = self.forward(x1, x2, **kwargs)
+        route = _diag_route(type(self)) if diag else None
+        if route == "forward_diag":
+            out = self.forward_diag(x1, x2, **kwargs)
+        elif route == "pairs":
+            out = Kernel.forward_diag(self, x1, x2, **kwargs)
+        else:
+            if takes_diag:
+                kwargs["diag"] = diag
+            out = self.forward(x1, x2, **kwargs)
         if not isinstance(out, torch.Tensor):
             out = out.to_dense()  # an operator returned by a composite forward
         n, m = x1.shape[-2], x2.shape[-2]
-        if diag and not _names_diag(type(self)) and tuple(out.shape[-2:]) == (n, m):
-            out = out.diagonal(dim1=-2, dim2=-1)  # a forward that took **params but ignored diag (as GPyTorch allows)
         expected = (n,) if diag else (n, m)
         if tuple(out.shape[-len(expected) :]) != expected:
+            what = "forward_diag" if route in ("forward_diag", "pairs") else "forward"
             raise ShapeError(
-                f"{type(self).__name__}.forward returned shape {tuple(out.shape)} for inputs "
+                f"{type(self).__name__}.{what} returned shape {tuple(out.shape)} for inputs "
                 f"{tuple(x1.shape)} and {tuple(x2.shape)}; expected (*batch, {', '.join(map(str, expected))})."
             )
         return out
 
-    def _diag_by_pairs(self, x1, x2, kwargs):
-        """k(x1ᵢ, x2ᵢ) for each i without the n × n matrix: forward on n batches of 1 × 1."""
-        out = self.forward(x1.unsqueeze(-2), x2.unsqueeze(-2), **kwargs)
-        if isinstance(out, torch.Tensor) and out.shape[-2:] == (1, 1):
-            return out[..., 0, 0]
-        full = self.forward(x1, x2, **kwargs)  # forward does not broadcast over batches
-        return full.diagonal(dim1=-2, dim2=-1)
-
     def forward(self, x1: torch.Tensor, x2: torch.Tensor, **params) -> torch.Tensor:
+        """The kernel's maths: ``x1 (*batch, n, d)``, ``x2 (*batch, m, d)`` → ``(*batch, n, m)``."""
         raise NotImplementedError(f"{type(self).__name__} must implement forward(x1, x2).")
+
+    def forward_diag(self, x1: torch.Tensor, x2: torch.Tensor, **params) -> torch.Tensor:
+        """``k(x1ᵢ, x2ᵢ)`` for each row i: ``x1, x2 (*batch, n, d)`` → ``(*batch, n)``.
+
+        Override it where the diagonal is cheaper than the matrix. The default evaluates
+        ``forward`` on the n aligned pairs without forming the n × n matrix: the inputs are
+        broadcast to the kernel's batch, the n pairs become a leading batch dimension
+        ``(n, *batch, 1, d)`` (so hyperparameters of shape ``(*batch, ...)`` still line up), and
+        each pair gives a ``1 × 1`` block.
+        """
+        batch = broadcast_shapes(x1.shape[:-2], x2.shape[:-2], self.batch_shape)
+        pairs1 = x1.expand(*batch, *x1.shape[-2:]).movedim(-2, 0).unsqueeze(-2)
+        pairs2 = x2.expand(*batch, *x2.shape[-2:]).movedim(-2, 0).unsqueeze(-2)
+        out = self.forward(pairs1, pairs2, **params)
+        if not isinstance(out, torch.Tensor):
+            out = out.to_dense()
+        if tuple(out.shape[-2:]) != (1, 1):
+            raise ShapeError(
+                f"{type(self).__name__}.forward returned shape {tuple(out.shape)} for 1 × 1 pair blocks "
+                f"{tuple(pairs1.shape)}; a forward must return (*batch, n, m) for inputs (*batch, n, d) and "
+                "(*batch, m, d). Write forward_diag(x1, x2) if it cannot take extra leading batch dimensions."
+            )
+        out = out[..., 0, 0]
+        return out.movedim(0, -1) if out.dim() > 0 else out
 
     # ------------------------------------------------------------------ helpers for subclasses
     def covar_dist(self, x1, x2, diag: bool = False, square_dist: bool = False, **params) -> torch.Tensor:

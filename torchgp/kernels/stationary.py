@@ -12,8 +12,10 @@ import math
 
 import torch
 
+from torchgp import settings
 from torchgp._shapes import broadcast_shapes
 from torchgp.constraints import Positive
+from torchgp.kernels._fused import stationary_covariance
 from torchgp.kernels.distance import sq_dist
 from torchgp.kernels.kernel import Kernel
 
@@ -28,37 +30,121 @@ def _sq_dist(a: torch.Tensor, b: torch.Tensor, diag: bool, clamp: bool = True) -
     return (a - b).pow(2).sum(-1) if diag else sq_dist(a, b, clamp=clamp)
 
 
-class RBFKernel(Kernel):
-    r"""Squared-exponential kernel (R&W eq. 4.9).
+class StationaryKernel(Kernel):
+    r"""A kernel of the squared scaled distance: :math:`k(x, x') = \kappa(r^2)`, :math:`r^2 = \lVert\phi(x) - \phi(x')\rVert^2`.
 
-    .. math:: k(x, x') = \exp\!\big(-\tfrac12 \lVert (x - x')/\ell \rVert^2\big)
+    ``φ(x) = x / ℓ`` unless a subclass overrides :meth:`scaled` (the periodic kernel maps to
+    ``(cos, sin)`` features). A subclass states only its profile (GPflow's ``K_r2`` pattern):
+
+    - ``K_r2(r2, *params)``: κ element-wise on ``r2 (*batch, n, m)``, out of place;
+    - ``dK_dr2(r2, K, *params)``: ∂κ/∂r² from ``r2`` and ``K = κ(r2)``, same shape;
+    - ``profile_params()``: κ's own parameters (default none), shaped ``(*batch, 1, 1)``;
+    - ``dK_dr2_uses_r2 = False`` when ``dK_dr2`` reads only ``K`` (then ``r²`` is not kept);
+      ``dK_dr2_factor = c`` when κ' = c κ (the exponential profiles), which saves a pass.
+
+    ``forward(x1, x2, outputscale=s)`` returns ``s κ(r²)`` from the same node (a ``ScaleKernel``
+    over a stationary kernel passes its ``outputscale (*batch)`` this way).
+
+    With ``dK_dr2`` written, the matrix and its gradients go through one fused autograd node
+    (:func:`~torchgp.kernels._fused.stationary_covariance`: an O(n m) backward plus two
+    ``(n × m)(m × d)`` products, no n × m autograd intermediates); without it, or inside
+    ``settings.fused_kernels(False)``, autograd differentiates ``K_r2`` itself (needed for
+    second derivatives).
+
+    Example:
+        >>> import torch, torchgp
+        >>> class Cauchy(torchgp.kernels.StationaryKernel):
+        ...     def K_r2(self, r2):
+        ...         return 1 / (1 + r2)
+        ...     def dK_dr2(self, r2, K):
+        ...         return -K * K
+        ...     dK_dr2_uses_r2 = False
+        >>> k = Cauchy()
+        >>> k.lengthscale = 1.0
+        >>> k(torch.tensor([[0.0], [1.0]])).to_dense().detach()
+        tensor([[1.0000, 0.5000],
+                [0.5000, 1.0000]])
     """
 
     has_lengthscale = True
     is_stationary = True
+    dK_dr2_uses_r2 = True
+    dK_dr2_factor: float | None = None  # c when κ' = c κ (then the backward needs only K)
 
-    def forward(self, x1, x2, diag=False, **params):
-        if diag and x1 is x2:
-            return _ones_diag(x1, self.batch_shape)
+    def K_r2(self, r2: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
+        """κ(r²) element-wise: ``(*batch, n, m)`` → ``(*batch, n, m)``."""
+        raise NotImplementedError(f"{type(self).__name__} must implement K_r2(r2) (or forward).")
+
+    def dK_dr2(self, r2: torch.Tensor, K: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
+        """∂κ/∂r² element-wise, ``(*batch, n, m)``; not overridden: plain autograd through ``K_r2``."""
+        raise NotImplementedError
+
+    # Optional ``K_dK_r2(r2, *params) -> (K, ∂κ/∂r²)``: both at once where they share costly parts (the
+    # fused node then keeps ∂κ/∂r² instead of r² and recomputes nothing in the backward).
+    K_dK_r2 = None
+
+    def profile_params(self) -> tuple[torch.Tensor, ...]:
+        """κ's own parameters, each broadcastable against ``(*batch, n, m)``."""
+        return ()
+
+    def _fused(self) -> bool:
+        return settings.fused_kernels.on() and type(self).dK_dr2 is not StationaryKernel.dK_dr2
+
+    def forward(self, x1, x2, outputscale=None, **params):
+        """``(*batch, n, m)``; ``outputscale (*batch)``, if given, multiplies it inside the fused node."""
         a = self.scaled(x1)
-        b = a if x2 is x1 else self.scaled(x2)
-        # in place on a fresh tensor (two n × m buffers fewer); round-off negatives are harmless in exp
-        return _sq_dist(a, b, diag, clamp=False).mul_(-0.5).exp_()
+        same = x2 is x1
+        b = a if same else self.scaled(x2)
+        theta = self.profile_params()
+        if self._fused():
+            return stationary_covariance(self, a, None if same else b, *theta, scale=outputscale)
+        K = self.K_r2(sq_dist(a, b), *theta)
+        return K if outputscale is None else K * outputscale[..., None, None]
+
+    def forward_diag(self, x1, x2, outputscale=None, **params):
+        theta = self.profile_params()
+        if x1 is x2:  # r = 0: κ(0) without touching the inputs
+            r2 = _ones_diag(x1, self.batch_shape).zero_().unsqueeze(-1)
+        else:
+            r2 = (self.scaled(x1) - self.scaled(x2)).square().sum(-1, keepdim=True)
+        K = self.K_r2(r2, *theta)[..., 0]
+        return K if outputscale is None else K * outputscale[..., None]
 
 
-class MaternKernel(Kernel):
+class RBFKernel(StationaryKernel):
+    r"""Squared-exponential kernel (R&W eq. 4.9).
+
+    .. math:: k(x, x') = \exp\!\big(-\tfrac12 r^2\big),\quad r = \lVert (x - x')/\ell \rVert,\qquad
+        \frac{\partial k}{\partial r^2} = -\tfrac12 k
+    """
+
+    dK_dr2_uses_r2 = False
+    dK_dr2_factor = -0.5
+
+    def K_r2(self, r2):
+        return r2.mul(-0.5).exp_()
+
+    def _K_r2_(self, r2):
+        return r2.mul_(-0.5).exp_()  # in place, for the fused node when r² is not kept
+
+    def dK_dr2(self, r2, K):
+        return K.mul(-0.5)
+
+
+class MaternKernel(StationaryKernel):
     r"""Matérn kernel with smoothness ν ∈ {1/2, 3/2, 5/2} (R&W eqs. 4.14, 4.17).
 
     .. math::
         k_{1/2} = e^{-r},\quad k_{3/2} = (1 + \sqrt3 r) e^{-\sqrt3 r},\quad
         k_{5/2} = (1 + \sqrt5 r + \tfrac53 r^2) e^{-\sqrt5 r},\quad r = \lVert (x - x')/\ell \rVert
 
+    and their derivatives in r²: :math:`-e^{-r}/(2r)`, :math:`-\tfrac32 e^{-\sqrt3 r}`,
+    :math:`-\tfrac56 (1 + \sqrt5 r) e^{-\sqrt5 r}` (the last two finite at r = 0; the first is
+    taken as 0 there, where ``r = √max(r², 10⁻³⁰)`` is flat).
+
     Args:
         nu: smoothness, one of 0.5, 1.5, 2.5 (default 2.5).
     """
-
-    has_lengthscale = True
-    is_stationary = True
 
     def __init__(self, nu: float = 2.5, **kwargs):
         if nu not in (0.5, 1.5, 2.5):
@@ -66,32 +152,45 @@ class MaternKernel(Kernel):
         super().__init__(**kwargs)
         self.nu = nu
 
-    def forward(self, x1, x2, diag=False, **params):
-        if diag and x1 is x2:
-            return _ones_diag(x1, self.batch_shape)
-        a = self.scaled(x1)
-        b = a if x2 is x1 else self.scaled(x2)
-        r2 = _sq_dist(a, b, diag)
+    def K_r2(self, r2):
+        r = r2.clamp_min(1e-30).sqrt()  # finite gradient at r = 0
         if self.nu == 0.5:
-            return torch.exp(-r2.clamp_min(1e-30).sqrt())
-        s = math.sqrt(2 * self.nu)
-        sr = s * r2.clamp_min(1e-30).sqrt()
+            return torch.exp(-r)
+        sr = math.sqrt(2 * self.nu) * r
         poly = 1 + sr if self.nu == 1.5 else 1 + sr + (5.0 / 3.0) * r2
         return poly * torch.exp(-sr)
 
+    def K_dK_r2(self, r2):
+        r = r2.clamp_min(1e-30).sqrt_()
+        if self.nu == 0.5:
+            K = torch.exp(-r)
+            return K, torch.where(r2 >= 1e-30, K / (-2 * r), 0.0)
+        sr = r.mul_(math.sqrt(2 * self.nu))
+        e = sr.neg().exp_()
+        if self.nu == 1.5:
+            return (sr + 1).mul_(e), e.mul_(-1.5)
+        K = torch.add(sr, r2, alpha=5.0 / 3.0).add_(1).mul_(e)
+        return K, e.mul_(sr.add_(1)).mul_(-5.0 / 6.0)
 
-class RQKernel(Kernel):
+    def dK_dr2(self, r2, K):
+        r = r2.clamp_min(1e-30).sqrt()
+        if self.nu == 0.5:
+            return torch.where(r2 >= 1e-30, K / (-2 * r), 0.0)
+        sr = math.sqrt(2 * self.nu) * r
+        e = torch.exp(-sr)
+        return e.mul_(-1.5) if self.nu == 1.5 else e.mul_(sr.add_(1)).mul_(-5.0 / 6.0)
+
+
+class RQKernel(StationaryKernel):
     r"""Rational quadratic kernel (R&W eq. 4.19).
 
-    .. math:: k(x, x') = \Big(1 + \frac{\lVert (x - x')/\ell \rVert^2}{2\alpha}\Big)^{-\alpha}
+    .. math:: k(x, x') = \Big(1 + \frac{r^2}{2\alpha}\Big)^{-\alpha},\qquad
+        \frac{\partial k}{\partial r^2} = -\frac12 \Big(1 + \frac{r^2}{2\alpha}\Big)^{-\alpha - 1}
 
     Args:
         alpha_constraint: constraint on α (default ``Positive()``).
         alpha_prior: optional prior on α.
     """
-
-    has_lengthscale = True
-    is_stationary = True
 
     def __init__(self, alpha_constraint=None, alpha_prior=None, **kwargs):
         super().__init__(**kwargs)
@@ -100,28 +199,31 @@ class RQKernel(Kernel):
             "alpha", constraint.transform(torch.zeros(*self.batch_shape, 1)), constraint, alpha_prior
         )
 
-    def forward(self, x1, x2, diag=False, **params):
-        if diag and x1 is x2:
-            return _ones_diag(x1, self.batch_shape)
-        a = self.scaled(x1)
-        b = a if x2 is x1 else self.scaled(x2)
-        alpha = self.alpha if diag else self.alpha.unsqueeze(-1)  # (*batch, 1) or (*batch, 1, 1)
-        return (1 + _sq_dist(a, b, diag) / (2 * alpha)).pow(-alpha)
+    def profile_params(self):
+        return (self.alpha.unsqueeze(-1),)  # (*batch, 1, 1)
+
+    def K_r2(self, r2, alpha):
+        return (1 + r2 / (2 * alpha)).pow(-alpha)
+
+    def dK_dr2(self, r2, K, alpha):
+        return K / (r2 / (2 * alpha) + 1).mul_(-2)
 
 
-class PeriodicKernel(Kernel):
+class PeriodicKernel(StationaryKernel):
     r"""Periodic kernel (MacKay 1998), per-dimension period ``p`` and lengthscale ``ℓ``.
 
     .. math:: k(x, x') = \exp\!\Big(-2 \sum_j \sin^2\!\big(\pi (x_j - x'_j)/p_j\big) / \ell_j\Big)
 
-    (GPyTorch's convention: ℓ is not squared.)
+    (GPyTorch's convention: ℓ is not squared.) As ``4 sin²(u/2) = (cos u − cos u')² + (sin u − sin u')²``
+    for ``u − u' = 2π(x_j − x'_j)/p_j``, this is the RBF profile ``exp(−r²/2)`` on the features
+    ``φ(x) = (cos(2πx/p), sin(2πx/p)) / √ℓ`` ``(*batch, n, 2d)``, and it shares the fused path.
 
     Args:
         period_length_prior, period_length_constraint: prior/constraint on p (default ``Positive()``).
     """
 
-    has_lengthscale = True
-    is_stationary = True
+    dK_dr2_uses_r2 = False
+    dK_dr2_factor = -0.5
 
     def __init__(self, period_length_prior=None, period_length_constraint=None, **kwargs):
         super().__init__(**kwargs)
@@ -130,17 +232,20 @@ class PeriodicKernel(Kernel):
         init = constraint.transform(torch.zeros(*self.batch_shape, 1, d))
         self.register_constrained("period_length", init, constraint, period_length_prior)
 
-    def forward(self, x1, x2, diag=False, **params):
-        if diag and x1 is x2:
-            return _ones_diag(x1, self.batch_shape)
-        if diag:
-            p, ell = self.period_length, self.lengthscale  # (*batch, 1, d)
-            diff = x1 - x2  # (*batch, n, d)
-        else:
-            p = self.period_length.unsqueeze(-2)  # (*batch, 1, 1, d)
-            ell = self.lengthscale.unsqueeze(-2)
-            diff = x1.unsqueeze(-2) - x2.unsqueeze(-3)  # (*batch, n, m, d)
-        return torch.exp(-2 * (torch.sin(math.pi * diff / p).pow(2) / ell).sum(-1))
+    def scaled(self, x):
+        """``φ(x) = (cos(2πx/p), sin(2πx/p)) / √ℓ``: ``(*batch, n, d)`` → ``(*batch, n, 2d)``."""
+        u = x * (2 * math.pi / self.period_length)
+        w = self.lengthscale.rsqrt()
+        return torch.cat([torch.cos(u) * w, torch.sin(u) * w], dim=-1)
+
+    def K_r2(self, r2):
+        return r2.mul(-0.5).exp_()
+
+    def _K_r2_(self, r2):
+        return r2.mul_(-0.5).exp_()  # in place, for the fused node when r² is not kept
+
+    def dK_dr2(self, r2, K):
+        return K.mul(-0.5)
 
 
 class CosineKernel(Kernel):
@@ -212,7 +317,7 @@ class SpectralMixtureKernel(Kernel):
     def initialize_from_data(self, train_x: torch.Tensor, train_y: torch.Tensor, **kwargs) -> None:
         """Draw scales from the data's range and means below its Nyquist frequency.
 
-        Scales: σ = 1/|N(0, range²)|; means: μ ~ U(0, ½ / smallest gap); weights: std(y)/Q.
+        Scales: σ = 1 / ``|N(0, range²)|``; means: μ ~ U(0, ½ / smallest gap); weights: std(y)/Q.
 
         Args:
             train_x: ``(n, d)`` or ``(n,)``; train_y: ``(n,)``.

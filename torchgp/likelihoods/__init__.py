@@ -2,6 +2,7 @@
 
 from torchgp.likelihoods.bernoulli import BernoulliLikelihood
 from torchgp.likelihoods.beta import BetaLikelihood
+from torchgp.likelihoods.dirichlet import DirichletClassificationLikelihood
 from torchgp.likelihoods.gaussian import (
     FixedNoiseGaussianLikelihood,
     GaussianLikelihood,
@@ -9,7 +10,15 @@ from torchgp.likelihoods.gaussian import (
     _GaussianLikelihoodBase,  # noqa: F401  (imported by models and mlls from here)
 )
 from torchgp.likelihoods.laplace import LaplaceLikelihood
-from torchgp.likelihoods.likelihood import Likelihood
+from torchgp.likelihoods.likelihood import Likelihood, _OneDimensionalLikelihood
+from torchgp.likelihoods.likelihood_list import LikelihoodList
+from torchgp.likelihoods.missing_obs import GaussianLikelihoodWithMissingObs
+from torchgp.likelihoods.multitask_gaussian import (
+    HadamardGaussianLikelihood,
+    MultitaskGaussianLikelihood,
+    _MultitaskGaussianLikelihoodBase,
+)
+from torchgp.likelihoods.negative_binomial import NegativeBinomialLikelihood
 from torchgp.likelihoods.noise_models import FixedGaussianNoise, HeteroskedasticNoise, HomoskedasticNoise
 from torchgp.likelihoods.poisson import PoissonLikelihood
 from torchgp.likelihoods.quadrature import GaussHermiteQuadrature1D
@@ -32,3 +41,11 @@ __all__ = [
     "SoftmaxLikelihood",
     "StudentTLikelihood",
 ]
+__all__ += [
+    "LikelihoodList",
+    "DirichletClassificationLikelihood",
+    "NegativeBinomialLikelihood",
+    "GaussianLikelihoodWithMissingObs",
+]
+__all__ += ["_OneDimensionalLikelihood"]
+__all__ += ["MultitaskGaussianLikelihood", "HadamardGaussianLikelihood", "_MultitaskGaussianLikelihoodBase"]

@@ -15,7 +15,7 @@ from torch.special import log_ndtr, ndtr
 from torchgp import settings
 from torchgp.distributions import MultivariateNormal
 from torchgp.errors import InputError
-from torchgp.likelihoods.likelihood import Likelihood
+from torchgp.likelihoods.likelihood import _OneDimensionalLikelihood
 
 
 def _signs(y: torch.Tensor) -> torch.Tensor:
@@ -44,7 +44,7 @@ class _ProbitBernoulli(torch.distributions.Bernoulli):
         return log_ndtr(_signs(value).to(self._f.dtype) * self._f)
 
 
-class BernoulliLikelihood(Likelihood):
+class BernoulliLikelihood(_OneDimensionalLikelihood):
     r"""Binary classification with the probit link.
 
     Shapes:

@@ -1,7 +1,8 @@
-r"""Beta likelihood for targets in (0, 1): mean ``sigmoid(f)``, precision ``scale``.
+r"""Beta likelihood for targets in (0, 1): mode ``sigmoid(f)``, precision ``scale``.
 
-:math:`y \sim \mathrm{Beta}(\alpha, \beta),\ \alpha = s\,\mathrm{sigmoid}(f),\ \beta = s - \alpha`
-(Ferrari & Cribari-Neto 2004; GPyTorch's parametrisation).
+:math:`y \sim \mathrm{Beta}(\alpha, \beta),\ \alpha = s\,\sigma(f) + 1,\ \beta = s\,(1 - \sigma(f)) + 1`
+(GPyTorch's parametrisation: the mode ``(α - 1)/(α + β - 2)`` is ``σ(f)``, and ``α, β ≥ 1`` keep the
+density bounded).
 """
 
 from __future__ import annotations
@@ -11,10 +12,10 @@ import torch
 from torchgp import settings
 from torchgp.constraints import Positive
 from torchgp.errors import InputError
-from torchgp.likelihoods.likelihood import Likelihood
+from torchgp.likelihoods.likelihood import _OneDimensionalLikelihood
 
 
-class BetaLikelihood(Likelihood):
+class BetaLikelihood(_OneDimensionalLikelihood):
     """Beta observations with learned precision ``scale`` ``(*batch, 1)``.
 
     Args:
@@ -24,6 +25,7 @@ class BetaLikelihood(Likelihood):
 
     Shapes:
         ``likelihood(f (*samples, *batch, n))`` → Beta ``(*samples, *batch, n)``;
+        ``likelihood(q(f) (*batch, n))`` → Beta ``(S, *batch, n)`` at ``S = settings.num_likelihood_samples`` draws;
         ``expected_log_prob(y (*batch, n), q(f))`` → ``(*batch, n)`` by Gauss–Hermite quadrature.
 
     Raises:
@@ -36,8 +38,10 @@ class BetaLikelihood(Likelihood):
         self.register_constrained("scale", c.transform(torch.ones(*self.batch_shape, 1)), c, scale_prior)
 
     def forward(self, function_samples: torch.Tensor, *args, **kwargs) -> torch.distributions.Beta:
-        alpha = torch.sigmoid(function_samples) * self.scale
-        return torch.distributions.Beta(alpha, self.scale - alpha, validate_args=False)
+        mixture = torch.sigmoid(function_samples)
+        alpha = mixture * self.scale + 1
+        beta = self.scale - alpha + 2  # = s (1 - σ(f)) + 1
+        return torch.distributions.Beta(alpha, beta, validate_args=False)
 
     def expected_log_prob(self, observations, function_dist, *args, **kwargs):
         if settings.debug.on() and (torch.any(observations <= 0) or torch.any(observations >= 1)):

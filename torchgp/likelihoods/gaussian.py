@@ -126,7 +126,7 @@ class HeteroskedasticGaussianLikelihood(_GaussianLikelihoodBase):
     """
 
     def __init__(self, noise_model: torch.nn.Module, noise_constraint=None, batch_shape=torch.Size()):
-        super().__init__(HeteroskedasticNoise(noise_model, noise_constraint), batch_shape=batch_shape)
+        super().__init__(HeteroskedasticNoise(noise_model, noise_constraint=noise_constraint), batch_shape=batch_shape)
 
     def noise(self, X: torch.Tensor) -> torch.Tensor:
         """σ²(X), ``(*batch, n)``."""

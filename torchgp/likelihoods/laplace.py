@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 
 from torchgp.constraints import GreaterThan
-from torchgp.likelihoods.likelihood import Likelihood
+from torchgp.likelihoods.likelihood import _OneDimensionalLikelihood
 
 
-class LaplaceLikelihood(Likelihood):
+class LaplaceLikelihood(_OneDimensionalLikelihood):
     """``p(y | f) = Laplace(loc = f, scale = √noise)`` (GPyTorch's parametrisation).
 
     Args:
@@ -18,6 +18,7 @@ class LaplaceLikelihood(Likelihood):
 
     Shapes:
         ``likelihood(f (*samples, *batch, n))`` → Laplace ``(*samples, *batch, n)``;
+        ``likelihood(q(f) (*batch, n))`` → Laplace ``(S, *batch, n)`` at ``S = settings.num_likelihood_samples`` draws;
         ``expected_log_prob(y (*batch, n), q(f))`` → ``(*batch, n)`` in closed form.
     """
 

@@ -2,14 +2,24 @@ r"""The ``Likelihood`` base: ``p(y | f)`` and what inference needs from it.
 
 * ``likelihood(f_samples: Tensor)`` → ``forward(f)``: the conditional ``p(y | f)`` as a
   ``torch.distributions`` object, batched over f.
-* ``likelihood(dist: MultivariateNormal)`` → ``marginal(dist)``: the predictive ``p(y*)``.
-* ``expected_log_prob(y, q(f))`` = ``E_q[log p(y | f)]`` per data point (Gauss–Hermite
-  quadrature by default; closed forms where they exist), used by the variational ELBO.
+* ``likelihood(dist: MultivariateNormal)`` → ``marginal(dist)``: GPyTorch's predictive. Without a
+  closed form it is ``forward(f_s)`` at ``S = settings.num_likelihood_samples`` draws
+  ``f_s ~ q(f)``: the likelihood's own distribution with batch shape ``(S, *batch, n)``, whose
+  average over the first dimension is the predictive ``p(y*) ≈ (1/S) Σ_s p(y* | f_s)``
+  (Gaussian and Bernoulli likelihoods return their closed forms instead).
+* ``expected_log_prob(y, q(f))`` = ``E_q[log p(y | f)]`` per data point and
+  ``log_marginal(y, q(f))`` = ``log E_q[p(y | f)]``, used by the variational ELBO and the
+  predictive log-likelihood.
 
-Subclasses write only ``forward(f)``; everything else has a default.
+Subclasses write only ``forward(f)``. The defaults of :class:`Likelihood` take ``p(y | f)`` to
+factorise over the entries of ``f`` (so the per-point marginals of ``q(f)`` suffice) and integrate by
+Gauss–Hermite quadrature; :class:`_OneDimensionalLikelihood` is GPyTorch's name for that case. A
+likelihood over several latent functions per point (``SoftmaxLikelihood``) overrides them.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -17,39 +27,6 @@ from torchgp import settings
 from torchgp.distributions import MultivariateNormal
 from torchgp.likelihoods.quadrature import GaussHermiteQuadrature1D
 from torchgp.module import Module
-
-
-class _MixtureOverSamples(torch.distributions.Distribution):
-    """The predictive ``p(y) = mean_s p(y | f_s)`` over Monte-Carlo samples ``f_s``."""
-
-    arg_constraints = {}
-
-    def __init__(self, conditional: torch.distributions.Distribution):
-        self.conditional = conditional
-        super().__init__(
-            batch_shape=conditional.batch_shape[1:], event_shape=conditional.event_shape, validate_args=False
-        )
-
-    @property
-    def mean(self):
-        return self.conditional.mean.mean(0)
-
-    @property
-    def variance(self):
-        # law of total variance over the samples
-        return self.conditional.variance.mean(0) + self.conditional.mean.var(0, unbiased=False)
-
-    @property
-    def probs(self):
-        return self.conditional.probs.mean(0)
-
-    def log_prob(self, value):
-        lp = self.conditional.log_prob(value)
-        return torch.logsumexp(lp, 0) - torch.log(torch.tensor(lp.shape[0], dtype=lp.dtype))
-
-    def sample(self, sample_shape=torch.Size()):
-        # each f_s is itself a random draw, so the first one is a draw from the mixture
-        return self.conditional.sample(sample_shape).select(len(sample_shape), 0)
 
 
 class Likelihood(Module):
@@ -68,7 +45,7 @@ class Likelihood(Module):
 
     def forward(self, function_samples: torch.Tensor, *args, **kwargs) -> torch.distributions.Distribution:
         """``p(y | f)`` for function values ``f (*samples, *batch, n)``."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must implement forward(f) returning p(y | f).")
 
     def __call__(self, input, *args, **kwargs):
         if isinstance(input, MultivariateNormal):
@@ -80,20 +57,65 @@ class Likelihood(Module):
             f"values (conditional); got {type(input).__name__}."
         )
 
+    def _draw_function_samples(self, function_dist: MultivariateNormal, num: int | None = None) -> torch.Tensor:
+        """``f_s ~ q(f)`` ``(S, *batch, n)`` from the per-point marginals (all a factorised likelihood needs)."""
+        num = settings.num_likelihood_samples.value() if num is None else num
+        mean, std = function_dist.mean, function_dist.stddev
+        eps = torch.randn(num, *mean.shape, dtype=mean.dtype, device=mean.device)
+        return mean + std * eps
+
     def expected_log_prob(self, observations: torch.Tensor, function_dist: MultivariateNormal, *args, **kwargs):
         """``E_{q(f)}[log p(y | f)]`` per point, ``(*batch, n)``, by Gauss–Hermite quadrature."""
         return self.quadrature(lambda f: self.forward(f, *args, **kwargs).log_prob(observations), function_dist)
 
     def log_marginal(self, observations: torch.Tensor, function_dist: MultivariateNormal, *args, **kwargs):
-        """``log ∫ p(y | f) q(f) df`` per point, ``(*batch, n)`` (used by PredictiveLogLikelihood)."""
+        r"""``log ∫ p(y | f) q(f) df`` per point, ``(*batch, n)``, by quadrature in log space.
+
+        .. math:: \log \sum_k w_k\, p(y \mid \mu + \sqrt2\,\sigma t_k)
+                  = \operatorname{logsumexp}_k\big(\log w_k + \log p(y \mid f_k)\big)
+        """
         t, w = self.quadrature.locations_weights(function_dist.mean.dtype, function_dist.mean.device)
         mean, std = function_dist.mean, function_dist.stddev
-        f = mean + (2.0**0.5) * std * t.view((-1,) + (1,) * mean.dim())
+        f = mean + math.sqrt(2.0) * std * t.view((-1,) + (1,) * mean.dim())
         lp = self.forward(f, *args, **kwargs).log_prob(observations)
         return torch.logsumexp(lp + w.log().view((-1,) + (1,) * (lp.dim() - 1)), 0)
 
-    def marginal(self, function_dist: MultivariateNormal, *args, **kwargs):
-        """Predictive ``p(y*)``: a mixture over ``settings.num_likelihood_samples`` draws of f."""
-        num = settings.num_likelihood_samples.value()
-        f = function_dist.to_data_independent_dist().rsample(torch.Size([num]))
-        return _MixtureOverSamples(self.forward(f, *args, **kwargs))
+    def marginal(self, function_dist: MultivariateNormal, *args, **kwargs) -> torch.distributions.Distribution:
+        """``p(y | f_s)`` at ``S = settings.num_likelihood_samples`` draws ``f_s ~ q(f)``: batch ``(S, *batch, n)``.
+
+        As GPyTorch: the likelihood's own distribution over the samples; ``.mean.mean(0)`` is the
+        predictive mean, ``.variance.mean(0) + .mean.var(0)`` the predictive variance. The draws come
+        from the per-point marginals of ``q(f)`` (exact for each point's predictive; to draw jointly
+        correlated outputs, sample ``f`` from ``q`` and call ``likelihood(f)``).
+        """
+        return self.forward(self._draw_function_samples(function_dist), *args, **kwargs)
+
+
+class _OneDimensionalLikelihood(Likelihood):
+    r"""A likelihood of one latent value per point: ``p(y | f) = ∏_i p(y_i | f_i)`` (GPyTorch's base class).
+
+    Subclass it and write ``forward(f)`` returning the distribution of ``y`` given ``f (*samples, *batch, n)``.
+    ``expected_log_prob`` and ``log_marginal`` then integrate over the one-dimensional marginals
+    ``q(f_i) = N(μ_i, σ_i²)`` by Gauss–Hermite quadrature with ``settings.num_gauss_hermite_locs`` nodes:
+
+    .. math:: \mathbb E_{q(f_i)}[g(f_i)] \approx \sum_k w_k\, g(\mu_i + \sqrt2\,\sigma_i t_k),
+
+    and ``likelihood(q(f))`` returns ``forward`` at ``settings.num_likelihood_samples`` draws of ``f``.
+
+    Example:
+        >>> import torch, torchgp
+        >>> class Exponential(torchgp.likelihoods._OneDimensionalLikelihood):
+        ...     def forward(self, f):
+        ...         return torch.distributions.Exponential(rate=torch.exp(-f))
+        >>> q = torchgp.distributions.MultivariateNormal(torch.zeros(3), torch.eye(3))
+        >>> Exponential().expected_log_prob(torch.ones(3), q).shape
+        torch.Size([3])
+    """
+
+    def expected_log_prob(self, observations: torch.Tensor, function_dist: MultivariateNormal, *args, **kwargs):
+        """``Σ_k w_k log p(y | μ + √2 σ t_k)`` per point, ``(*batch, n)``."""
+        return self.quadrature(lambda f: self.forward(f, *args, **kwargs).log_prob(observations), function_dist)
+
+    def log_marginal(self, observations: torch.Tensor, function_dist: MultivariateNormal, *args, **kwargs):
+        """``log Σ_k w_k p(y | μ + √2 σ t_k)`` per point, ``(*batch, n)`` (computed in log space)."""
+        return Likelihood.log_marginal(self, observations, function_dist, *args, **kwargs)

@@ -85,12 +85,15 @@ class HeteroskedasticNoise(Module):
     Args:
         noise_model: a module mapping ``x (*batch, n, d)`` to raw values ``(*batch, n)`` (or to a
             MultivariateNormal, whose mean is used, as for a GP on the log-noise).
+        noise_indices: for a noise model with several outputs (``(*batch, n, t)`` raw values, e.g. a
+            multitask GP), the output column(s) that give the noise; None: the model has one output.
         noise_constraint: maps raw values to variances (default ``GreaterThan(1e-4)``).
     """
 
-    def __init__(self, noise_model: torch.nn.Module, noise_constraint=None):
+    def __init__(self, noise_model: torch.nn.Module, noise_indices=None, noise_constraint=None):
         super().__init__()
         self.noise_model = noise_model
+        self.noise_indices = noise_indices
         self.noise_constraint = GreaterThan(1e-4) if noise_constraint is None else noise_constraint
 
     def forward(self, *params, shape=None, **kwargs):
@@ -101,6 +104,8 @@ class HeteroskedasticNoise(Module):
             )
         out = self.noise_model(params[0])
         raw = out.mean if hasattr(out, "mean") and not torch.is_tensor(out) else out
+        if self.noise_indices is not None:
+            raw = raw[..., self.noise_indices]
         if raw.dim() == params[0].dim():
             raw = raw.squeeze(-1)
         return self.noise_constraint.transform(raw)

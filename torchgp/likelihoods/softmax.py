@@ -30,7 +30,8 @@ class SoftmaxLikelihood(Likelihood):
         ``likelihood(f (*samples, *batch, n, num_features))`` → Categorical ``(*samples, *batch, n)``;
         ``likelihood(q(f))`` with ``q(f)`` a batch MVN of batch shape ``(*batch, num_features)`` and
         event ``(n,)`` (one GP per feature, e.g. ``batch_shape=[num_features]``) or with mean
-        ``(*batch, n, num_features)`` (multitask) → Categorical ``(*batch, n)``;
+        ``(*batch, n, num_features)`` (multitask) → Categorical ``(S, *batch, n)`` over
+        ``S = settings.num_likelihood_samples`` draws (average ``.probs`` over the first dimension);
         ``expected_log_prob(y (*batch, n), q(f))`` → ``(*batch, n)``.
     """
 
@@ -94,9 +95,9 @@ class SoftmaxLikelihood(Likelihood):
             raise InputError(f"SoftmaxLikelihood needs integer labels in [0, {self.num_classes}); got other values.")
 
     def marginal(self, function_dist, *args, **kwargs) -> torch.distributions.Categorical:
-        """Predictive class probabilities ``(*batch, n, C)``, averaged over samples of ``q(f)``."""
-        probs = self.forward(self._samples(function_dist)).probs.mean(0)
-        return torch.distributions.Categorical(probs=probs, validate_args=False)
+        """Categorical ``(S, *batch, n)`` at ``S = settings.num_likelihood_samples`` draws of ``f`` (as GPyTorch);
+        ``.probs.mean(0)`` ``(*batch, n, C)`` are the predictive class probabilities."""
+        return self.forward(self._samples(function_dist))
 
     def expected_log_prob(self, observations, function_dist, *args, **kwargs):
         self._check_labels(observations)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 
 from torchgp.constraints import GreaterThan
-from torchgp.likelihoods.likelihood import Likelihood
+from torchgp.likelihoods.likelihood import _OneDimensionalLikelihood
 
 
-class StudentTLikelihood(Likelihood):
+class StudentTLikelihood(_OneDimensionalLikelihood):
     r"""``p(y | f) = StudentT(df = deg_free, loc = f, scale = √noise)`` (GPyTorch's parametrisation).
 
     Args:
@@ -19,6 +19,7 @@ class StudentTLikelihood(Likelihood):
 
     Shapes:
         ``likelihood(f (*samples, *batch, n))`` → StudentT ``(*samples, *batch, n)``;
+        ``likelihood(q(f) (*batch, n))`` → StudentT ``(S, *batch, n)`` at ``S = settings.num_likelihood_samples`` draws;
         ``expected_log_prob(y (*batch, n), q(f))`` → ``(*batch, n)`` by Gauss–Hermite quadrature.
     """
 
@@ -26,9 +27,9 @@ class StudentTLikelihood(Likelihood):
         self,
         batch_shape=torch.Size([]),
         deg_free_prior=None,
+        deg_free_constraint=None,
         noise_prior=None,
         noise_constraint=None,
-        deg_free_constraint=None,
     ):
         super().__init__(batch_shape=batch_shape)
         df_c = GreaterThan(2) if deg_free_constraint is None else deg_free_constraint

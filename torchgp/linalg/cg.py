@@ -18,13 +18,12 @@ double the number of kernel products, the dominant cost at large n.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
-from torchgp import settings
+from torchgp import _record, settings
 from torchgp.errors import ConvergenceError, ConvergenceWarning, NotPSDError
 
 __all__ = ["CGInfo", "pcg"]
@@ -67,7 +66,7 @@ def _nonconvergence(iterations: int, residual: torch.Tensor, tol: float, active:
     )
     if settings.cg_nonconvergence.value() == "raise":
         raise ConvergenceError(msg)
-    warnings.warn(msg, ConvergenceWarning, stacklevel=3)
+    _record.warn(msg, ConvergenceWarning, stacklevel=3)
 
 
 def pcg(

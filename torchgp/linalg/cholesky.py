@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 
-from torchgp import settings
+from torchgp import _record, settings
 from torchgp._shapes import any_nonzero
 from torchgp.errors import NotPSDError, NumericalWarning
 
@@ -65,7 +63,7 @@ def psd_safe_cholesky(A: torch.Tensor, jitter: float | None = None, max_tries: i
             added = base * 10**k * scale  # (*batch, 1)
             L, info = torch.linalg.cholesky_ex(A + added.unsqueeze(-1) * eye)
             if not torch.any(info):
-                warnings.warn(
+                _record.warn(
                     f"The {A.shape[-1]}x{A.shape[-1]} matrix was not positive definite in {A.dtype}; added "
                     f"jitter {added.max().item():.2e} ({base * 10**k:.0e} of its mean diagonal) to the "
                     "diagonal. "

@@ -1,7 +1,7 @@
 r"""The marginal likelihood's linear algebra: ``rᵀK⁻¹r`` and ``log|K|`` with an analytic backward.
 
-This is the ONE place that chooses between the Cholesky path and the iterative path
-(``settings.max_cholesky_size``). On the Cholesky path the backward is the closed form
+The solver is chosen in one place, :mod:`torchgp.linalg.solvers` (Cholesky for n up to
+``settings.max_cholesky_size``, Woodbury, Kronecker, iterative). On the Cholesky path the backward is the closed form
 (R&W 2006, eq. 5.9 before the chain rule through K):
 
 .. math::
@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import torch
 
-from torchgp import settings
-from torchgp._shapes import any_nonzero, broadcast_shapes
+from torchgp._shapes import any_nonzero
 from torchgp.errors import ShapeError
 from torchgp.linalg.cholesky import psd_safe_cholesky
-from torchgp.linalg.operators import AddedDiagOperator, Operator, as_operator
+from torchgp.linalg.operators import Operator, as_operator
 
 
 class CholeskyInvQuadLogdet(torch.autograd.Function):
@@ -65,21 +64,33 @@ class CholeskyInvQuadLogdet(torch.autograd.Function):
         return (grad_A if ctx.needs_input_grad[0] else None), grad_noise, grad_rhs
 
 
-def _split_noise(op: Operator):
-    """``(dense K, σ² (*batch, n) or None)`` for ``K + diag σ²`` (noise kept apart), else ``(dense, None)``."""
-    if isinstance(op, AddedDiagOperator) and not isinstance(op.base, AddedDiagOperator):
-        return op.base.to_dense(), op.diag.expand(op.shape[:-1])
-    return op.to_dense(), None
+def _as_matrix_rhs(op: Operator, rhs: torch.Tensor | None, name: str):
+    n = op.shape[-1]
+    if op.shape[-2] != n:
+        raise ShapeError(f"{name} needs a square covariance; got shape {tuple(op.shape)}.")
+    if rhs is None:
+        return None, False
+    vector = rhs.dim() == op.dim() - 1 or rhs.dim() == 1
+    rhs_m = rhs.unsqueeze(-1) if vector else rhs
+    if rhs_m.shape[-2] != n:
+        raise ShapeError(
+            f"{name}: rhs has {rhs_m.shape[-2]} rows but the covariance is {n}x{n} "
+            f"(rhs shape {tuple(rhs.shape)}, covariance {tuple(op.shape)}); pass (*batch, {n}) or (*batch, {n}, k)."
+        )
+    return rhs_m, vector
 
 
-def inv_quad_logdet(covariance, rhs: torch.Tensor | None = None, logdet: bool = True):
-    r"""``(rᵀK⁻¹r, log|K|)`` for a covariance ``K`` (tensor or operator).
+def inv_quad_logdet(covariance, rhs: torch.Tensor | None = None, logdet: bool = True, reduce_inv_quad: bool = True):
+    r"""``(rᵀK⁻¹r, log|K|)`` for a covariance ``K`` (tensor or operator), by the solver
+    :func:`torchgp.linalg.solvers.choose_solver` picks (Cholesky with the closed-form backward above,
+    Woodbury, Kronecker or iterative).
 
     Args:
         covariance: ``(*batch, n, n)`` tensor or :class:`~torchgp.linalg.operators.Operator`.
-        rhs: ``(*batch, n)`` or ``(*batch, n, k)``; with k columns the quadratic forms are summed.
-            None: only the log-determinant.
+        rhs: ``(*batch, n)`` or ``(*batch, n, k)``; with k columns the quadratic forms are summed
+            (unless ``reduce_inv_quad`` is False). None: only the log-determinant.
         logdet: whether the log-determinant is wanted (else ``None`` is returned in its place).
+        reduce_inv_quad: sum the quadratic forms over the k columns (``(*batch)``) or keep them (``(*batch, k)``).
 
     Returns:
         ``(inv_quad (*batch), logdet (*batch))``; ``inv_quad`` is zeros when ``rhs`` is None.
@@ -87,52 +98,30 @@ def inv_quad_logdet(covariance, rhs: torch.Tensor | None = None, logdet: bool = 
     Both outputs are differentiable with respect to the covariance (and so every hyperparameter
     behind it) and ``rhs``.
     """
-    op = as_operator(covariance)
-    n = op.shape[-1]
-    if op.shape[-2] != n:
-        raise ShapeError(f"inv_quad_logdet needs a square covariance; got shape {tuple(op.shape)}.")
-    if rhs is None:
-        rhs_m = torch.zeros(*op.batch_shape, n, 1, dtype=op.dtype, device=op.device)
-    else:
-        rhs_m = rhs.unsqueeze(-1) if rhs.dim() == op.dim() - 1 else rhs
-        if rhs_m.shape[-2] != n:
-            raise ShapeError(
-                f"inv_quad_logdet: rhs has {rhs_m.shape[-2]} rows but the covariance is {n}x{n} "
-                f"(rhs shape {tuple(rhs.shape)}, covariance {tuple(op.shape)})."
-            )
-    out_dtype = op.dtype
-    solve_dtype = settings.solve_dtype.value()
-    if n <= settings.max_cholesky_size.value():
-        K, noise = _split_noise(op)
-        if solve_dtype is not None and solve_dtype != K.dtype:
-            K, rhs_m = K.to(solve_dtype), rhs_m.to(solve_dtype)
-            noise = None if noise is None else noise.to(solve_dtype)
-        batch = broadcast_shapes(K.shape[:-2], rhs_m.shape[:-2], () if noise is None else noise.shape[:-1])
-        K, rhs_m = K.expand(*batch, n, n), rhs_m.expand(*batch, *rhs_m.shape[-2:])
-        if noise is not None:
-            noise = noise.expand(*batch, n)
-        quad, ld = CholeskyInvQuadLogdet.apply(K, noise, rhs_m)
-    else:
-        from torchgp.linalg.iterative import iterative_inv_quad_logdet
+    from torchgp.linalg.solvers import factorize
 
-        quad, ld = iterative_inv_quad_logdet(op, rhs_m, logdet=logdet)
-    return quad.to(out_dtype), (ld.to(out_dtype) if logdet else None)
+    op = as_operator(covariance)
+    rhs_m, vector = _as_matrix_rhs(op, rhs, "inv_quad_logdet")
+    reduce = reduce_inv_quad or vector
+    quad, ld = factorize(op).inv_quad_logdet(rhs_m, logdet=logdet, reduce=reduce)
+    if not reduce_inv_quad and vector:
+        quad = quad.unsqueeze(-1)
+    return quad, ld
 
 
 def solve(covariance, rhs: torch.Tensor) -> torch.Tensor:
-    """``K⁻¹ rhs`` by Cholesky (n ≤ ``max_cholesky_size``) or preconditioned CG.
+    """``K⁻¹ rhs`` by the solver :func:`torchgp.linalg.solvers.choose_solver` picks.
 
     Args:
         covariance: ``(*batch, n, n)`` tensor or operator.
-        rhs: ``(*batch, n, k)``.
+        rhs: ``(*batch, n, k)`` or ``(n,)``.
 
     Returns:
-        ``(*batch, n, k)``, differentiable through both arguments.
+        Same shape as ``rhs`` (batch dimensions broadcast), differentiable through both arguments.
     """
-    op = as_operator(covariance)
-    if op.shape[-1] <= settings.max_cholesky_size.value():
-        L = psd_safe_cholesky(op.to_dense())
-        return torch.cholesky_solve(rhs, L)
-    from torchgp.linalg.iterative import iterative_solve
+    from torchgp.linalg.solvers import factorize
 
-    return iterative_solve(op, rhs)
+    op = as_operator(covariance)
+    rhs_m, vector = _as_matrix_rhs(op, rhs, "solve")
+    out = factorize(op).solve(rhs_m)
+    return out.squeeze(-1) if vector else out

@@ -40,7 +40,13 @@ from torch.autograd.function import once_differentiable
 
 from torchgp import settings
 from torchgp.errors import ShapeError
-from torchgp.linalg.blockwise import base_inputs, kernel_matmul_nograd, operator_bilinear_grads, split_operator
+from torchgp.linalg.blockwise import (
+    base_inputs,
+    kernel_matmul_nograd,
+    operator_bilinear_grads,
+    split_operator,
+    tile_shard,
+)
 from torchgp.linalg.cg import pcg
 from torchgp.linalg.lanczos import lanczos_quadrature, lanczos_tridiag_from_cg, probe_generator
 from torchgp.linalg.operators import KernelOperator, Operator
@@ -81,6 +87,8 @@ class _System:
         self.blockwise = isinstance(self.base, KernelOperator) and self.base.dense_nbytes() > min(
             settings.max_dense_memory.value(), _DENSE_FORWARD_BYTES
         )
+        # A kernel sharded over processes always multiplies tile by tile: each process its own tiles.
+        self.blockwise = self.blockwise or tile_shard(self.base) is not None
         solve_dtype = settings.solve_dtype.value()
         # Mixed precision by default on the blockwise path: float32 kernel tiles (the O(n²) work) with
         # the O(n t) CG recurrences in float64. In float32 the recursive residual keeps falling while the

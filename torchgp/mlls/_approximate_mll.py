@@ -1,10 +1,13 @@
 r"""Base of the variational objectives: likelihood term (per minibatch) − KL / N + log prior / N.
 
 .. math:: \frac1N\mathcal L = \frac1b \sum_{i\in\text{batch}} \ell_i(y_i, q(f_i))
-          - \frac{\beta}{N}\,\mathrm{KL}(q(u)\,\|\,p(u)) + \frac1N\log p(\theta)
+          - \frac{\beta}{N}\,\mathrm{KL}(q(u)\,\|\,p(u)) + \frac1N\log p(\theta) - \sum_j a_j
 
 (Hensman et al. 2013, eq. 4; Hensman et al. 2015, eq. 17), an unbiased minibatch estimate of the
-bound divided by the number of data points ``N`` (GPyTorch's normalisation).
+bound divided by the number of data points ``N`` (GPyTorch's normalisation); :math:`a_j` are the
+model's added loss terms (:class:`~torchgp.mlls.AddedLossTerm`), already per datum. Under
+``settings.observation_nan_policy('mask')`` / ``'fill'`` the sum runs over the observed targets
+(a point missing in any batch member is left out of all, as in GPyTorch; ``b`` still counts it).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import torch
 from torchgp.distributions import MultivariateNormal
 from torchgp.errors import InputError, ModelTypeError, ShapeError
 from torchgp.mlls.marginal_log_likelihood import MarginalLogLikelihood
+from torchgp.models.missing_data import masking_on, observed_points
 
 
 class _ApproximateMarginalLogLikelihood(MarginalLogLikelihood):
@@ -24,7 +28,8 @@ class _ApproximateMarginalLogLikelihood(MarginalLogLikelihood):
         model: an :class:`~torchgp.models.ApproximateGP`.
         num_data: ``N``, the number of training points (not the minibatch size).
         beta: weight of the KL term (``beta < 1`` downweights the prior; β-VAE style).
-        combine_terms: return the sum (default) or the tuple ``(log_lik, kl, log_prior)``.
+        combine_terms: return the sum (default) or the tuple ``(log_lik, kl, log_prior)``, with
+            ``added_loss`` appended when the model has added loss terms.
     """
 
     def __init__(self, likelihood, model, num_data: int, beta: float = 1.0, combine_terms: bool = True):
@@ -69,13 +74,22 @@ class _ApproximateMarginalLogLikelihood(MarginalLogLikelihood):
                 f"The minibatch has {b} points but num_data = {self.num_data}; num_data must be the total number "
                 "of training points (train_y.size(0))."
             )
-        log_lik = self._log_likelihood_term(approximate_dist_f, target, **kwargs).div(b)
+        if masking_on(self.likelihood) and torch.isnan(target).any():  # NaN targets are missing observations
+            approximate_dist_f, target = observed_points(approximate_dist_f, target)
+        log_lik = self._log_likelihood_term(approximate_dist_f, target, **kwargs).div(b)  # b counts missing ones
         kl = self.model.variational_strategy.kl_divergence().div(self.num_data / self.beta)
         log_prior = self._log_prior()
         if torch.is_tensor(log_prior):
             log_prior = log_prior / self.num_data
         else:
             log_prior = torch.zeros_like(kl) + log_prior / self.num_data
+        # GPyTorch's convention: added loss terms are per datum already and are subtracted.
+        terms = list(self.model.added_loss_terms()) if hasattr(self.model, "added_loss_terms") else []
+        added_loss = torch.zeros_like(log_lik)
+        for term in terms:
+            added_loss = added_loss + term.loss()
         if self.combine_terms:
-            return log_lik - kl + log_prior
+            return log_lik - kl + log_prior - added_loss
+        if terms:
+            return log_lik, kl, log_prior, added_loss
         return log_lik, kl, log_prior

@@ -2,9 +2,12 @@ r"""The exact marginal log-likelihood, divided by n (GPyTorch's normalisation).
 
 .. math::
     \frac1n\Big[-\tfrac12 (y-\mu)^\top (K+\sigma^2 I)^{-1}(y-\mu) - \tfrac12\log|K+\sigma^2I| - \tfrac n2\log 2\pi
-    + \sum_{\text{priors}} \log p(\theta)\Big]
+    + \sum_{\text{priors}} \log p(\theta) + \sum_j a_j\Big]
 
-(R&W 2006, eq. 2.30.) Its gradient (eq. 5.9) comes from autograd over the analytic backward of
+(R&W 2006, eq. 2.30.) :math:`a_j` are the model's added loss terms (:class:`~torchgp.mlls.AddedLossTerm`).
+Under ``settings.observation_nan_policy('mask')`` (or ``'fill'``) NaN targets are missing
+observations: the log marginal is that of the observed points, exactly
+(:mod:`torchgp.models.missing_data`). Its gradient (eq. 5.9) comes from autograd over the analytic backward of
 :func:`torchgp.linalg.inv_quad_logdet`.
 """
 
@@ -13,11 +16,18 @@ from __future__ import annotations
 import torch
 
 from torchgp.distributions import MultivariateNormal
-from torchgp.errors import ModelTypeError
+from torchgp.errors import ModelTypeError, NonFiniteError
 from torchgp.likelihoods.gaussian import _GaussianLikelihoodBase
 from torchgp.mlls.marginal_log_likelihood import MarginalLogLikelihood
 from torchgp.models.exact_gp import finite_or_explained
+from torchgp.models.missing_data import masked_log_prob, masking_on, nan_targets_message
 from torchgp.models.validation import check_train_targets
+
+
+def _added_loss_terms(model) -> list:
+    """The model's filled added loss terms (none for a model that is not a torchgp Module)."""
+    terms = getattr(model, "added_loss_terms", None)
+    return list(terms()) if terms is not None else []
 
 
 class ExactMarginalLogLikelihood(MarginalLogLikelihood):
@@ -54,5 +64,18 @@ class ExactMarginalLogLikelihood(MarginalLogLikelihood):
             )
             params = params or tuple(self.model.train_inputs)
         output = self.likelihood(function_dist, *params, **kwargs)
-        n = function_dist.event_shape.numel()
-        return finite_or_explained(self, lambda: (output.log_prob(target) + self._log_prior()) / n, target)
+        n = function_dist.event_shape.numel()  # GPyTorch divides by all n rows, missing ones included
+        log_prob = masked_log_prob if masking_on(self.likelihood) else type(output).log_prob
+        try:
+            return finite_or_explained(self, lambda: (log_prob(output, target) + self._other_terms(params)) / n, target)
+        except NonFiniteError as err:
+            if torch.isnan(target).any():  # only on the error path: no scan on the hot path
+                raise NonFiniteError(nan_targets_message(target)) from err
+            raise
+
+    def _other_terms(self, params) -> torch.Tensor | float:
+        """Σ log p(θ) plus every added loss term of the model (GPyTorch adds them before dividing by n)."""
+        total = self._log_prior()
+        for term in _added_loss_terms(self.model):
+            total = total + term.loss(*params)
+        return total

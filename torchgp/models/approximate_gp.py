@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from torchgp.errors import ModelTypeError
-from torchgp.models.gp import GP
+from torchgp.models.gp import GP, call_with_hooks
 
 
 class ApproximateGP(GP):
@@ -52,7 +52,14 @@ class ApproximateGP(GP):
         raise NotImplementedError(f"{type(self).__name__} must implement forward(x) returning the prior MVN.")
 
     def __call__(self, inputs: torch.Tensor, prior: bool = False, **kwargs):
-        """``q(f(inputs))`` (or the prior ``p(f(inputs))`` if ``prior=True``), ``(*batch, b)``."""
+        """``q(f(inputs))`` (or the prior ``p(f(inputs))`` if ``prior=True``), ``(*batch, b)``.
+
+        Forward pre-hooks and forward hooks registered on the model run around this call (train
+        and eval mode) and see ``(inputs,)`` and the returned distribution.
+        """
+        return call_with_hooks(self, self._q_f, (inputs,), {**kwargs, "prior": True} if prior else kwargs)
+
+    def _q_f(self, inputs: torch.Tensor, prior: bool = False, **kwargs):
         if not torch.is_tensor(inputs):
             raise TypeError(f"ApproximateGP takes a tensor of inputs (*batch, b, d); got {type(inputs).__name__}.")
         if inputs.dim() == 1:
@@ -61,3 +68,6 @@ class ApproximateGP(GP):
 
     def pyro_guide(self, *args, **kwargs):  # pragma: no cover - compatibility shim
         raise NotImplementedError("Pyro integration is not provided by torchgp.")
+
+
+VariationalGP = ApproximateGP  # GPyTorch's name

@@ -4,22 +4,28 @@ Write ``forward(x)`` returning the prior ``MultivariateNormal(mean(x), kernel(x)
 mode ``model(X)`` is that prior at the training inputs; in eval mode ``model(X*)`` is the
 posterior at ``X*`` (R&W 2006, Alg. 2.1), computed from an :class:`ExactPosterior` that is rebuilt
 whenever a parameter, buffer or the training data changes, so predictions are never stale.
+``model.posterior(X*)`` returns the same distribution in either mode.
+
+Prediction runs in blocks of test points (``settings.prediction_block_size``), so any number of
+them takes bounded memory; variances are exact, or by LOVE under ``settings.fast_pred_var``
+(:mod:`torchgp.models.love`). ``get_fantasy_model`` updates the cached factor by a block Cholesky
+update (:mod:`torchgp.models.fantasy`). Forward (pre-)hooks run around ``model(X)`` in both modes.
 """
 
 from __future__ import annotations
-
-import warnings
 
 import torch
 
 from torchgp import settings
 from torchgp._shapes import all_finite, broadcast_shapes
+from torchgp._state import state_key
 from torchgp.distributions import MultivariateNormal
 from torchgp.errors import InputError, ModelTypeError, NonFiniteError, NotPSDError
 from torchgp.likelihoods.gaussian import _GaussianLikelihoodBase
-from torchgp.linalg.operators import DenseOperator, KernelOperator
-from torchgp.models.gp import GP
-from torchgp.models.posterior import ExactPosterior
+from torchgp.linalg.operators import AddedDiagOperator
+from torchgp.models.gp import GP, call_with_hooks
+from torchgp.models.missing_data import exact_posterior
+from torchgp.models.posterior import ExactPosterior, PosteriorMultivariateNormal, joint_blocks
 from torchgp.models.validation import check_test_inputs, check_train_inputs, check_train_targets, nonfinite_rows
 
 
@@ -33,7 +39,8 @@ class ExactGP(GP):
 
     Shapes:
         train mode: ``model(X)`` → prior ``MultivariateNormal`` ``(*batch, n)``;
-        eval mode: ``model(X*)`` with ``X* (*batch, t, d)`` → posterior ``(*batch, t)``.
+        eval mode: ``model(X*)`` with ``X* (*batch, t, d)`` → posterior ``(*batch, t)``;
+        ``model.posterior(X*)`` → posterior ``(*batch, t)`` in either mode.
     """
 
     _multi_output = False
@@ -114,6 +121,14 @@ class ExactGP(GP):
         return out
 
     def __call__(self, *args, **kwargs):
+        """Train mode: the prior at the training inputs; eval mode: the posterior at ``args``.
+
+        Forward pre-hooks and forward hooks registered on the model run around this call and see
+        ``args`` (the inputs given) and the returned distribution, in both modes.
+        """
+        return call_with_hooks(self, self._dispatch, args, kwargs)
+
+    def _dispatch(self, *args, **kwargs):
         if not args:
             raise InputError("Call the model on inputs: model(X) with X of shape (*batch, n, d).")
         train_x = None if self.train_inputs is None else self.train_inputs[0]
@@ -132,26 +147,69 @@ class ExactGP(GP):
         inputs = tuple(check_test_inputs(a, train_x) for a in args)
         if settings.prior_mode.on():
             return self._prior(*inputs, **kwargs)
+        return self._posterior_at(inputs, **kwargs)
+
+    def posterior(self, X, observation_noise=False, **kwargs) -> MultivariateNormal:
+        r"""The posterior distribution at ``X`` (R&W 2006, Alg. 2.1), in train or eval mode.
+
+        ``model.posterior(X)`` is what eval-mode ``model(X)`` returns (same cached factor, same path);
+        with ``observation_noise=True`` it is the noisy predictive ``likelihood(model(X), X)``.
+
+        .. math:: f_* \mid y \sim N\big(\mu_* + K_{*x}\alpha,\; K_{**} - K_{*x}(K + \sigma^2 I)^{-1}K_{x*}\big)
+
+        Args:
+            X: ``(*batch, t, d)`` test inputs (or a tuple of such tensors for multi-input models).
+            observation_noise: False (latent ``f*``), True (add the likelihood's noise at ``X``; pass
+                ``noise=`` for a ``FixedNoiseGaussianLikelihood``), or a tensor ``(*batch, t)`` of noise
+                variances to add.
+            **kwargs: passed to ``forward`` (and to the likelihood when it adds noise).
+
+        Returns:
+            A ``MultivariateNormal`` ``(*batch, t)`` whose covariance is lazy: its variances are computed
+            in blocks of test points (``settings.prediction_block_size``), by LOVE under
+            ``settings.fast_pred_var``.
+
+        Example:
+            >>> post = model.posterior(X_test)                          # doctest: +SKIP
+            >>> mean, var = post.mean, post.variance                   # doctest: +SKIP
+        """
+        inputs = (X,) if torch.is_tensor(X) else tuple(X)
+        train_x = None if self.train_inputs is None else self.train_inputs[0]
+        inputs = tuple(check_test_inputs(a, train_x) for a in inputs)
+        lik_kwargs = {k: kwargs.pop(k) for k in ("noise",) if k in kwargs}
+        post = self._posterior_at(inputs, **kwargs)
+        if observation_noise is False or observation_noise is None:
+            return post
+        if torch.is_tensor(observation_noise):
+            noise = observation_noise.to(post.mean.dtype)
+            return PosteriorMultivariateNormal(post.mean, AddedDiagOperator(post.lazy_covariance_matrix, noise))
+        return self.likelihood(post, *inputs, **lik_kwargs)
+
+    # ------------------------------------------------------------------ posterior
+    def _state_key(self):
+        """What the posterior depends on: parameter/buffer values, the training data, grad mode, settings."""
+        # Values, not versions: ``param.data.fill_`` and ``train_y.data[...] = v`` bump no version counter.
+        # The training data is O(n·d), negligible next to the O(n²) prediction it guards.
+        # A detached cache serves grad and no-grad calls alike: the grad mode counts only without detaching.
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not settings.detach_test_caches.on()):
+            return state_key(
+                self,
+                *self.train_inputs,
+                self.train_targets,
+                settings=(
+                    settings.max_cholesky_size.value(),
+                    settings.detach_test_caches.on(),
+                    settings.observation_nan_policy.value(),  # a masked posterior differs from a refused one
+                    settings.sgpr_diagonal_correction.on(),  # InducingPointKernel's test block depends on it
+                ),
+            )
+
+    def _posterior_at(self, inputs, **kwargs) -> MultivariateNormal:
         if self.train_inputs is None:
             raise InputError(
                 "Cannot predict: the model has no training data. Give it data with set_train_data(X, y), or use "
                 "`with torchgp.settings.prior_mode():` to get the prior."
             )
-        return self._posterior_at(inputs, **kwargs)
-
-    # ------------------------------------------------------------------ posterior
-    def _state_key(self):
-        """What the posterior depends on: parameter/buffer values, training data versions, grad mode."""
-        # Values, not versions: ``param.data.fill_`` and ``train_y.data[...] = v`` bump no version counter.
-        # The training data is O(n·d), negligible next to the O(n²) prediction it guards.
-        train = (*self.train_inputs, self.train_targets)
-        tensors = [*self.parameters(), *self.buffers(), *train]
-        flat = torch.cat([t.detach().reshape(-1).to(torch.float64) for t in tensors]) if tensors else torch.zeros(0)
-        data = tuple((t.shape, t.dtype, t.device) for t in train)
-        grad = torch.is_grad_enabled() and not settings.detach_test_caches.on()
-        return flat, (data, grad, settings.max_cholesky_size.value())
-
-    def _posterior_at(self, inputs, **kwargs) -> MultivariateNormal:
         # The posterior (L, α) depends on the training data only: built once from the prior at the
         # training inputs, with the training batch shape, and broadcast against any test batch.
         posterior = self._posterior(**kwargs)
@@ -164,31 +222,23 @@ class ExactGP(GP):
         ]
         full = self._prior(*full_inputs, **kwargs)  # lazy: only the test blocks below are evaluated
         mean_full, covar_full = full.mean, full.lazy_covariance_matrix
-        if isinstance(covar_full, KernelOperator) and covar_full.symmetric:
-            x = covar_full.x1
-            kern, params = covar_full.kernel, covar_full.params
-            x_tr, x_te = x[..., :n, :], x[..., n:, :]
-            K_sx = KernelOperator(kern, x_te, x_tr, **params).to_dense()  # refused up front if over budget
-            test_covar = KernelOperator(kern, x_te, x_te, **params)
-        else:
-            C = covar_full.to_dense()
-            K_sx, test_covar = C[..., n:, :n], DenseOperator(C[..., n:, n:])
+        K_sx, test_covar = joint_blocks(covar_full, n)
         mean, covar = posterior.predict(mean_full[..., n:], K_sx, test_covar)
-        return MultivariateNormal(mean, covar)
+        return PosteriorMultivariateNormal(mean, covar)
 
     def _posterior(self, **kwargs) -> ExactPosterior:
         """The cached posterior, rebuilt when a parameter, buffer or the training data changed."""
-        key_values, key_meta = self._state_key()
-        if self._cache is not None:
-            old_values, old_meta, post = self._cache
-            if old_meta == key_meta and old_values.shape == key_values.shape and torch.equal(old_values, key_values):
-                return post
+        key = self._state_key()
+        if self._cache is not None and self._cache[0] == key:
+            return self._cache[2]
         prior = self._prior(*self.train_inputs, **kwargs)
         noisy = self.likelihood.marginal(prior, *self.train_inputs)
-        post = ExactPosterior(self.train_inputs[0], self.train_targets, prior.mean, noisy.lazy_covariance_matrix)
+        post = exact_posterior(  # NaN targets: masked or refused, per settings.observation_nan_policy
+            self.train_inputs[0], self.train_targets, prior.mean, noisy.lazy_covariance_matrix, self.likelihood
+        )
         if settings.detach_test_caches.on() or not torch.is_grad_enabled():
             post = post.detach()
-        self._cache = (key_values, key_meta, post)
+        self._cache = (key, None, post)
         return post
 
     # ------------------------------------------------------------------ likelihood
@@ -212,21 +262,23 @@ class ExactGP(GP):
         )
 
     def get_fantasy_model(self, inputs, targets, **kwargs) -> ExactGP:
-        """A copy conditioned on extra observations (the posterior is rebuilt, exact)."""
-        import copy
+        """A new model conditioned on extra observations, its cached factor updated in O(n²q).
 
-        inputs = (inputs,) if torch.is_tensor(inputs) else tuple(inputs)
-        new = copy.deepcopy(self)
-        x_new = [torch.cat([a, check_test_inputs(b, a)], dim=-2) for a, b in zip(self.train_inputs, inputs)]
-        y_new = torch.cat(
-            [
-                self.train_targets,
-                check_train_targets(targets, inputs[0].unsqueeze(-1) if inputs[0].dim() == 1 else inputs[0]),
-            ],
-            dim=-1,
-        )
-        new.set_train_data(x_new, y_new, strict=False)
-        return new
+        See :func:`torchgp.models.fantasy.fantasy_model` (GPyTorch's semantics: a leading fantasy
+        batch in ``targets`` gives a batch of fantasy models; ``noise=`` gives the new points'
+        variances for a ``FixedNoiseGaussianLikelihood``).
+
+        Args:
+            inputs: ``(*batch, q, d)`` or ``(f, *batch, q, d)`` (or a tuple of such tensors).
+            targets: ``(*batch, q)`` or ``(f, *batch, q)``.
+            **kwargs: ``noise=`` ``(*batch, q)`` for fixed-noise likelihoods; others go to the likelihood.
+
+        Returns:
+            An :class:`ExactGP` with ``n + q`` training points and batch shape ``(f, *batch)``.
+        """
+        from torchgp.models.fantasy import fantasy_model
+
+        return fantasy_model(self, inputs, targets, **kwargs)
 
 
 def finite_or_explained(module, compute, target: torch.Tensor) -> torch.Tensor:
@@ -263,6 +315,3 @@ def describe_nonfinite(module, target: torch.Tensor | None = None) -> str:
         "The loss is not finite although every parameter is finite: a hyperparameter is at an extreme value "
         "(overflow) or a custom kernel/mean returned NaN. Check model.named_hyperparameters()."
     )
-
-
-warnings.filterwarnings("default", category=UserWarning, module="torchgp")

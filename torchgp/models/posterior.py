@@ -2,7 +2,8 @@ r"""The exact GP posterior as an explicit object (R&W 2006, Algorithm 2.1).
 
 Built once from the training data and the current hyperparameters:
 
-* ``L = chol(K + σ²I)`` (Cholesky path) or the noisy operator itself (iterative path),
+* ``L = chol(K + σ²I)`` (Cholesky path) or the noisy operator itself (iterative path, or a
+  Woodbury/Kronecker factor): :func:`torchgp.linalg.solvers.factorize` makes the choice,
 * ``α = (K + σ²I)⁻¹ (y − μ(X))``,
 
 and then, for test inputs ``X*``:
@@ -10,8 +11,11 @@ and then, for test inputs ``X*``:
 * mean ``μ(X*) + K*ₓ α``                                   (Alg. 2.1 line 4)
 * covariance ``K** − K*ₓ (K + σ²I)⁻¹ Kₓ*`` = ``K** − vᵀv``, ``v = L⁻¹Kₓ*``  (lines 5–6)
 
-The covariance is returned lazily (:class:`PosteriorCovariance`): its diagonal costs O(n²t)
-and never forms the t × t matrix.
+Test points are processed in blocks of rows of ``K*ₓ`` (``settings.prediction_block_size``), so the
+mean of any number of test points takes bounded memory. The covariance is returned lazily
+(:class:`PosteriorCovariance`): its diagonal costs O(n²t) exactly, or O(nkt) with LOVE under
+``settings.fast_pred_var`` (:mod:`torchgp.models.love`), block by block, and never forms the
+t × t matrix.
 """
 
 from __future__ import annotations
@@ -20,9 +24,38 @@ import torch
 
 from torchgp import settings
 from torchgp._shapes import broadcast_shapes
-from torchgp.linalg.cholesky import psd_safe_cholesky
-from torchgp.linalg.inv_quad_logdet import solve
-from torchgp.linalg.operators import Operator, as_operator
+from torchgp.distributions import MultivariateNormal
+from torchgp.linalg.operators import DenseOperator, KernelOperator, Operator, as_operator
+from torchgp.linalg.solvers import factorize
+from torchgp.models.love import lanczos_root, love_inverse_root
+
+
+def joint_blocks(joint_covar, n: int):
+    """``(K(X*, X), K(X*, X*))`` of a joint train/test prior covariance ``(*batch, n + t, n + t)``.
+
+    A symmetric kernel operator stays lazy: the cross-covariance as a :class:`CrossCovariance` (evaluated
+    in blocks of test rows, never t × n at once), the test block as a kernel operator (dense when
+    ``n + t ≤ settings.max_eager_kernel_size``). Any other covariance is made dense.
+    """
+    if isinstance(joint_covar, KernelOperator) and joint_covar.symmetric:
+        x = joint_covar.x1
+        kern, params = joint_covar.kernel, joint_covar.params
+        x_tr, x_te = x[..., :n, :], x[..., n:, :]
+        t = x_te.shape[-2]
+        K_sx = CrossCovariance(
+            lambda s, e: KernelOperator(kern, x_te[..., s:e, :], x_tr, **params).to_dense(), t, n, x.dtype
+        )
+        test_covar = KernelOperator(kern, x_te, x_te, **params)
+        if n + t <= settings.max_eager_kernel_size.value():
+            test_covar = DenseOperator(test_covar.to_dense())  # small: evaluate once, reuse for diag and dense
+        return K_sx, test_covar
+    C = joint_covar.to_dense() if not torch.is_tensor(joint_covar) else joint_covar
+    return C[..., n:, :n], DenseOperator(C[..., n:, n:])
+
+
+def block_rows(n: int) -> int:
+    """Test points per block: ``max(1, settings.prediction_block_size // n)``."""
+    return max(1, int(settings.prediction_block_size.value()) // max(n, 1))
 
 
 class ExactPosterior:
@@ -31,85 +64,237 @@ class ExactPosterior:
     Args:
         train_x: ``(*batch, n, d)``; train_y: ``(*batch, n)``.
         prior_mean: ``μ(X)`` ``(*batch, n)``; noisy_covar: ``K + σ²I`` as an operator ``(*batch, n, n)``.
+
+    Attributes:
+        L: ``(*batch, n, n)`` lower Cholesky factor of ``K + σ²I`` (None on the iterative path).
+        alpha: ``(*batch', n, 1)`` with ``batch'`` the targets' batch (a fantasy batch may add dims).
     """
 
     def __init__(self, train_x, train_y, prior_mean, noisy_covar):
         op = as_operator(noisy_covar)
         self.train_x = train_x
         self.n = op.shape[-1]
+        self._roots = {}
         r = (train_y - prior_mean).unsqueeze(-1)
-        self.use_cholesky = self.n <= settings.max_cholesky_size.value()
+        self.factor = factorize(op)  # the one solver choice (torchgp.linalg.solvers)
+        self.use_cholesky = self.factor.kind == "cholesky"
         if self.use_cholesky:
-            K = op.to_dense()
-            self.L = psd_safe_cholesky(K)  # R&W Alg. 2.1 line 2
-            self.alpha = torch.cholesky_solve(r.expand(*K.shape[:-1], 1), self.L)  # line 3
+            self.L = self.factor.cholesky.to(op.dtype)  # R&W Alg. 2.1 line 2
+            self.alpha = torch.cholesky_solve(r.expand(*self.L.shape[:-1], 1), self.L)  # line 3
             self.op = None
         else:
             self.L = None
             self.op = op
             with settings.cg_tolerance(settings.eval_cg_tolerance.value()):
-                self.alpha = solve(op, r.expand(*op.shape[:-1], 1))
+                self.alpha = self.factor.solve(r.expand(*op.shape[:-1], 1))
+
+    @classmethod
+    def from_factor(cls, train_x: torch.Tensor, L: torch.Tensor, alpha: torch.Tensor) -> ExactPosterior:
+        """A posterior from a known factor ``L (*batch, n, n)`` and ``α (*batch', n, 1)`` (fantasy updates)."""
+        new = object.__new__(cls)
+        new.train_x, new.n, new._roots = train_x, L.shape[-1], {}
+        new.use_cholesky, new.L, new.alpha, new.op, new.factor = True, L, alpha, None, None
+        return new
 
     def detach(self) -> ExactPosterior:
         new = object.__new__(ExactPosterior)
         new.__dict__.update(self.__dict__)
+        new._roots = {}
         new.alpha = self.alpha.detach()
         new.L = None if self.L is None else self.L.detach()
         return new
+
+    @property
+    def batch_shape(self) -> torch.Size:
+        """Batch shape of the factor (``L`` or the operator)."""
+        return (self.L if self.use_cholesky else self.op).shape[:-2]
 
     def half_solve(self, K_xs: torch.Tensor) -> torch.Tensor:
         """``L⁻¹ Kₓ*`` (Cholesky path) — ``(*batch, n, t)``."""
         return torch.linalg.solve_triangular(self.L, K_xs, upper=False)
 
-    def predict(self, test_mean: torch.Tensor, K_sx: torch.Tensor, test_covar) -> tuple[torch.Tensor, Operator]:
+    def solve(self, rhs: torch.Tensor) -> torch.Tensor:
+        """``(K + σ²I)⁻¹ rhs`` for ``rhs (*batch, n, m)`` (test batches folded into columns)."""
+        if self.use_cholesky:
+            return _batched_columns(lambda r: torch.cholesky_solve(r, self.L), self.batch_shape, rhs)
+        with settings.cg_tolerance(settings.eval_cg_tolerance.value()):
+            return _batched_columns(self.factor.solve, self.batch_shape, rhs)
+
+    def train_matmul(self, rhs: torch.Tensor) -> torch.Tensor:
+        """``(K + σ²I) rhs`` (``L Lᵀ rhs`` on the Cholesky path), ``(*batch, n, m)``."""
+        if self.use_cholesky:
+            return self.L @ (self.L.mT @ rhs)
+        return self.op.matmul(rhs)
+
+    def love_root(self) -> torch.Tensor:
+        """LOVE's ``R (*batch, n, k)``, ``(K + σ²I)⁻¹ ≈ R Rᵀ``, ``k = settings.max_root_decomposition_size``.
+
+        For ``n ≤ k`` on the Cholesky path ``R = L⁻ᵀ`` exactly (Lanczos would reach full rank).
+        Built on first use and kept with the posterior.
+        """
+        k = int(settings.max_root_decomposition_size.value())
+        if k not in self._roots:
+            ref = self.alpha
+            if self.use_cholesky and self.n <= k:
+                eye = torch.eye(self.n, dtype=ref.dtype, device=ref.device).expand_as(self.L)
+                root = torch.linalg.solve_triangular(self.L, eye, upper=False).mT
+            else:
+                matmul = self.train_matmul
+                if not self.use_cholesky and self.op.dense_nbytes() <= min(settings.max_dense_memory.value(), 2**27):
+                    K = self.op.to_dense()  # small enough: one evaluation instead of one per Lanczos step
+                    matmul = K.__matmul__
+                root = love_inverse_root(matmul, self.batch_shape, self.n, k, ref.dtype, ref.device)
+            self._roots[k] = root
+        return self._roots[k]
+
+    def predict(self, test_mean: torch.Tensor, K_sx, test_covar) -> tuple[torch.Tensor, Operator]:
         """Predictive mean ``(*batch, t)`` and lazy covariance ``(*batch, t, t)``.
 
         Args:
             test_mean: ``μ(X*)`` ``(*batch, t)``.
-            K_sx: ``K(X*, X)`` ``(*batch, t, n)`` (dense).
+            K_sx: ``K(X*, X)`` ``(*batch, t, n)``: a dense tensor or a :class:`CrossCovariance`.
             test_covar: ``K(X*, X*)`` operator ``(*batch, t, t)``.
         """
-        mean = test_mean + (K_sx @ self.alpha).squeeze(-1)  # R&W Alg. 2.1 line 4
-        return mean, PosteriorCovariance(self, K_sx, as_operator(test_covar))
+        cross = K_sx if isinstance(K_sx, CrossCovariance) else CrossCovariance.from_tensor(K_sx)
+        parts = []
+        for _, _, K_b in cross.blocks(keep=True):
+            parts.append((K_b @ self.alpha).squeeze(-1))  # R&W Alg. 2.1 line 4, one block of rows
+        if not parts:
+            parts = [test_mean[..., :0]]
+        mean = test_mean + torch.cat(parts, -1)
+        return mean, PosteriorCovariance(self, cross, as_operator(test_covar))
+
+
+class CrossCovariance:
+    """``K(X*, X)``, ``(*batch, t, n)``, evaluated in blocks of rows and never held whole for large t.
+
+    Args:
+        block_fn: ``(start, stop) ↦`` dense rows ``start:stop``, ``(*batch, stop - start, n)``.
+        t: number of test points; n: number of training points.
+    """
+
+    def __init__(self, block_fn, t: int, n: int, dtype: torch.dtype):
+        self.block_fn, self.t, self.n, self.dtype = block_fn, t, n, dtype
+        self.kept = None  # the whole matrix, when it fits in one block
+
+    @classmethod
+    def from_tensor(cls, K_sx: torch.Tensor) -> CrossCovariance:
+        new = cls(lambda s, e: K_sx[..., s:e, :], K_sx.shape[-2], K_sx.shape[-1], K_sx.dtype)
+        new.kept = K_sx
+        return new
+
+    def __mul__(self, other: torch.Tensor) -> CrossCovariance:
+        """Every block times ``other`` broadcast as ``(*batch, 1, n)`` (e.g. a mask of training columns)."""
+        if self.kept is not None:
+            return CrossCovariance.from_tensor(self.kept * other)
+        return CrossCovariance(lambda s, e: self.block_fn(s, e) * other, self.t, self.n, self.dtype)
+
+    def blocks(self, keep: bool = False):
+        """Yield ``(start, stop, rows)`` over the test points; with ``keep`` a single block is retained."""
+        if self.kept is not None:
+            yield 0, self.t, self.kept
+            return
+        rows = block_rows(self.n)
+        for s in range(0, self.t, rows):
+            e = min(self.t, s + rows)
+            K_b = self.block_fn(s, e)
+            if keep and s == 0 and e == self.t:
+                self.kept = K_b
+            yield s, e, K_b
 
 
 class PosteriorCovariance(Operator):
-    """``K** − K*ₓ (K + σ²I)⁻¹ Kₓ*``, ``(*batch, t, t)``; rows of NaN test inputs stay in their rows."""
+    """``K** − K*ₓ (K + σ²I)⁻¹ Kₓ*``, ``(*batch, t, t)``, lazy; rows of NaN test inputs stay in their rows.
 
-    def __init__(self, posterior: ExactPosterior, K_sx: torch.Tensor, test_covar: Operator):
-        self.posterior, self.K_sx, self.test_covar = posterior, K_sx, test_covar
-        batch = broadcast_shapes(K_sx.shape[:-2], test_covar.shape[:-2])
-        t = K_sx.shape[-2]
-        self.shape = torch.Size([*batch, t, t])
-        self.dtype, self.device = K_sx.dtype, K_sx.device
-        self._v = None
+    The mode is fixed when it is built: exact, LOVE (under ``settings.fast_pred_var``: ``K*ₓ R Rᵀ Kₓ*``),
+    or none (under ``settings.skip_posterior_variances``: a zero covariance, no work at all).
+    """
 
-    def _solved(self) -> torch.Tensor:
-        """``v = L⁻¹Kₓ*`` (Cholesky) or ``w = (K+σ²I)⁻¹Kₓ*`` (iterative), ``(*batch, n, t)``."""
-        if self._v is None:
-            p = self.posterior
-            if p.use_cholesky:
-                self._v = _batched_columns(p.half_solve, p.L.shape[:-2], self.K_sx.mT)
-            else:
-                with settings.cg_tolerance(settings.eval_cg_tolerance.value()):
-                    self._v = _batched_columns(lambda r: solve(p.op, r), p.op.shape[:-2], self.K_sx.mT)
-        return self._v
+    def __init__(self, posterior: ExactPosterior, cross: CrossCovariance, test_covar: Operator):
+        self.posterior, self.cross, self.test_covar = posterior, cross, test_covar
+        ref = posterior.alpha
+        batch = broadcast_shapes(posterior.batch_shape, ref.shape[:-2], test_covar.shape[:-2])
+        self.shape = torch.Size([*batch, cross.t, cross.t])
+        self.dtype, self.device = ref.dtype, ref.device
+        self.skip = settings.skip_posterior_variances.on()
+        self.love = settings.fast_pred_var.on()
+        self.fast_samples = settings.fast_pred_samples.on()
+        self._explained = None
 
-    def _reduction(self) -> torch.Tensor:
-        """``K*ₓ (K+σ²I)⁻¹ Kₓ*``, ``(*batch, t, t)``."""
-        v = self._solved()
-        return v.mT @ v if self.posterior.use_cholesky else self.K_sx @ v
+    @property
+    def K_sx(self) -> torch.Tensor:
+        """The dense ``K(X*, X)`` ``(*batch, t, n)`` (formed only when asked)."""
+        return torch.cat([K_b for _, _, K_b in self.cross.blocks()], -2)
 
-    def _dense(self):
-        return self.test_covar.to_dense() - self._reduction()  # R&W Alg. 2.1 line 6
+    def _reduce_block(self, K_b: torch.Tensor, use_root: bool) -> torch.Tensor:
+        """Rows ``A_b`` with ``K_b K̂⁻¹ K_bᵀ = A_b A_bᵀ`` (Cholesky, LOVE), or ``K̂⁻¹ K_bᵀ`` (iterative)."""
+        p = self.posterior
+        if use_root:
+            return K_b @ p.love_root()  # (*batch, rows, k), Pleiss et al. (2018) eq. 7
+        if p.use_cholesky:
+            return _batched_columns(p.half_solve, p.batch_shape, K_b.mT).mT  # v = L⁻¹Kₓ*, Alg. 2.1 line 5
+        return p.solve(K_b.mT).mT
+
+    def _symmetric(self, use_root: bool) -> bool:
+        return use_root or self.posterior.use_cholesky
 
     def diagonal(self):
-        v = self._solved()
-        explained = v.pow(2).sum(-2) if self.posterior.use_cholesky else (self.K_sx.mT * v).sum(-2)
-        return self.test_covar.diagonal() - explained
+        if self.skip:
+            return torch.zeros(self.shape[:-1], dtype=self.dtype, device=self.device)
+        if self._explained is None:
+            parts = []
+            for _, _, K_b in self.cross.blocks():
+                A_b = self._reduce_block(K_b, self.love)
+                parts.append(A_b.pow(2).sum(-1) if self._symmetric(self.love) else (K_b * A_b).sum(-1))
+            self._explained = torch.cat(parts, -1)
+        return self.test_covar.diagonal() - self._explained  # diagonal of Alg. 2.1 line 6
 
-    def matmul(self, rhs):
-        return self.to_dense() @ rhs
+    def _dense(self):
+        if self.skip:
+            return torch.zeros(self.shape, dtype=self.dtype, device=self.device)
+        A = torch.cat([self._reduce_block(K_b, self.love) for _, _, K_b in self.cross.blocks()], -2)
+        reduction = A @ A.mT if self._symmetric(self.love) else self.K_sx @ A.mT
+        return self.test_covar.to_dense() - reduction  # R&W Alg. 2.1 line 6
+
+    def matmul(self, rhs, use_root: bool | None = None):
+        """``Σ* rhs`` for ``rhs (*batch, t, m)``, two passes over the blocks of ``K*ₓ``."""
+        if self.skip:
+            return torch.zeros(*self.shape[:-1], rhs.shape[-1], dtype=self.dtype, device=self.device)
+        use_root = self.love if use_root is None else use_root
+        out = self.test_covar.matmul(rhs)
+        if use_root:
+            u = sum((self._reduce_block(K_b, True).mT @ rhs[..., s:e, :] for s, e, K_b in self.cross.blocks()))
+            parts = [self._reduce_block(K_b, True) @ u for _, _, K_b in self.cross.blocks()]
+        else:
+            u = sum((K_b.mT @ rhs[..., s:e, :] for s, e, K_b in self.cross.blocks()))
+            w = self.posterior.solve(u)  # K̂⁻¹ Kₓ* rhs
+            parts = [K_b @ w for _, _, K_b in self.cross.blocks()]
+        return out - torch.cat(parts, -2)
+
+    def root(self) -> torch.Tensor:
+        """A rank-``k`` root ``S (*batch, t, k)`` of this covariance by Lanczos, through LOVE's root."""
+        k = int(settings.max_root_decomposition_size.value())
+        return lanczos_root(
+            lambda v: self.matmul(v, use_root=True), self.shape[:-2], self.shape[-1], k, self.dtype, self.device
+        )
+
+
+class PosteriorMultivariateNormal(MultivariateNormal):
+    """The predictive ``MultivariateNormal`` of an exact GP; under ``settings.fast_pred_samples`` its
+    samples come from a rank-``k`` Lanczos root of the covariance (built from LOVE's root), O(t·k) each.
+    """
+
+    def rsample(self, sample_shape=torch.Size(), base_samples: torch.Tensor | None = None) -> torch.Tensor:
+        """Samples ``(*sample_shape, *batch, t)``; fast ones take ``base_samples (..., *batch, k)``."""
+        cov = self.lazy_covariance_matrix
+        fast = isinstance(cov, PosteriorCovariance) and (cov.fast_samples or settings.fast_pred_samples.on())
+        if not fast or cov.skip or (base_samples is not None and base_samples.shape[-1] == self.event_shape[0]):
+            return super().rsample(sample_shape, base_samples)
+        S = cov.root().expand(*self.batch_shape, -1, -1)
+        if base_samples is None:
+            shape = torch.Size(sample_shape) + S.shape[:-2] + S.shape[-1:]
+            base_samples = torch.randn(shape, dtype=S.dtype, device=S.device)
+        return self.mean + (S @ base_samples.unsqueeze(-1)).squeeze(-1)
 
 
 def _batched_columns(fn, train_batch: torch.Size, rhs: torch.Tensor) -> torch.Tensor:
@@ -122,6 +307,8 @@ def _batched_columns(fn, train_batch: torch.Size, rhs: torch.Tensor) -> torch.Te
         return fn(rhs)
     out_batch = broadcast_shapes(batch, train_batch)
     k = len(out_batch) - len(train_batch)
+    if tuple(out_batch[k:]) != tuple(train_batch):  # the test batch does not only add leading dims
+        return fn(rhs.expand(*out_batch, *rhs.shape[-2:]))
     rhs = rhs.expand(*out_batch, *rhs.shape[-2:])
     lead = out_batch[:k]
     n, t = rhs.shape[-2], rhs.shape[-1]

@@ -22,12 +22,13 @@ import torch
 from torch import nn
 
 from torchgp import settings
+from torchgp._state import state_key
 from torchgp.distributions import MultivariateNormal
 from torchgp.errors import InputError, ModelTypeError, ShapeError
 from torchgp.likelihoods.gaussian import _GaussianLikelihoodBase
 from torchgp.linalg.cholesky import psd_safe_cholesky
 from torchgp.linalg.operators import Operator
-from torchgp.models.gp import GP
+from torchgp.models.gp import GP, call_with_hooks
 from torchgp.variational.variational_strategy import _PredictiveCovariance, _split_prior
 
 
@@ -92,6 +93,13 @@ class SGPR(GP):
             self.register_parameter("inducing_points", nn.Parameter(Z.detach().clone()))
         else:
             self.register_buffer("inducing_points", Z.detach().clone())
+        self._cache = None  # (StateKey, L, L_B, c): the eval-mode factorisation of the training data
+
+    def __getstate__(self):
+        # The cache is derived state (and may hold non-leaf tensors, which cannot be deep-copied).
+        state = super().__getstate__()
+        state["_cache"] = None
+        return state
 
     def _apply(self, fn, *args, **kwargs):
         self.train_inputs = tuple(fn(x) for x in self.train_inputs)
@@ -112,7 +120,8 @@ class SGPR(GP):
         """The prior ``MultivariateNormal(mean(x), K(x))`` ``(*batch, n)`` for ``x (*batch, n, d)``."""
         raise NotImplementedError(f"{type(self).__name__} must implement forward(x) returning the prior MVN.")
 
-    def _blocks(self, x):
+    def _prior_blocks(self, x):
+        """``μ_z, μ_x, K_zz, K_zx, diag K_xx`` and a closure for dense ``K_xx`` from the prior at ``[Z; x]``."""
         Z = self.inducing_points
         if x.shape[-1] != Z.shape[-1]:
             raise ShapeError(f"Inputs have d = {x.shape[-1]} but the inducing points have d = {Z.shape[-1]}.")
@@ -121,9 +130,17 @@ class SGPR(GP):
         prior = self.forward(full)
         if not isinstance(prior, MultivariateNormal):
             raise ModelTypeError(f"{type(self).__name__}.forward must return a torchgp MultivariateNormal.")
-        mean_z, mean_x, K_zz, K_zx, kxx_diag, kxx_dense = _split_prior(prior, Z.shape[-2])
+        return _split_prior(prior, Z.shape[-2])
+
+    @staticmethod
+    def _chol_zz(K_zz):
         eye = torch.eye(K_zz.shape[-1], dtype=K_zz.dtype, device=K_zz.device)
-        L = psd_safe_cholesky(K_zz + settings.variational_cholesky_jitter.value(K_zz.dtype) * eye)
+        return psd_safe_cholesky(K_zz + settings.variational_cholesky_jitter.value(K_zz.dtype) * eye)
+
+    def _blocks(self, x):
+        """``μ_x``, ``A = L⁻¹ K_zx`` ``(*batch, m, b)``, ``diag K_xx`` and a closure for dense ``K_xx``."""
+        _, mean_x, K_zz, K_zx, kxx_diag, kxx_dense = self._prior_blocks(x)
+        L = self._chol_zz(K_zz)
         A = torch.linalg.solve_triangular(L, K_zx, upper=False)
         return mean_x, A, kxx_diag, kxx_dense
 
@@ -136,15 +153,49 @@ class SGPR(GP):
         c = torch.linalg.solve_triangular(L_B, (A @ (resid / noise).unsqueeze(-1)), upper=False).squeeze(-1)
         return L_B, c
 
-    def __call__(self, x: torch.Tensor, **kwargs) -> MultivariateNormal:
-        x = x.unsqueeze(-1) if x.dim() == 1 else x
-        mean_x, A, kxx_diag, kxx_dense = self._blocks(x)
-        if self.training:
-            return MultivariateNormal(mean_x, NystromCovariance(A, kxx_diag))
+    def _state_key(self, dtype):
+        """What the eval-mode factorisation depends on: every parameter and buffer, the data, the settings."""
         X, y = self.train_inputs[0], self.train_targets
-        mean_t, A_t, _, _ = self._blocks(X)
+        jitter = settings.variational_cholesky_jitter.value(dtype)
+        return state_key(self, X, y, settings=(jitter, settings.detach_test_caches.on()))
+
+    def _train_factors(self):
+        """``(L, L_B, c)`` of the training data, cached in eval mode until a value changes.
+
+        ``L = chol(K_zz)`` and ``L_B, c`` (module docstring) cost O(n m² + m³); a prediction then costs
+        O(b m²). Detached when ``settings.detach_test_caches`` is on (the default) or grad is off; a
+        factor that still carries a graph is rebuilt each call (a ``backward`` may have freed it).
+        """
+        key = self._state_key(self.inducing_points.dtype)
+        cache = getattr(self, "_cache", None)  # absent in models pickled before the cache existed
+        if cache is not None and cache[0] == key and not cache[1].requires_grad:
+            return cache[1:]
+        X, y = self.train_inputs[0], self.train_targets
+        _, mean_t, K_zz, K_zx, _, _ = self._prior_blocks(X)
+        L = self._chol_zz(K_zz)
+        A_t = torch.linalg.solve_triangular(L, K_zx, upper=False)
         noise = self.likelihood._noise(mean_t)
         L_B, c = self._woodbury(A_t, noise, y - mean_t)
+        if settings.detach_test_caches.on() or not torch.is_grad_enabled():
+            L, L_B, c = L.detach(), L_B.detach(), c.detach()
+        self._cache = (key, L, L_B, c)
+        return L, L_B, c
+
+    def __call__(self, x: torch.Tensor, **kwargs) -> MultivariateNormal:
+        """Train mode: ``N(μ(x), Q_xx)`` for the bound; eval mode: the predictive at ``x``; ``(*batch, b)``.
+
+        Forward pre-hooks and forward hooks registered on the model run around this call.
+        """
+        return call_with_hooks(self, self._predict, (x,), kwargs)
+
+    def _predict(self, x: torch.Tensor, **kwargs) -> MultivariateNormal:
+        x = x.unsqueeze(-1) if x.dim() == 1 else x
+        if self.training:
+            mean_x, A, kxx_diag, _ = self._blocks(x)
+            return MultivariateNormal(mean_x, NystromCovariance(A, kxx_diag))
+        L, L_B, c = self._train_factors()
+        _, mean_x, _, K_zx, kxx_diag, kxx_dense = self._prior_blocks(x)
+        A = torch.linalg.solve_triangular(L, K_zx, upper=False)  # A* = L⁻¹ K_z*
         V = torch.linalg.solve_triangular(L_B, A, upper=False)  # L_B⁻¹ A*
         mean = mean_x + (V.mT @ c.unsqueeze(-1)).squeeze(-1)
         return MultivariateNormal(mean, _PredictiveCovariance(kxx_diag, kxx_dense, A, V))

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
+from torchgp import settings
 from torchgp.errors import InputError, ShapeError
 
 
@@ -39,7 +42,8 @@ def check_train_inputs(x, name: str = "train_inputs") -> torch.Tensor:
 def check_train_targets(y, x: torch.Tensor, multi_output: bool = False, check_finite: bool = True) -> torch.Tensor:
     """Targets matching ``x (*batch, n, d)``: ``(*batch, n)``; ``(*batch, n, 1)`` is accepted and squeezed.
 
-    ``check_finite=False`` skips the O(n) NaN scan (hot paths that check the loss instead).
+    ``check_finite=False`` skips the O(n) NaN scan (hot paths that check the loss instead). NaN targets
+    are refused unless ``settings.observation_nan_policy`` is 'mask' or 'fill' (missing observations).
     """
     if not isinstance(y, torch.Tensor):
         raise TypeError(f"train_targets must be a torch.Tensor of shape (*batch, n); got {type(y).__name__}.")
@@ -58,11 +62,22 @@ def check_train_targets(y, x: torch.Tensor, multi_output: bool = False, check_fi
         y = y.to(x.dtype)
     elif y.dtype != x.dtype:
         y = y.to(x.dtype)
-    rows = nonfinite_rows(y, point_dim) if check_finite else []
+    if not check_finite:
+        return y
+    missing_ok = settings.observation_nan_policy.value() != "ignore"  # NaN = a missing observation
+    rows = nonfinite_rows(
+        torch.nan_to_num(y, nan=0.0, posinf=math.inf, neginf=-math.inf) if missing_ok else y, point_dim
+    )
     if rows:
+        hint = (
+            "."
+            if missing_ok
+            else "; for NaN targets that are missing observations, use "
+            "`with torchgp.settings.observation_nan_policy('mask'):`."
+        )
         raise InputError(
-            f"train_targets holds NaN or inf at {len(rows)} point(s) (first: {rows[:10]}). Drop those points "
-            "(from inputs and targets) or impute them before training."
+            f"train_targets holds {'inf' if missing_ok else 'NaN or inf'} at {len(rows)} point(s) (first: "
+            f"{rows[:10]}). Drop those points (from inputs and targets) or impute them before training{hint}"
         )
     return y
 

@@ -1,5 +1,11 @@
-"""Priors over hyperparameters (GPyTorch names); their log-densities join the training loss."""
+"""Priors over hyperparameters (GPyTorch names); their log-densities join the training loss.
 
+Every prior is both an ``nn.Module`` (parameters as buffers) and a ``torch.distributions.Distribution``.
+"""
+
+from torchgp.priors.horseshoe_prior import HorseshoePrior
+from torchgp.priors.lkj_prior import LKJCholeskyFactorPrior, LKJCovariancePrior, LKJPrior
+from torchgp.priors.prior import Prior
 from torchgp.priors.priors import (
     GammaPrior,
     HalfCauchyPrior,
@@ -7,7 +13,6 @@ from torchgp.priors.priors import (
     LogNormalPrior,
     MultivariateNormalPrior,
     NormalPrior,
-    Prior,
     SmoothedBoxPrior,
     UniformPrior,
 )
@@ -22,4 +27,8 @@ __all__ = [
     "UniformPrior",
     "SmoothedBoxPrior",
     "MultivariateNormalPrior",
+    "HorseshoePrior",
+    "LKJPrior",
+    "LKJCholeskyFactorPrior",
+    "LKJCovariancePrior",
 ]

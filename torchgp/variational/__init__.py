@@ -3,10 +3,14 @@
 from torchgp.variational._variational_distribution import _VariationalDistribution
 from torchgp.variational.cholesky_variational_distribution import CholeskyVariationalDistribution
 from torchgp.variational.delta_variational_distribution import DeltaVariationalDistribution
+from torchgp.variational.independent_multitask_variational_strategy import IndependentMultitaskVariationalStrategy
+from torchgp.variational.lmc_variational_strategy import LMCVariationalStrategy
 from torchgp.variational.mean_field_variational_distribution import MeanFieldVariationalDistribution
+from torchgp.variational.multitask_variational_strategy import MultitaskVariationalStrategy
 from torchgp.variational.natural_variational_distribution import (
     NaturalVariationalDistribution,
     TrilNaturalVariationalDistribution,
+    _NaturalVariationalDistribution,
 )
 from torchgp.variational.variational_strategy import (
     UnwhitenedVariationalStrategy,
@@ -17,6 +21,7 @@ from torchgp.variational.variational_strategy import (
 __all__ = [
     "_VariationalDistribution",
     "_VariationalStrategy",
+    "_NaturalVariationalDistribution",
     "CholeskyVariationalDistribution",
     "MeanFieldVariationalDistribution",
     "DeltaVariationalDistribution",
@@ -25,3 +30,13 @@ __all__ = [
     "VariationalStrategy",
     "UnwhitenedVariationalStrategy",
 ]
+__all__ += ["IndependentMultitaskVariationalStrategy", "LMCVariationalStrategy", "MultitaskVariationalStrategy"]
+
+from torchgp.variational.additive_grid_interpolation_variational_strategy import (  # noqa: E402
+    AdditiveGridInterpolationVariationalStrategy,
+)
+from torchgp.variational.grid_interpolation_variational_strategy import (  # noqa: E402
+    GridInterpolationVariationalStrategy,
+)
+
+__all__ += ["GridInterpolationVariationalStrategy", "AdditiveGridInterpolationVariationalStrategy"]

@@ -83,7 +83,24 @@ def _prior_precision(dist: _VariationalDistribution, prior_dist) -> torch.Tensor
     return prec
 
 
-class NaturalVariationalDistribution(_VariationalDistribution):
+class _NaturalVariationalDistribution(_VariationalDistribution):
+    """Base of the distributions whose parameters' ``.grad`` is their natural gradient (GPyTorch's name).
+
+    Subclasses define :meth:`mean_and_covariance` through a map whose backward returns the gradient
+    with respect to the expectation parameters; :class:`torchgp.optim.NGD` then steps on them.
+    """
+
+    def mean_and_covariance(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(m (*batch, m), S (*batch, m, m))``."""
+        raise NotImplementedError(f"{type(self).__name__} must implement mean_and_covariance().")
+
+    def mean_and_scale_tril(self):
+        """``(m, chol(S))``: the factor of the covariance from :meth:`mean_and_covariance`."""
+        mean, S = self.mean_and_covariance()
+        return mean, psd_safe_cholesky(S)
+
+
+class NaturalVariationalDistribution(_NaturalVariationalDistribution):
     r"""``q(u)`` in natural parameters ``natural_vec = S⁻¹m`` ``(*batch, m)`` and
     ``natural_mat = -½ S⁻¹`` ``(*batch, m, m)``; train them with :class:`torchgp.optim.NGD`.
 
@@ -113,17 +130,13 @@ class NaturalVariationalDistribution(_VariationalDistribution):
         """``(m (*batch, m), S (*batch, m, m))`` through the natural-gradient map."""
         return _NaturalToMeanCovar.apply(self.natural_vec, self.natural_mat)
 
-    def mean_and_scale_tril(self):
-        mean, S = self.mean_and_covariance()
-        return mean, psd_safe_cholesky(S)
-
     def initialize_variational_distribution(self, prior_dist):
         with torch.no_grad():
             prec = _prior_precision(self, prior_dist)
             self.natural_mat.copy_((-0.5 * prec).expand_as(self.natural_mat))
 
 
-class TrilNaturalVariationalDistribution(_VariationalDistribution):
+class TrilNaturalVariationalDistribution(_NaturalVariationalDistribution):
     r"""``q(u)`` with ``natural_vec = S⁻¹m`` and ``natural_tril_mat = T``, ``S⁻¹ = T Tᵀ``
     (T lower triangular): the precision stays positive definite whatever the step size.
 
@@ -148,10 +161,6 @@ class TrilNaturalVariationalDistribution(_VariationalDistribution):
     def mean_and_covariance(self):
         """``(m (*batch, m), S (*batch, m, m))`` through the natural-gradient map."""
         return _TrilNaturalToMeanCovar.apply(self.natural_vec, self.natural_tril_mat)
-
-    def mean_and_scale_tril(self):
-        mean, S = self.mean_and_covariance()
-        return mean, psd_safe_cholesky(S)
 
     def initialize_variational_distribution(self, prior_dist):
         with torch.no_grad():

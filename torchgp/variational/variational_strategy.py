@@ -6,7 +6,9 @@ With ``K_zz = L Lᵀ`` and ``A = L⁻¹ K_zx`` ``(m × b)`` for a minibatch ``X`
   ``q(v) = N(m_v, S_v)``, ``S_v = L_v L_vᵀ``, prior ``p(v) = N(0, I)``:
 
   .. math:: \mu_q(X) = \mu(X) + A^\top m_v,\qquad
-            \Sigma_q(X) = K_{xx} - A^\top A + (L_v^\top A)^\top (L_v^\top A);
+            \Sigma_q(X) = K_{xx} + \varepsilon I - A^\top A + (L_v^\top A)^\top (L_v^\top A)
+
+  (``ε`` the jitter on ``K_zz``, also on ``K_xx`` as in GPyTorch);
 
 * **unwhitened** (:class:`UnwhitenedVariationalStrategy`; Hensman et al. 2013, eq. 7):
   ``q(u) = N(m, S)``, prior ``p(u) = N(μ_z, K_zz)``, and the same formulas with
@@ -28,6 +30,7 @@ import torch
 from torch import nn
 
 from torchgp import settings
+from torchgp._state import state_key
 from torchgp.distributions import MultivariateNormal
 from torchgp.distributions.kl import gaussian_kl
 from torchgp.errors import ModelTypeError, ShapeError
@@ -76,6 +79,16 @@ def _split_prior(prior: MultivariateNormal, m: int):
     return mean_z, mean_x, full[..., :m, :m], full[..., :m, m:], K_xx.diagonal(dim1=-2, dim2=-1), lambda: K_xx
 
 
+def _add_jitter(kxx_dense, eps: float):
+    """A closure for ``K_xx + εI`` from one for ``K_xx`` ``(*batch, b, b)``."""
+
+    def dense():
+        K = kxx_dense()
+        return K + eps * torch.eye(K.shape[-1], dtype=K.dtype, device=K.device)
+
+    return dense
+
+
 class _VariationalStrategy(Module):
     """Shared machinery: inducing points, the variational distribution, initialisation, checks.
 
@@ -122,6 +135,12 @@ class _VariationalStrategy(Module):
         object.__setattr__(self, "model", model)  # not a submodule: the model owns this strategy
         self._cache = None
 
+    def __getstate__(self):
+        # The cache is derived state (and may hold non-leaf tensors, which cannot be deep-copied).
+        state = super().__getstate__()
+        state["_cache"] = None
+        return state
+
     # ------------------------------------------------------------------ helpers
     @property
     def variational_distribution(self):
@@ -135,8 +154,31 @@ class _VariationalStrategy(Module):
         eye = torch.eye(K_zz.shape[-1], dtype=K_zz.dtype, device=K_zz.device)
         return psd_safe_cholesky(K_zz + self._jitter(K_zz.dtype) * eye)
 
-    def _params_key(self):
-        return tuple((id(p), p._version) for p in self.model.parameters())
+    def _params_key(self, dtype):
+        """What ``chol(K_zz)`` depends on: the model's parameters and buffers (not ``q(u)``'s), the jitter."""
+        return state_key(self.model, settings=(self._jitter(dtype),), exclude=self._variational_distribution)
+
+    def _factor(self, K_zz, mean_z, for_kl: bool):
+        """``(μ_z, L, L⁻¹)`` with ``L = chol(K_zz + jitter I)``, from the cache when nothing changed.
+
+        A cached factor that carries an autograd graph is not reused by a forward pass (the graph of
+        the previous step may have been freed by ``backward``); without a graph (eval mode, no_grad,
+        frozen hyperparameters) it is reused, saving the O(m³) factorisation and inversion.
+        ``for_kl``: the inputs added no batch dimensions to ``K_zz``, so the KL term may reuse it.
+        """
+        Z = self.inducing_points
+        key = self._params_key(Z.dtype)
+        c = self._cache
+        if c is not None and c[0] == key and c[2].shape == K_zz.shape and not c[2].requires_grad:
+            self._cache = (*c[:4], for_kl)
+            return c[1], c[2], c[3]
+        L = self._chol_zz(K_zz)
+        # Inverting the m × m factor once (O(m³)) and multiplying is a GEMM, about twice as fast as a
+        # triangular solve with b right-hand sides (b ≫ m per minibatch), and its backward is two GEMMs.
+        eye = torch.eye(L.shape[-1], dtype=L.dtype, device=L.device)
+        L_inv = torch.linalg.solve_triangular(L, eye, upper=False)
+        self._cache = (key, mean_z, L, L_inv, for_kl)  # reused by kl_divergence() in the same step
+        return mean_z, L, L_inv
 
     def _check_inputs(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == 1:
@@ -190,13 +232,18 @@ class _VariationalStrategy(Module):
                 f"{type(prior_full).__name__}."
             )
         mean_z, mean_x, K_zz, K_zx, kxx_diag, kxx_dense = _split_prior(prior_full, m)
-        L = self._chol_zz(K_zz)
-        self._cache = (self._params_key(), mean_z, L)  # reused by kl_divergence() in the same step
-        # A = L⁻¹ K_zx (*batch, m, b). Inverting the m × m factor once (O(m³)) and multiplying is a GEMM,
-        # about twice as fast as a triangular solve with b right-hand sides (b ≫ m per minibatch), and
-        # its backward is two GEMMs instead of a solve plus a GEMM.
-        eye = torch.eye(m, dtype=L.dtype, device=L.device)
-        A = torch.linalg.solve_triangular(L, eye, upper=False) @ K_zx
+        if self._whitened:
+            # The prior at X carries the same jitter as at Z (GPyTorch's whitened convention):
+            # Σ_q(X) = K_xx + εI - AᵀA + BᵀB.
+            eps = self._jitter(K_zz.dtype)
+            kxx_diag, kxx_dense = kxx_diag + eps, _add_jitter(kxx_dense, eps)
+        if kwargs:  # forward's keyword arguments may change the prior: no cache
+            L = self._chol_zz(K_zz)
+            L_inv = torch.linalg.solve_triangular(L, torch.eye(m, dtype=L.dtype, device=L.device), upper=False)
+            self._cache = None
+        else:
+            mean_z, L, L_inv = self._factor(K_zz, mean_z, for_kl=batch == Z.shape[:-2])
+        A = L_inv @ K_zx  # A = L⁻¹ K_zx (*batch, m, b)
         q_mean, q_chol = self._variational_distribution.mean_and_scale_tril()
         v_mean, v_chol = self._whiten(q_mean, q_chol, mean_z, L)
         mean = mean_x + (A.mT @ v_mean.unsqueeze(-1)).squeeze(-1)
@@ -212,10 +259,20 @@ class _VariationalStrategy(Module):
         raise NotImplementedError
 
     def _cached_prior_chol(self):
-        if self._cache is not None and self._cache[0] == self._params_key():
-            return self._cache[1], self._cache[2]
+        """``(μ_z, chol(K_zz + jitter I))``: the forward pass's factor when no value changed since."""
+        Z = self.inducing_points
+        c = self._cache
+        if c is not None and c[4] and c[0] == self._params_key(Z.dtype):
+            return c[1], c[2]
         prior = self._prior_at_inducing()
         return prior.mean, self._chol_zz(prior.covariance_matrix)
+
+
+def _default_updated_strategy(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
+    """A state_dict without ``updated_strategy`` (saved before the flag existed) holds whitened parameters."""
+    key = prefix + "updated_strategy"
+    if key not in state_dict:
+        state_dict[key] = torch.tensor(True)
 
 
 class VariationalStrategy(_VariationalStrategy):
@@ -237,6 +294,43 @@ class VariationalStrategy(_VariationalStrategy):
     """
 
     _whitened = True
+
+    def __init__(
+        self, model, inducing_points, variational_distribution, learn_inducing_locations=True, jitter_val=None
+    ):
+        super().__init__(model, inducing_points, variational_distribution, learn_inducing_locations, jitter_val)
+        # GPyTorch's flag: False in a state_dict saved with unwhitened variational parameters; the first
+        # call then whitens them (u = μ_z + L v) and sets it True.
+        self.register_buffer("updated_strategy", torch.tensor(True))
+        self._register_load_state_dict_pre_hook(_default_updated_strategy)
+
+    def __call__(self, x: torch.Tensor, prior: bool = False, **kwargs) -> MultivariateNormal:
+        flag = getattr(self, "updated_strategy", None)  # absent in strategies pickled before the flag existed
+        if not prior and flag is not None and not bool(flag):
+            self._whiten_loaded_parameters()
+        return super().__call__(x, prior=prior, **kwargs)
+
+    def _whiten_loaded_parameters(self) -> None:
+        """Turn ``q(u) = N(m, S)`` into ``q(v) = N(L⁻¹(m - μ_z), L⁻¹ S L⁻ᵀ)`` (``K_zz + jitter I = L Lᵀ``)."""
+        with torch.no_grad():
+            prior = self._prior_at_inducing()
+            L = self._chol_zz(prior.covariance_matrix)
+            q_mean, q_chol = self._variational_distribution.mean_and_scale_tril()
+            rhs = torch.cat([(q_mean - prior.mean).unsqueeze(-1), q_chol.expand(*L.shape[:-2], *q_chol.shape[-2:])], -1)
+            sol = torch.linalg.solve_triangular(L, rhs, upper=False)
+            v_mean, V = sol[..., 0], sol[..., 1:]
+            S_v = V @ V.mT
+            whitened = MultivariateNormal(v_mean, S_v)
+            whitened._chol = psd_safe_cholesky(S_v)
+            noise = self._variational_distribution.mean_init_std
+            self._variational_distribution.mean_init_std = 0.0
+            try:
+                self._variational_distribution.initialize_variational_distribution(whitened)
+            finally:
+                self._variational_distribution.mean_init_std = noise
+            self.variational_params_initialized.fill_(1)
+            self.updated_strategy.fill_(True)
+        self._cache = None
 
     @property
     def prior_distribution(self):

@@ -1,0 +1,145 @@
+"""torchgp on torch.distributed: a sharded exact GP's MLL + gradient, and a data-parallel SVGP epoch.
+
+Launch with torchrun (gloo on CPU, NCCL on GPU); without torchrun it runs as one process::
+
+    # exact GP, iterative path, float32, d = 8: 1 process x 2 threads, 1 x 1, and 2 processes x 1 thread
+    python benchmarks/distributed.py exact --num-data 20000 --threads 2
+    python benchmarks/distributed.py exact --num-data 20000 --threads 1
+    torchrun --standalone --nproc-per-node=2 benchmarks/distributed.py exact --num-data 20000 --threads 1
+    # SVGP, n = 10^6: one epoch on 1 and on 2 processes (the global minibatch is split between the ranks)
+    torchrun --standalone --nproc-per-node=1 benchmarks/distributed.py svgp --num-data 1000000
+    torchrun --standalone --nproc-per-node=2 benchmarks/distributed.py svgp --num-data 1000000
+
+Rank 0 prints one JSON line: wall time (the slowest rank's) and every rank's peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torchgp  # noqa: E402
+from torchgp import settings  # noqa: E402
+
+dist = torchgp.distributed
+
+
+class ExactModel(torchgp.models.ExactGP):
+    """Constant mean, ScaleKernel(ARD RBF) behind a ShardedKernel (its base kernel with one process)."""
+
+    def __init__(self, X, y, likelihood):
+        super().__init__(X, y, likelihood)
+        self.mean_module = torchgp.means.ConstantMean()
+        kernel = torchgp.kernels.ScaleKernel(torchgp.kernels.RBFKernel(ard_num_dims=X.shape[-1]))
+        self.covar_module = dist.ShardedKernel(kernel)
+
+    def forward(self, x):
+        return torchgp.distributions.MultivariateNormal(self.mean_module(x), self.covar_module(x))
+
+
+class SVGP(torchgp.models.ApproximateGP):
+    def __init__(self, Z):
+        q = torchgp.variational.CholeskyVariationalDistribution(Z.shape[0])
+        super().__init__(torchgp.variational.VariationalStrategy(self, Z, q, learn_inducing_locations=True))
+        self.mean_module = torchgp.means.ConstantMean()
+        self.covar_module = torchgp.kernels.ScaleKernel(torchgp.kernels.RBFKernel(ard_num_dims=Z.shape[-1]))
+
+    def forward(self, x):
+        return torchgp.distributions.MultivariateNormal(self.mean_module(x), self.covar_module(x))
+
+
+def _peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def _gather(value: float) -> list[float]:
+    """``value`` from every rank, in rank order (one all_reduce)."""
+    buf = torch.zeros(dist.world_size(), dtype=torch.float64, device="cuda" if torch.cuda.is_available() else "cpu")
+    buf[dist.rank()] = value
+    dist.all_reduce_([buf], "benchmark results")
+    return buf.tolist()
+
+
+def bench_exact(a) -> dict:
+    gen = torch.Generator().manual_seed(0)
+    X = torch.rand(a.n, a.d, generator=gen)
+    y = torch.sin(3 * X[:, 0]) + X[:, 1] + 0.1 * torch.randn(a.n, generator=gen)
+    if torch.cuda.is_available():
+        X, y = X.cuda(), y.cuda()
+    likelihood = torchgp.likelihoods.GaussianLikelihood()
+    model = ExactModel(X, y, likelihood).to(X.device)
+    model.initialize(**{"covar_module.base_kernel.base_kernel.lengthscale": 0.5, "likelihood.noise": 0.01})
+    mll = torchgp.mlls.ExactMarginalLogLikelihood(likelihood, model)
+    dist.barrier()
+    t0, c0 = time.perf_counter(), time.process_time()
+    with settings.max_cholesky_size(1):  # the iterative path at every n
+        loss = -mll(model(X), y)
+        t_fwd = time.perf_counter() - t0
+        loss.backward()
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return {
+        "loss": float(loss.detach()),
+        "forward_s": round(t_fwd, 2),
+        "wall_s": round(max(_gather(wall)), 2),
+        # CPU seconds of each rank: on a machine shared with other jobs, the wall time an idle machine would
+        # show (one core per thread) is about the largest of these divided by the threads per process.
+        "cpu_s_per_rank": [round(c, 2) for c in _gather(cpu)],
+        "grad_norm": float(torch.cat([p.grad.reshape(-1) for p in model.parameters()]).norm()),
+    }
+
+
+def bench_svgp(a) -> dict:
+    gen = torch.Generator().manual_seed(0)
+    X = torch.rand(a.n, a.d, generator=gen)
+    y = torch.sin(4 * X[:, 0]) + torch.cos(3 * X[:, 1]) + 0.1 * torch.randn(a.n, generator=gen)
+    device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+    model = SVGP(X[: a.m].clone()).to(device)  # the batches follow the model to its device in dist.fit
+    likelihood = torchgp.likelihoods.GaussianLikelihood().to(device)
+    elbo = torchgp.mlls.VariationalELBO(likelihood, model, num_data=a.n)
+    loader = DataLoader(TensorDataset(X, y), batch_size=a.batch, shuffle=True)
+    dist.barrier()
+    t0, c0 = time.perf_counter(), time.process_time()
+    result = dist.fit(elbo, loader, "adam", maxiter=a.epochs, lr=0.01)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return {
+        "epoch_s": round(max(_gather(wall)) / a.epochs, 2),
+        "cpu_s_per_rank_per_epoch": [round(c / a.epochs, 2) for c in _gather(cpu)],
+        "loss": result.loss,
+    }
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("what", choices=["exact", "svgp"])
+    p.add_argument("--num-data", dest="n", type=int, default=None, help="n; default 20000 (exact), 1000000 (svgp)")
+    p.add_argument("--d", type=int, default=8)
+    p.add_argument("--threads", type=int, default=1, help="torch threads per process")
+    p.add_argument("--m", type=int, default=256, help="inducing points (svgp)")
+    p.add_argument("--batch", type=int, default=1024, help="global minibatch (svgp)")
+    p.add_argument("--epochs", type=int, default=1, help="epochs (svgp)")
+    a = p.parse_args()
+    a.n = a.n or (20_000 if a.what == "exact" else 1_000_000)
+    torch.set_num_threads(a.threads)
+    if dist.launched_by_torchrun():
+        dist.init()
+    out = bench_exact(a) if a.what == "exact" else bench_svgp(a)
+    rss = _gather(_peak_rss_mib())
+    if dist.rank() == 0:
+        record = {"what": a.what, "n": a.n, "d": a.d, "processes": dist.world_size(), "threads": a.threads, **out}
+        record["peak_rss_mib_per_rank"] = [round(r) for r in rss]
+        print(json.dumps(record), flush=True)
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,163 @@
+"""Small-n hyperparameter fitting as BO users run it: ``torchgp.fit`` vs BoTorch's ``fit_gpytorch_mll``.
+
+Usage: ``python benchmarks/small_n_fit.py [--sizes 20 100 200] [--d 6] [--batch 32] [--repeats 3] [--device cpu]``.
+
+The same model in both libraries: constant mean, ``ScaleKernel(MaternKernel(nu=2.5, ard_num_dims=d))``,
+Gaussian noise (lower bound 1e-6), no priors, no input/outcome transforms (the data are standardised
+beforehand), float64, one thread. BoTorch fits the equivalent ``SingleTaskGP`` with its default
+``fit_gpytorch_mll`` (scipy L-BFGS-B); torchgp fits with ``torchgp.fit`` (scipy L-BFGS-B). Both start
+from the libraries' default initial values. Wall time to convergence (median of ``--repeats``, run
+interleaved) and the final exact MLL of each (GPyTorch's normalisation: divided by n), evaluated
+by the same code. The batch part fits ``--batch`` independent models of n = 100 in one call of
+``torchgp.fit`` (``batch_shape=(B,)``) against a loop of B BoTorch fits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+import warnings
+
+import torch
+
+
+def make_data(n: int, d: int, seed: int, dtype=torch.float64, device="cpu"):
+    """X uniform on [0,1]^d, y a standardised smooth function plus noise of sd 0.1 (before standardising)."""
+    g = torch.Generator().manual_seed(seed)
+    X = torch.rand(n, d, generator=g, dtype=torch.float64)
+    w = torch.randn(d, generator=g, dtype=torch.float64)
+    y = torch.sin(3 * X @ w) + (X[:, 0] - 0.5) ** 2 + 0.1 * torch.randn(n, generator=g, dtype=torch.float64)
+    y = (y - y.mean()) / y.std()
+    return X.to(dtype=dtype, device=device), y.to(dtype=dtype, device=device)
+
+
+def torchgp_model(X, y, batch_shape=torch.Size()):
+    import torchgp
+
+    d = X.shape[-1]
+
+    class GP(torchgp.models.ExactGP):
+        def __init__(self, lik):
+            super().__init__(X, y, lik)
+            self.mean_module = torchgp.means.ConstantMean(batch_shape=batch_shape)
+            base = torchgp.kernels.MaternKernel(nu=2.5, ard_num_dims=d, batch_shape=batch_shape)
+            self.covar_module = torchgp.kernels.ScaleKernel(base, batch_shape=batch_shape)
+
+        def forward(self, x):
+            return torchgp.distributions.MultivariateNormal(self.mean_module(x), self.covar_module(x))
+
+    lik = torchgp.likelihoods.GaussianLikelihood(
+        noise_constraint=torchgp.constraints.GreaterThan(1e-6), batch_shape=batch_shape
+    )
+    model = GP(lik).to(X)
+    return torchgp.mlls.ExactMarginalLogLikelihood(lik, model)
+
+
+def botorch_model(X, y):
+    import gpytorch
+    from botorch.models import SingleTaskGP
+
+    d = X.shape[-1]
+    covar = gpytorch.kernels.ScaleKernel(gpytorch.kernels.MaternKernel(nu=2.5, ard_num_dims=d))
+    lik = gpytorch.likelihoods.GaussianLikelihood(noise_constraint=gpytorch.constraints.GreaterThan(1e-6))
+    model = SingleTaskGP(X, y.unsqueeze(-1), likelihood=lik, covar_module=covar, outcome_transform=None)
+    return gpytorch.mlls.ExactMarginalLogLikelihood(lik, model).to(X)
+
+
+def fit_torchgp(X, y):
+    import torchgp
+
+    mll = torchgp_model(X, y)
+    torchgp.fit(mll, progress=False)
+    return mll
+
+
+def fit_botorch(X, y):
+    from botorch.fit import fit_gpytorch_mll
+
+    mll = botorch_model(X, y)
+    fit_gpytorch_mll(mll)
+    return mll
+
+
+def exact_mll(mll, X, y) -> torch.Tensor:
+    """The fitted model's exact MLL / n, ``(*batch)``, by the library's own code in train mode (no priors)."""
+    mll.train()
+    with torch.no_grad():
+        return mll(mll.model(X), y if y.dim() == X.dim() - 1 else y)
+
+
+def single(sizes, d, repeats, device):
+    import gpytorch
+
+    print(f"single models, d = {d}: median wall time of {repeats} fits, final MLL/n")
+    for n in sizes:
+        X, y = make_data(n, d, seed=n, device=device)
+        fit_torchgp(X, y), fit_botorch(X, y)  # warm-up (imports, first-call costs)
+        t_tg, t_bt = [], []
+        for _ in range(repeats):  # interleaved
+            t0 = time.perf_counter()
+            mll_tg = fit_torchgp(X, y)
+            t_tg.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            mll_bt = fit_botorch(X, y)
+            t_bt.append(time.perf_counter() - t0)
+        with gpytorch.settings.max_cholesky_size(10**9):
+            v_tg, v_bt = float(exact_mll(mll_tg, X, y)), float(exact_mll(mll_bt, X, y))
+        a, b = statistics.median(t_tg), statistics.median(t_bt)
+        print(
+            f"  n={n:4d}  torchgp {a * 1e3:8.1f} ms  botorch {b * 1e3:8.1f} ms  ratio {a / b:.2f}  "
+            f"MLL torchgp {v_tg:.6f} botorch {v_bt:.6f} (diff {v_tg - v_bt:+.1e})",
+            flush=True,
+        )
+
+
+def batched(batch, n, d, device):
+    import gpytorch
+
+    import torchgp
+
+    data = [make_data(n, d, seed=1000 + i, device=device) for i in range(batch)]
+    X = torch.stack([x for x, _ in data])
+    y = torch.stack([t for _, t in data])
+    fit_botorch(*data[0])  # warm-up
+    torchgp.fit(torchgp_model(X[:2], y[:2], torch.Size([2])), progress=False)
+    t0 = time.perf_counter()
+    mll_tg = torchgp_model(X, y, torch.Size([batch]))
+    r = torchgp.fit(mll_tg, progress=False)
+    t_tg = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    fitted = [fit_botorch(Xi, yi) for Xi, yi in data]
+    t_bt = time.perf_counter() - t0
+    v_tg = exact_mll(mll_tg, X, y)
+    with gpytorch.settings.max_cholesky_size(10**9):
+        v_bt = torch.stack([exact_mll(m, Xi, yi) for m, (Xi, yi) in zip(fitted, data)])
+    diff = v_tg - v_bt
+    print(
+        f"batch of {batch} models, n = {n}, d = {d}: torchgp one call {t_tg:.2f} s ({r.iterations} iterations), "
+        f"botorch loop {t_bt:.2f} s, ratio {t_tg / t_bt:.3f}; MLL torchgp − botorch per model: "
+        f"min {float(diff.min()):+.1e}, median {float(diff.median()):+.1e}, max {float(diff.max()):+.1e}",
+        flush=True,
+    )
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--sizes", type=int, nargs="*", default=[20, 100, 200])
+    p.add_argument("--d", type=int, default=6)
+    p.add_argument("--batch", type=int, default=32, help="models in the batched fit (0: skip)")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", default="cpu")
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    warnings.simplefilter("ignore")  # BoTorch's input-scaling advice on the standardised data
+    print(f"torch {torch.__version__}, threads={torch.get_num_threads()}, device={a.device}")
+    single(a.sizes, a.d, a.repeats, a.device)
+    if a.batch:
+        batched(a.batch, 100, a.d, a.device)
+
+
+if __name__ == "__main__":
+    main()

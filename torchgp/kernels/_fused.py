@@ -1,0 +1,242 @@
+r"""One autograd node for a stationary kernel matrix ``K = k(r²)``: forward in one GEMM, backward in closed form.
+
+For scaled inputs ``a (*batch, n, d)``, ``b (*batch, m, d)`` (``x / ℓ`` or any feature map) and a
+profile ``k`` of the squared distance ``r²_ij = ‖a_i − b_j‖²``, the forward is one augmented GEMM
+
+.. math:: r^2 = [\,a,\ \lVert a\rVert^2,\ 1\,]\,[\,-2b,\ 1,\ \lVert b\rVert^2\,]^\top,\qquad K = k(r^2)
+
+(on inputs centred at their mean, which removes the cancellation of large offsets), and nothing else
+of size n × m is kept but ``K`` (and ``r²`` for profiles whose derivative needs it). The backward
+receives ``G = ∂L/∂K`` once and forms ``W = G ∘ k'(r²)``; then, from ``∂r²_ij/∂a_i = 2(a_i − b_j)``,
+
+.. math::
+    \frac{\partial L}{\partial a} = 2\big(\mathrm{diag}(W\mathbf 1)\, a - W b\big),\qquad
+    \frac{\partial L}{\partial b} = 2\big(\mathrm{diag}(W^\top\mathbf 1)\, b - W^\top a\big)
+
+— two matrix products with ``[b, 1]`` and ``[a, 1]`` (R&W 2006, eq. 5.9 is the outer chain rule:
+``∂L/∂θ = Σ_ij G_ij ∂K_ij/∂θ``). Gradients to lengthscales, periods and the raw inputs follow by
+autograd through the O(n d) map ``x → a``; a profile's own parameters (RQ's α) get theirs from one
+autograd pass through ``k`` inside the backward. No n × n × d tensor is ever formed.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.autograd.function import once_differentiable
+
+from torchgp.kernels.distance import _DIRECT_LIMIT
+
+
+def _centred(a: torch.Tensor, b: torch.Tensor | None):
+    """``a`` and ``b`` shifted by the mean of ``a``'s finite rows (differences, and so r², are unchanged)."""
+    finite = torch.isfinite(a)
+    shift = torch.where(finite, a, 0).sum(-2, keepdim=True) / finite.sum(-2, keepdim=True).clamp_min(1)
+    ac = a - shift
+    return ac, (ac if b is None else b - shift)
+
+
+def pairwise_sq_dist(ac: torch.Tensor, bc: torch.Tensor, symmetric: bool) -> torch.Tensor:
+    """``r²_ij = ‖a_i − b_j‖²`` ``(*batch, n, m)`` in one GEMM of augmented inputs, clamped at 0.
+
+    ``ac (*batch, n, d)`` and ``bc (*batch, m, d)`` should be centred; the diagonal is exactly 0 when
+    ``symmetric`` (``bc is ac``). Small problems form the differences directly (exact, as
+    :func:`~torchgp.kernels.distance.sq_dist` does): square roots of Gram-form round-off would
+    show at r ≈ 0 (``√ε ≈ 10⁻⁸`` in float64).
+    """
+    if ac.shape[-2] * bc.shape[-2] * ac.shape[-1] <= _DIRECT_LIMIT:
+        return (ac.unsqueeze(-2) - bc.unsqueeze(-3)).square().sum(-1)
+    a2 = ac.square().sum(-1, keepdim=True)
+    b2 = a2 if symmetric else bc.square().sum(-1, keepdim=True)
+    one_a, one_b = torch.ones_like(a2), torch.ones_like(b2)
+    lhs = torch.cat([ac, a2, one_a], dim=-1)  # (*batch, n, d + 2)
+    rhs = torch.cat([bc * -2, one_b, b2], dim=-1)  # (*batch, m, d + 2)
+    r2 = lhs @ rhs.mT  # ‖a‖² − 2 a·b + ‖b‖² in one pass over the n × m output
+    if symmetric:
+        r2.diagonal(dim1=-2, dim2=-1).zero_()
+    return r2.clamp_min_(0)
+
+
+def _owns(dk: torch.Tensor, G: torch.Tensor, *kept: torch.Tensor | None) -> bool:
+    """Whether ``dk`` is a fresh full-size buffer that may be overwritten (not a view of a kept tensor)."""
+    if dk.shape != G.shape or not dk.is_contiguous():
+        return False
+    ptr = dk.untyped_storage().data_ptr()
+    return all(t is None or t.untyped_storage().data_ptr() != ptr for t in kept)
+
+
+class StationaryCovariance(torch.autograd.Function):
+    """``(kernel, a (*b,n,d), b (*b,m,d) or None, s (*b) or None, *θ) → K (*b,n,m)``, ``K = s kernel.K_r2(r², *θ)``.
+
+    ``b is None`` means ``b = a`` (a symmetric matrix); ``θ`` are the profile's own parameters
+    (``kernel.profile_params()``), broadcastable against ``(*b, n, m)``. For profiles with
+    ``k' = c k`` (``kernel.dK_dr2_factor = c``: RBF, periodic) the backward needs only ``K``, and
+    ``∂L/∂s = Σ G∘K / s`` comes from the row sums it already forms.
+    """
+
+    @staticmethod
+    def forward(ctx, kernel, a, b, scale, *theta):
+        symmetric = b is None
+        ac, bc = _centred(a, b)
+        own = getattr(kernel, "sq_dist_func", None)  # a caller's squared-distance function (GPyTorch's Functions)
+        r2 = pairwise_sq_dist(ac, bc, symmetric) if own is None else own(ac, bc).clamp_min(0)
+        dk = None
+        theta_grads = len(theta) > 0 and any(ctx.needs_input_grad[4:])
+        if kernel.K_dK_r2 is not None and any(ctx.needs_input_grad[1:3]):
+            K, dk = kernel.K_dK_r2(r2, *theta)  # k and k' share their costly parts (√r², exp)
+        elif getattr(kernel, "_K_r2_", None) is not None and not kernel.dK_dr2_uses_r2 and not theta_grads:
+            K = kernel._K_r2_(r2, *theta)  # r² is not needed again: κ in its buffer (one n × m pass fewer)
+        else:
+            K = kernel.K_r2(r2, *theta)
+        if scale is not None:
+            s = scale[..., None, None]
+            in_place = (K is r2 or _owns(K, K, r2)) and torch.broadcast_shapes(K.shape, s.shape) == K.shape
+            K = K.mul_(s) if in_place else K * s  # K = s k(r²)
+        keep_r2 = (kernel.dK_dr2_uses_r2 and dk is None) or theta_grads
+        ctx.kernel, ctx.symmetric = kernel, symmetric
+        ctx.a_shape, ctx.b_shape = a.shape, (None if symmetric else b.shape)
+        ctx.save_for_backward(ac, None if symmetric else bc, K, r2 if keep_r2 else None, dk, scale, *theta)
+        return K
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, G):
+        ac, bc, K, r2, dk, scale, *theta = ctx.saved_tensors
+        kernel = ctx.kernel
+        s = None if scale is None else scale[..., None, None]
+        need_a, need_b, need_s = ctx.needs_input_grad[1:4]
+        grad_a = grad_b = grad_s = None
+        factor = kernel.dK_dr2_factor
+        if need_a or need_b or (need_s and factor is not None):
+            if factor is not None:  # k' = c k: W = G ∘ K now, the constant c joins the O(n d) results below
+                W = torch.mul(G, K)
+            else:
+                if dk is None:
+                    dk = kernel.dK_dr2(r2, K if s is None else K / s, *theta)
+                    W = dk.mul_(G) if _owns(dk, G, K, r2) else dk * G  # W = G ∘ k'(r²), one n × m buffer
+                else:
+                    W = dk * G  # k'(r²) kept from the forward
+                if s is not None:
+                    W = W.mul_(s) if torch.broadcast_shapes(W.shape, s.shape) == W.shape else W * s
+                factor = 1.0
+            if ctx.symmetric:
+                bc = ac
+            # [W b, W 1] and [Wᵀ a, Wᵀ 1]: the two products of the closed form above
+            Wb = W @ torch.cat([bc, torch.ones_like(bc[..., :1])], dim=-1)
+            if need_s and kernel.dK_dr2_factor is not None:
+                # ∂L/∂s = Σ G ∘ k = Σ (G ∘ K) / s: the row sums of W = G ∘ K, already formed
+                grad_s = (Wb[..., -1].sum(-1) / scale).sum_to_size(scale.shape)
+            if need_a or ctx.symmetric:
+                grad_a = (2 * factor) * (Wb[..., -1:] * ac - Wb[..., :-1])
+            if need_b or ctx.symmetric:
+                Wa = (torch.cat([ac, torch.ones_like(ac[..., :1])], dim=-1).mT @ W).mT
+                grad_b = (2 * factor) * (Wa[..., -1:] * bc - Wa[..., :-1])
+            del W
+            if ctx.symmetric:
+                grad_a, grad_b = (grad_a + grad_b).sum_to_size(ctx.a_shape), None
+            else:
+                grad_a = grad_a.sum_to_size(ctx.a_shape) if need_a else None
+                grad_b = grad_b.sum_to_size(ctx.b_shape) if need_b else None
+        if need_s and grad_s is None:
+            # ∂L/∂s = Σ_ij G_ij K_ij / s as a batched dot product (no n × m buffer)
+            flat_G, flat_K = (
+                G.expand(K.shape).reshape(-1, 1, K.shape[-2] * K.shape[-1]),
+                K.reshape(-1, K.shape[-2] * K.shape[-1], 1),
+            )
+            dots = torch.bmm(flat_G, flat_K).reshape(K.shape[:-2])
+            grad_s = (dots / scale).sum_to_size(scale.shape)
+        grad_theta = [None] * len(theta)
+        wanted = [i for i, t in enumerate(theta) if ctx.needs_input_grad[4 + i]]
+        if wanted:
+            with torch.enable_grad():
+                leaves = [t.detach().requires_grad_(i in wanted) for i, t in enumerate(theta)]
+                k = kernel.K_r2(r2, *leaves)
+                if s is not None:
+                    k = k * s
+                grads = torch.autograd.grad(k, [leaves[i] for i in wanted], G)
+            for i, g in zip(wanted, grads):
+                grad_theta[i] = g.sum_to_size(theta[i].shape)
+        return (None, grad_a, grad_b, grad_s, *grad_theta)
+
+
+def stationary_covariance(
+    kernel, a: torch.Tensor, b: torch.Tensor | None, *theta: torch.Tensor, scale: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``K_ij = s · kernel.K_r2(‖a_i − b_j‖², *θ)``, ``(*batch, n, m)``, through :class:`StationaryCovariance`.
+
+    Args:
+        kernel: provides ``K_r2(r2, *θ)``, ``dK_dr2(r2, K, *θ)``, ``dK_dr2_uses_r2`` and ``dK_dr2_factor``.
+        a: ``(*batch, n, d)`` scaled inputs; b: ``(*batch, m, d)``, or ``None`` for ``b = a``.
+        theta: the profile's parameters, broadcastable against ``(*batch, n, m)``.
+        scale: optional output scale ``s`` of shape ``(*batch)`` (a ``ScaleKernel``'s, fused in).
+    """
+    return StationaryCovariance.apply(kernel, a, b, scale, *theta)
+
+
+class _Profile:
+    """A stationary profile outside a kernel module (for GPyTorch's Function names below)."""
+
+    dK_dr2_uses_r2 = True
+    dK_dr2_factor = None
+    K_dK_r2 = None
+
+    def __init__(self, K_r2, dK_dr2, sq_dist_func=None, factor=None, uses_r2=True):
+        self.K_r2, self.dK_dr2, self.sq_dist_func = K_r2, dK_dr2, sq_dist_func
+        self.dK_dr2_factor, self.dK_dr2_uses_r2 = factor, uses_r2
+
+
+def _matern(nu: float):
+    """κ and ∂κ/∂r² of the Matérn profile with smoothness ``nu`` (R&W eqs. 4.14, 4.17)."""
+    if nu not in (0.5, 1.5, 2.5):
+        raise ValueError(f"MaternCovariance: nu must be 0.5, 1.5 or 2.5; got {nu}.")
+    s = math.sqrt(2 * nu)
+
+    def K_r2(r2):
+        r = r2.clamp_min(1e-30).sqrt()
+        if nu == 0.5:
+            return torch.exp(-r)
+        poly = 1 + s * r if nu == 1.5 else 1 + s * r + (5.0 / 3.0) * r2
+        return poly * torch.exp(-s * r)
+
+    def dK_dr2(r2, K):
+        r = r2.clamp_min(1e-30).sqrt()
+        if nu == 0.5:
+            return torch.where(r2 >= 1e-30, K / (-2 * r), 0.0)
+        e = torch.exp(-s * r)
+        return e.mul_(-1.5) if nu == 1.5 else e.mul_(1 + s * r).mul_(-5.0 / 6.0)
+
+    return K_r2, dK_dr2
+
+
+class RBFCovariance:
+    r"""GPyTorch's ``RBFCovariance``: :math:`\exp(-\tfrac12 \lVert (x_1 - x_2)/\ell \rVert^2)` as one fused node.
+
+    ``RBFCovariance.apply(x1 (*batch, n, d), x2 (*batch, m, d), lengthscale (*batch, 1, d), sq_dist_func)``
+    → ``(*batch, n, m)``. ``sq_dist_func(a, b)`` gives the squared Euclidean distances of the scaled inputs
+    (GPyTorch passes ``covar_dist(..., square_dist=True)``); the backward is the closed form for that distance
+    and returns gradients for ``x1``, ``x2`` and the lengthscale.
+    """
+
+    @staticmethod
+    def apply(x1, x2, lengthscale, sq_dist_func=None):
+        profile = _Profile(lambda r2: r2.mul(-0.5).exp_(), lambda r2, K: K.mul(-0.5), sq_dist_func, -0.5, False)
+        a = x1.div(lengthscale)
+        return StationaryCovariance.apply(profile, a, None if x2 is x1 else x2.div(lengthscale), None)
+
+
+class MaternCovariance:
+    r"""GPyTorch's ``MaternCovariance``: the Matérn-ν matrix of ``r = ‖(x_1 − x_2)/ℓ‖`` as one fused node.
+
+    ``MaternCovariance.apply(x1 (*batch, n, d), x2 (*batch, m, d), lengthscale (*batch, 1, d), nu, dist_func)``
+    → ``(*batch, n, m)``, ``nu`` ∈ {0.5, 1.5, 2.5}. ``dist_func(a, b)`` gives the Euclidean distances of the
+    scaled inputs (GPyTorch passes ``covar_dist``); gradients flow to ``x1``, ``x2`` and the lengthscale.
+    """
+
+    @staticmethod
+    def apply(x1, x2, lengthscale, nu, dist_func=None):
+        K_r2, dK_dr2 = _matern(nu)
+        sq = None if dist_func is None else (lambda a, b: dist_func(a, b).square())
+        profile = _Profile(K_r2, dK_dr2, sq)
+        a = x1.div(lengthscale)
+        return StationaryCovariance.apply(profile, a, None if x2 is x1 else x2.div(lengthscale), None)

@@ -1,0 +1,246 @@
+r"""Fitting a batch of independent models in lockstep: one L-BFGS-B per model, one batched evaluation per round.
+
+A model with ``batch_shape=(B,)`` holds B independent GPs: its loss is a ``(B,)`` vector and model
+``i``'s loss depends only on slice ``i`` of every parameter. Minimising the sum with one L-BFGS-B
+couples them through its shared line search and curvature pairs (many more iterations, each model
+stopped by the others' criteria). Here each model gets its own scipy L-BFGS-B, which runs in a
+worker thread and asks for values through its objective; the calling thread waits until every
+live optimiser has asked, evaluates all B losses and their gradients in ONE batched forward and
+backward, and hands each its own. Each model thus follows exactly the iterates of fitting it alone
+(up to the rounding of batched kernels), and the batch costs about as many batched evaluations as
+the slowest model needs.
+"""
+
+from __future__ import annotations
+
+import math
+import queue
+import threading
+
+import numpy as np
+import torch
+
+from torchgp.errors import InputError, NonFiniteError, NotPSDError
+
+
+def independent_blocks(params: list[torch.Tensor], sizes: list[int], losses: torch.Tensor) -> list[np.ndarray] | None:
+    """Positions of each model's entries in the flat parameter vector, or None if the models are not separable.
+
+    Separable: ``losses`` has shape ``(B,)`` with ``B > 1`` and every parameter has shape ``(B, ...)``.
+    """
+    if losses.dim() != 1 or losses.shape[0] < 2:
+        return None
+    B = losses.shape[0]
+    if any(p.dim() == 0 or p.shape[0] != B for p in params):
+        return None
+    blocks: list[list[np.ndarray]] = [[] for _ in range(B)]
+    offset = 0
+    for _p, size in zip(params, sizes):
+        per = size // B
+        for i in range(B):  # row-major: model i owns the contiguous run [i·per, (i+1)·per) of this parameter
+            blocks[i].append(np.arange(offset + i * per, offset + (i + 1) * per))
+        offset += size
+    return [np.concatenate(b) for b in blocks]
+
+
+class _Model:
+    """One model's optimiser state in the lockstep."""
+
+    def __init__(self, x0: np.ndarray):
+        self.x = x0.copy()
+        self.best_loss = math.inf
+        self.best_x = x0.copy()
+        self.history: list[float] = []
+        self.nit = 0
+        self.since_improvement = 0
+        self.status = None
+        self.message = ""
+        self.error: BaseException | None = None
+
+
+class _Lockstep:
+    """The rendezvous between the B optimiser threads and the evaluating thread.
+
+    Requests travel on one queue to the evaluating thread; each worker waits on its own event for its
+    answer, so a round wakes each thread once (one shared condition would wake all B per request).
+    """
+
+    def __init__(self, B: int):
+        self.inbox: queue.SimpleQueue = queue.SimpleQueue()  # (i, x) asks, (i, None) when worker i ends
+        self.ready = [threading.Event() for _ in range(B)]
+        self.results: list[tuple[float, np.ndarray] | None] = [None] * B
+        self.alive = set(range(B))
+        self.abort = False
+
+    def ask(self, i: int, x: np.ndarray) -> tuple[float, np.ndarray]:
+        self.inbox.put((i, x))
+        self.ready[i].wait()
+        self.ready[i].clear()
+        if self.abort:
+            raise _Abort
+        return self.results[i]
+
+    def done(self, i: int) -> None:
+        self.inbox.put((i, None))
+
+    def gather(self) -> dict[int, np.ndarray]:
+        """The next round's requests: wait until every live worker has asked or ended."""
+        asked: dict[int, np.ndarray] = {}
+        while self.alive - asked.keys():
+            i, x = self.inbox.get()
+            if x is None:
+                self.alive.discard(i)
+            else:
+                asked[i] = x
+        return asked
+
+    def answer(self, answers: dict[int, tuple[float, np.ndarray]]) -> None:
+        for i, result in answers.items():
+            self.results[i] = result
+            self.ready[i].set()
+
+    def stop(self) -> None:
+        self.abort = True
+        for event in self.ready:
+            event.set()
+
+
+class _Abort(Exception):
+    """Raised in a worker when the evaluating thread gave up (an error to re-raise there)."""
+
+
+class _Stop(Exception):
+    """Raised in a worker's callback to end its run (patience exhausted)."""
+
+
+def run_lockstep(run, vec, blocks, loss_vector, maxiter, ftol, gtol, patience, bar):
+    """Fit the separable models behind ``vec`` with one L-BFGS-B each, evaluated together.
+
+    Args:
+        run: the ``fit`` run record to fill (best loss = sum of the models' best, best_x, counters).
+        vec: the flat parameter vector of all models (``get``/``set``/``grad``/``params``).
+        blocks: ``independent_blocks(...)``: model i's positions in the flat vector.
+        loss_vector: callable returning the ``(B,)`` losses at the current parameters (differentiable).
+        maxiter, ftol, gtol, patience, bar: as in :func:`torchgp.fit`, per model.
+    """
+    from scipy.optimize import minimize
+
+    B = len(blocks)
+    x_full = vec.get()
+    models = [_Model(x_full[b]) for b in blocks]
+    rendezvous = _Lockstep(B)
+
+    def worker(i: int) -> None:
+        m = models[i]
+
+        def objective(x):
+            return rendezvous.ask(i, np.array(x, dtype=np.float64))
+
+        def callback(xk, *args):
+            previous_best = min(m.history) if m.history else math.inf
+            m.history.append(m.best_loss)
+            m.nit += 1
+            scale = max(1.0, abs(previous_best) if math.isfinite(previous_best) else 1.0)
+            m.since_improvement = 0 if m.best_loss < previous_best - ftol * scale else m.since_improvement + 1
+            if patience is not None and m.since_improvement >= patience:
+                m.status = "patience"
+                raise _Stop
+
+        try:
+            res = minimize(
+                objective,
+                m.x,
+                jac=True,
+                method="L-BFGS-B",
+                callback=callback,
+                options={"maxiter": maxiter, "ftol": ftol, "gtol": gtol, "maxfun": max(15000, 3 * maxiter)},
+            )
+            m.message = str(res.message)
+            m.status = {0: "converged", 1: "maxiter"}.get(res.status, "stalled")
+        except (_Stop, _Abort):
+            pass
+        except BaseException as err:  # surfaced by the evaluating thread
+            m.error = err
+        finally:
+            rendezvous.done(i)
+
+    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(B)]
+    for t in threads:
+        t.start()
+    try:
+        while True:
+            asked = rendezvous.gather()
+            if not asked:
+                break
+            for i, x in asked.items():
+                x_full[blocks[i]] = x
+                models[i].x = x
+            answers = _evaluate(run, vec, x_full, blocks, asked, models, loss_vector)
+            run.nfev += 1
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{sum(m.best_loss for m in models):.5g}")
+            rendezvous.answer(answers)
+    except BaseException:
+        rendezvous.stop()
+        if all(math.isfinite(m.best_loss) for m in models):  # interrupted: keep every model's best so far
+            _collect(run, models, blocks, x_full)
+        raise
+    finally:
+        for t in threads:
+            t.join()
+    for m in models:
+        if m.error is not None:
+            raise m.error
+    _collect(run, models, blocks, x_full)
+    run.nit = max(m.nit for m in models)
+    longest = max(len(m.history) for m in models)
+    run.history = [
+        sum(m.history[min(k, len(m.history) - 1)] if m.history else m.best_loss for m in models) for k in range(longest)
+    ]
+    statuses = [m.status or "maxiter" for m in models]
+    order = ["failed", "stalled", "maxiter", "patience", "converged"]
+    run.stop_reason = min(statuses, key=order.index)
+    run.message = f"{statuses.count('converged')} of {B} models converged"
+    return run
+
+
+def _collect(run, models, blocks, x_full) -> None:
+    """Every model's best parameters into one flat vector, and their summed loss, on ``run``."""
+    for i, m in enumerate(models):
+        x_full[blocks[i]] = m.best_x
+    run.best_x = x_full.copy()
+    run.best_loss = float(sum(m.best_loss for m in models))
+
+
+def _evaluate(run, vec, x_full, blocks, asked, models, loss_vector):
+    """All B losses and gradients at ``x_full`` in one batched pass; answers for the models that asked."""
+    vec.set(x_full)
+    for p in vec.params:
+        p.grad = None
+    try:
+        losses = loss_vector()
+        if tuple(losses.shape) != (len(blocks),):
+            raise InputError(
+                f"fit: the batched models' loss has shape {tuple(losses.shape)}, not ({len(blocks)},) as their "
+                "targets and parameters suggest; pass batch_independent=False to fit them jointly."
+            )
+        losses.sum().backward()
+    except (NotPSDError, NonFiniteError) as err:
+        if not all(math.isfinite(models[i].best_loss) for i in asked):
+            raise  # a start itself is bad: the caller retries with more jitter
+        run.failed_points.append(f"{type(err).__name__}: {err}")
+        return {i: (abs(models[i].best_loss) * 10 + 1e3, np.zeros_like(x)) for i, x in asked.items()}
+    values = losses.detach().to(torch.float64).cpu().numpy()
+    grad_full = vec.grad()
+    answers = {}
+    for i, x in asked.items():
+        value, grad = float(values[i]), grad_full[blocks[i]]
+        m = models[i]
+        if not (math.isfinite(value) and np.all(np.isfinite(grad))):
+            answers[i] = (abs(m.best_loss) * 10 + 1e3 if math.isfinite(m.best_loss) else 1e10, np.zeros_like(x))
+            continue
+        if value < m.best_loss:
+            m.best_loss, m.best_x = value, x.copy()
+        answers[i] = (value, grad)
+    return answers
