@@ -4,24 +4,15 @@ import pytest
 import torch
 
 import torchgp
+from tests._threads import one_thread
 from tests._tol import tol as _shared_tol
 from torchgp.distributions import MultivariateNormal
 
 
 @pytest.fixture(autouse=True)
 def _single_thread():
-    """BO works on tiny matrices, where thread start-up and oversubscription cost far more than they save.
-
-    threadpoolctl (OpenMP and BLAS pools), not ``torch.set_num_threads``: lowering and then restoring
-    torch's thread count breaks batched ``torch.linalg.solve`` for the rest of the process in this
-    PyTorch build ("Pivots given to lu_solve must all be greater or equal to 1").
-    """
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - threadpoolctl ships with scikit-learn, a test dependency
-        yield
-        return
-    with threadpool_limits(1):
+    """BO works on tiny matrices, where thread start-up and oversubscription cost far more than they save."""
+    with one_thread():
         yield
 
 

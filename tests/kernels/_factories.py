@@ -222,6 +222,12 @@ TABLE = [
         lambda d, b: K.MultitaskKernel(K.RBFKernel(batch_shape=b), num_tasks=2, rank=1, batch_shape=b),
         single_lengthscale=False,
     ),
+    KernelCase("rbf_grad", lambda d, b: K.RBFKernelGrad(batch_shape=b), single_lengthscale=False),
+    KernelCase("rbf_gradgrad", lambda d, b: K.RBFKernelGradGrad(batch_shape=b), single_lengthscale=False),
+    KernelCase("matern52_grad", lambda d, b: K.Matern52KernelGrad(batch_shape=b), single_lengthscale=False),
+    KernelCase(
+        "polynomial_grad", lambda d, b: K.PolynomialKernelGrad(power=2, batch_shape=b), single_lengthscale=False
+    ),
     KernelCase(
         "lcm",
         lambda d, b: K.LCMKernel([K.RBFKernel(), K.MaternKernel(nu=1.5)], num_tasks=2),

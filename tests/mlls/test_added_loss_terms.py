@@ -153,3 +153,14 @@ def test_noise_model_term_is_the_noise_models_mll():
     assert_close(term.loss(X), mll(noise_model(X), z))
     assert_close(term.loss(), mll(noise_model(X), z))
     assert math.isfinite(float(term.loss()))
+
+
+def test_kl_gaussian_term_accepts_a_torchgp_prior():
+    """``KLGaussianAddedLossTerm(q, NormalPrior(...))`` equals the KL to the prior's torch distribution."""
+    from torchgp.mlls import KLGaussianAddedLossTerm
+
+    q = torch.distributions.Normal(torch.zeros(2, 5), torch.full((2, 5), 0.5))
+    p = torchgp.priors.NormalPrior(torch.zeros(2, 5), torch.ones(2, 5))
+    # closed form per entry: log(1/0.5) + 0.5²/2 − 1/2
+    expected = 10 * (torch.log(torch.tensor(2.0)) + 0.125 - 0.5) / 5 / 3
+    torch.testing.assert_close(KLGaussianAddedLossTerm(q, p, 5, 3).loss(), expected)

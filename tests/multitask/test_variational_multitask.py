@@ -82,6 +82,12 @@ def test_outputs_kl_and_elbo_match_gpytorch(lmc):
     elbo_b = gpytorch.mlls.VariationalELBO(lik_b, theirs, num_data=50)(b, y)
     elbo_a = lik_a.expected_log_prob(y, a).sum(-1) / 7 - ours.variational_strategy.kl_divergence() / 50
     assert_close(elbo_a, elbo_b)
+    # and through the objectives themselves, with (b, t) targets
+    assert_close(torchgp.mlls.VariationalELBO(lik_a, ours, num_data=50)(a, y), elbo_b)
+    pll_b = gpytorch.mlls.PredictiveLogLikelihood(lik_b, theirs, num_data=50)(b, y)
+    assert_close(torchgp.mlls.PredictiveLogLikelihood(lik_a, ours, num_data=50)(a, y), pll_b)
+    with pytest.raises(torchgp.errors.ShapeError, match="tasks"):
+        torchgp.mlls.VariationalELBO(lik_a, ours, num_data=50)(a, y[:, :2])
 
 
 def test_lmc_with_identity_mixing_equals_independent_svgps():

@@ -215,3 +215,20 @@ def test_love_variances_for_ski_equal_the_exact_ski_variances(routed):
     with torch.no_grad(), torchgp.settings.max_cholesky_size(100), torchgp.settings.fast_pred_var():
         love = model(xs).variance  # LOVE's Lanczos root through the operator's products
     assert_close(love, exact, loose=1e3)
+
+
+def test_scale_kernel_over_ski_keeps_the_interpolated_structure():
+    """``ScaleKernel(GridInterpolationKernel(...))`` stays ``s · W K_UU Wᵀ`` (never an n × n kernel operator)."""
+    from torchgp import kernels as K
+    from torchgp.linalg.interpolated import InterpolatedOperator
+
+    X = torch.rand(40, 1, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    base = K.GridInterpolationKernel(K.RBFKernel(), grid_size=30, num_dims=1).double()
+    k = K.ScaleKernel(base).double()
+    k.outputscale = 2.3
+    out = k(X)
+    assert isinstance(out, InterpolatedOperator)
+    torch.testing.assert_close(out.to_dense(), 2.3 * base(X).to_dense(), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(k(X, diag=True), 2.3 * base(X, diag=True), rtol=1e-12, atol=1e-12)
+    (out.diagonal().sum()).backward()
+    assert k.raw_outputscale.grad is not None and torch.isfinite(k.raw_outputscale.grad)

@@ -1,6 +1,7 @@
 import matplotlib
 import pytest
-import torch
+
+from tests._threads import one_thread
 
 matplotlib.use("Agg")
 
@@ -8,7 +9,5 @@ matplotlib.use("Agg")
 @pytest.fixture(autouse=True)
 def _one_thread():
     """Small dense problems run fastest (and timings are stable on a shared 2-core machine) with one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with one_thread():
+        yield

@@ -140,7 +140,8 @@ class Kernel(Module):
         if last_dim_is_batch:
             d = x1.shape[-1] if self.active_dims is None else self.active_dims.numel()
             batch = torch.Size([*batch, d])
-        return torch.Size([*batch, x1.shape[-2], x2.shape[-2]])
+        c = self.num_outputs_per_input(x1, x2)  # several outputs per input: multitask, derivative kernels
+        return torch.Size([*batch, x1.shape[-2] * c, x2.shape[-2] * c])
 
     # ------------------------------------------------------------------ calling
     def __call__(self, *args, **kwargs):
@@ -265,7 +266,8 @@ class Kernel(Module):
             out = self.forward(x1, x2, **kwargs)
         if not isinstance(out, torch.Tensor):
             out = out.to_dense()  # an operator returned by a composite forward
-        n, m = x1.shape[-2], x2.shape[-2]
+        c = self.num_outputs_per_input(x1, x2)  # rows per input point (d + 1 for derivative kernels)
+        n, m = x1.shape[-2] * c, x2.shape[-2] * c
         expected = (n,) if diag else (n, m)
         if tuple(out.shape[-len(expected) :]) != expected:
             what = "forward_diag" if route in ("forward_diag", "pairs") else "forward"

@@ -7,6 +7,7 @@ import torch
 from torchgp.constraints import Positive
 from torchgp.kernels.kernel import Kernel
 from torchgp.kernels.stationary import StationaryKernel
+from torchgp.linalg.operators import KernelOperator
 
 
 class ScaleKernel(Kernel):
@@ -35,12 +36,31 @@ class ScaleKernel(Kernel):
     def is_stationary(self) -> bool:
         return self.base_kernel.is_stationary
 
+    def num_outputs_per_input(self, x1, x2) -> int:
+        return self.base_kernel.num_outputs_per_input(x1, x2)
+
     def _scale(self, last_dim_is_batch: bool, trailing: int) -> torch.Tensor:
         """s shaped to multiply a ``(*batch, [d,] n[, m])`` base result (``trailing`` = 1 or 2)."""
         s = self.outputscale
         if last_dim_is_batch:
             s = s.unsqueeze(-1)
         return s.reshape(*s.shape, *([1] * trailing)) if s.dim() else s
+
+    def _lazy(self, x1, x2, last_dim_is_batch: bool = False, **params):
+        """``s · k_base(x1, x2)`` keeping the base kernel's structure (interpolated, low rank, Kronecker).
+
+        A base kernel whose matrix is a plain lazy kernel matrix is scaled inside its tiles as usual.
+        """
+        if last_dim_is_batch or type(self.base_kernel)._lazy is Kernel._lazy:
+            return super()._lazy(x1, x2, last_dim_is_batch=last_dim_is_batch, **params)
+        z1, z2 = x1, x2
+        if self.active_dims is not None:
+            z1 = x1.index_select(-1, self.active_dims)
+            z2 = z1 if x2 is x1 else x2.index_select(-1, self.active_dims)
+        inner = self.base_kernel(z1, z2, **params)
+        if isinstance(inner, KernelOperator):  # the base fell back to its tiled matrix: scale in the tiles
+            return super()._lazy(x1, x2, **params)
+        return inner._scale(self.outputscale)
 
     def _fuses(self, last_dim_is_batch: bool) -> bool:
         """Whether s enters the base kernel's fused node (one n × m output, no extra n² pass)."""

@@ -213,19 +213,23 @@ class _KroneckerInvQuadLogdet(torch.autograd.Function):
             S1d = _dense_noise(None if S1 is None else S1.detach(), diag1, K1)
             Z = Y @ P2.unsqueeze(-3)  # (*b, k, p, q): column c is solved with B_c
             grads = any(ctx.needs_input_grad[:4])
+            need_S1 = ctx.needs_input_grad[2] and S1 is not None
             GK1 = GS1 = tK = tS = None
             cols, logdet, tKs, tSs = [], 0.0, [], []
             for c in range(K2.shape[-1]):
-                B = lam2[..., c, None, None] * K1.detach() + S1d
-                L = psd_safe_cholesky(B)
+                lam = lam2[..., c, None, None]
+                L = psd_safe_cholesky(lam * K1.detach() + S1d)  # B_c = λ_c K_1 + S_1
                 logdet = logdet + 2 * L.diagonal(dim1=-2, dim2=-1).log().sum(-1)
                 cols.append(torch.cholesky_solve(Z[..., c].mT, L).mT)  # (*b, k, p)
                 if grads:
                     Binv = torch.cholesky_inverse(L)
-                    GK1 = lam2[..., c, None, None] * Binv if GK1 is None else GK1 + lam2[..., c, None, None] * Binv
-                    GS1 = Binv if GS1 is None else GS1 + Binv
+                    del L
                     tKs.append((K1.detach() * Binv).sum((-2, -1)))
                     tSs.append((S1d * Binv).sum((-2, -1)))
+                    if need_S1:
+                        GS1 = Binv.clone() if GS1 is None else GS1.add_(Binv)
+                    GK1 = Binv.mul_(lam) if GK1 is None else GK1.add_(Binv.mul_(lam))  # in place: one n × n buffer
+                    del Binv
             alpha = torch.stack(cols, -1) @ P2.mT.unsqueeze(-3)
             quad = (Y * alpha).sum((-3, -2, -1))
             logdet = logdet + K1.shape[-1] * ld2

@@ -2,6 +2,8 @@
 
 from torchgp.mlls._approximate_mll import _ApproximateMarginalLogLikelihood
 from torchgp.mlls.added_loss_term import AddedLossTerm
+from torchgp.mlls.deep_approximate_mll import DeepApproximateMLL
+from torchgp.mlls.deep_predictive_log_likelihood import DeepPredictiveLogLikelihood
 from torchgp.mlls.exact_marginal_log_likelihood import ExactMarginalLogLikelihood
 from torchgp.mlls.gamma_robust_elbo import GammaRobustVariationalELBO
 from torchgp.mlls.inducing_point_kernel_added_loss_term import InducingPointKernelAddedLossTerm
@@ -24,3 +26,4 @@ __all__ += [
 __all__ += ["SGPRMarginalLogLikelihood"]
 __all__ += ["SumMarginalLogLikelihood", "LeaveOneOutPseudoLikelihood"]
 __all__ += ["AddedLossTerm", "InducingPointKernelAddedLossTerm", "KLGaussianAddedLossTerm", "NoiseModelAddedLossTerm"]
+__all__ += ["DeepApproximateMLL", "DeepPredictiveLogLikelihood"]

@@ -61,20 +61,29 @@ class _ApproximateMarginalLogLikelihood(MarginalLogLikelihood):
                 f"{type(self).__name__} expects the model's output q(f) (a MultivariateNormal); got "
                 f"{type(approximate_dist_f).__name__}. Call mll(model(x), y), not mll(likelihood(model(x)), y)."
             )
-        b = approximate_dist_f.event_shape[0]
-        if target.shape[-1] != b and not (target.dim() >= 2 and target.shape[-1] == 1 and target.shape[-2] == b):
+        event = approximate_dist_f.event_shape
+        b = event[0]
+        if len(event) == 2:  # a multitask q(f) over (b, t): targets (*batch, b, t)
+            if tuple(target.shape[-2:]) != tuple(event):
+                raise ShapeError(
+                    f"target has shape {tuple(target.shape)} but the model output is over b = {b} points and "
+                    f"t = {event[1]} tasks; pass the minibatch targets y of shape ({b}, {event[1]})."
+                )
+        elif target.shape[-1] != b and not (target.dim() >= 2 and target.shape[-1] == 1 and target.shape[-2] == b):
             raise ShapeError(
                 f"target has shape {tuple(target.shape)} but the model output is over b = {b} points; pass the "
                 f"minibatch targets y of shape ({b},) that match model(x)."
             )
-        if target.dim() >= 2 and target.shape[-1] == 1 and target.shape[-2] == b:
+        if len(event) == 1 and target.dim() >= 2 and target.shape[-1] == 1 and target.shape[-2] == b:
             target = target.squeeze(-1)
         if b > self.num_data:
             raise InputError(
                 f"The minibatch has {b} points but num_data = {self.num_data}; num_data must be the total number "
                 "of training points (train_y.size(0))."
             )
-        if masking_on(self.likelihood) and torch.isnan(target).any():  # NaN targets are missing observations
+        if (
+            len(event) == 1 and masking_on(self.likelihood) and torch.isnan(target).any()
+        ):  # NaN targets are missing observations
             approximate_dist_f, target = observed_points(approximate_dist_f, target)
         log_lik = self._log_likelihood_term(approximate_dist_f, target, **kwargs).div(b)  # b counts missing ones
         kl = self.model.variational_strategy.kl_divergence().div(self.num_data / self.beta)

@@ -35,5 +35,7 @@ class KLGaussianAddedLossTerm(AddedLossTerm):
         self.data_dim = data_dim
 
     def loss(self) -> torch.Tensor:
-        kl_per_latent_dim = kl_divergence(self.q_x, self.p_x).sum(dim=0)
+        # a torchgp prior is a Module wrapping a torch distribution: the KL is registered for the latter
+        p_x = self.p_x.distribution() if callable(getattr(self.p_x, "distribution", None)) else self.p_x
+        kl_per_latent_dim = kl_divergence(self.q_x, p_x).sum(dim=0)
         return kl_per_latent_dim.sum() / self.n / self.data_dim

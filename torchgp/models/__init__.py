@@ -1,6 +1,10 @@
 """GP models (GPyTorch names)."""
 
-from torchgp.models import exact_prediction_strategies  # noqa: F401  (gpytorch.models.exact_prediction_strategies)
+from torchgp.models import (
+    deep_gps,  # gpytorch.models.deep_gps
+    exact_prediction_strategies,  # noqa: F401  (gpytorch.models.exact_prediction_strategies)
+    gplvm,  # gpytorch.models.gplvm
+)
 from torchgp.models.approximate_gp import ApproximateGP, VariationalGP
 from torchgp.models.exact_gp import ExactGP
 from torchgp.models.gp import GP
@@ -13,3 +17,5 @@ __all__ += ["ApproximateGP", "SGPR"]
 __all__ += ["VariationalGP"]
 __all__ += ["AbstractModelList", "IndependentModelList"]
 __all__ += ["LaplaceGPClassifier"]
+__all__ += ["deep_gps"]
+__all__ += ["gplvm"]

@@ -25,6 +25,7 @@ from torchgp.likelihoods.gaussian import _GaussianLikelihoodBase
 from torchgp.linalg.operators import AddedDiagOperator
 from torchgp.models.gp import GP, call_with_hooks
 from torchgp.models.missing_data import exact_posterior
+from torchgp.models.multitask_posterior import integer_inputs, multitask_fantasy_model, multitask_posterior_at
 from torchgp.models.posterior import ExactPosterior, PosteriorMultivariateNormal, joint_blocks
 from torchgp.models.validation import check_test_inputs, check_train_inputs, check_train_targets, nonfinite_rows
 
@@ -34,7 +35,9 @@ class ExactGP(GP):
 
     Args:
         train_inputs: ``(*batch, n, d)`` (or ``(n,)``), or a tuple of such tensors.
-        train_targets: ``(*batch, n)``; ``(*batch, n, 1)`` is accepted for one output.
+        train_targets: ``(*batch, n)``; ``(*batch, n, 1)`` is accepted for one output; ``(*batch, n, t)`` with a
+            multitask likelihood (``MultitaskGaussianLikelihood``), whose model returns a
+            ``MultitaskMultivariateNormal`` (:mod:`torchgp.models.multitask_posterior` predicts).
         likelihood: a Gaussian likelihood (``GaussianLikelihood``, ``FixedNoiseGaussianLikelihood``, ...).
 
     Shapes:
@@ -43,7 +46,10 @@ class ExactGP(GP):
         ``model.posterior(X*)`` → posterior ``(*batch, t)`` in either mode.
     """
 
-    _multi_output = False
+    @property
+    def _multi_output(self) -> bool:
+        """Whether the targets are ``(*batch, n, t)``: the likelihood is a multitask one."""
+        return bool(getattr(self._modules.get("likelihood"), "_multi_output", False))
 
     def __init__(self, train_inputs, train_targets, likelihood):
         if not isinstance(likelihood, _GaussianLikelihoodBase):
@@ -71,7 +77,11 @@ class ExactGP(GP):
         """
         if inputs is not None:
             inputs = (inputs,) if torch.is_tensor(inputs) else tuple(inputs)
-            inputs = tuple(check_train_inputs(x, "train_inputs") for x in inputs)
+            # integer inputs are task indices (Hadamard models); the others must be finite floats
+            inputs = tuple(
+                integer_inputs(x) if integer_inputs(x) is not None else check_train_inputs(x, "train_inputs")
+                for x in inputs
+            )
             if strict and self.train_inputs is not None:
                 for old, new in zip(self.train_inputs, inputs):
                     if old.shape != new.shape or old.dtype != new.dtype or old.device != new.device:
@@ -93,7 +103,7 @@ class ExactGP(GP):
         elif (
             inputs is not None
             and self.train_targets is not None
-            and inputs[0].shape[-2] != self.train_targets.shape[-1]
+            and inputs[0].shape[-2] != self.train_targets.shape[-2 if self._multi_output else -1]
         ):
             raise InputError("set_train_data: the new inputs have a different n; pass the matching targets too.")
         if inputs is not None and targets is None and self.train_targets is None:
@@ -210,6 +220,8 @@ class ExactGP(GP):
                 "Cannot predict: the model has no training data. Give it data with set_train_data(X, y), or use "
                 "`with torchgp.settings.prior_mode():` to get the prior."
             )
+        if self._multi_output:  # (n, t) targets: the Kronecker / block / dense multitask posterior
+            return multitask_posterior_at(self, inputs, **kwargs)
         # The posterior (L, α) depends on the training data only: built once from the prior at the
         # training inputs, with the training batch shape, and broadcast against any test batch.
         posterior = self._posterior(**kwargs)
@@ -278,6 +290,8 @@ class ExactGP(GP):
         """
         from torchgp.models.fantasy import fantasy_model
 
+        if self._multi_output:
+            return multitask_fantasy_model(self, inputs, targets, **kwargs)
         return fantasy_model(self, inputs, targets, **kwargs)
 
 

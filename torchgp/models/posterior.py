@@ -25,6 +25,7 @@ import torch
 from torchgp import settings
 from torchgp._shapes import broadcast_shapes
 from torchgp.distributions import MultivariateNormal
+from torchgp.linalg.interpolated import InterpolatedOperator
 from torchgp.linalg.operators import DenseOperator, KernelOperator, Operator, as_operator
 from torchgp.linalg.solvers import factorize
 from torchgp.models.love import lanczos_root, love_inverse_root
@@ -49,6 +50,11 @@ def joint_blocks(joint_covar, n: int):
         if n + t <= settings.max_eager_kernel_size.value():
             test_covar = DenseOperator(test_covar.to_dense())  # small: evaluate once, reuse for diag and dense
         return K_sx, test_covar
+    if isinstance(joint_covar, InterpolatedOperator) and joint_covar.symmetric:
+        # KISS-GP: rows of W* K_UU Wᵀ from the operator's products, never the (n + t)² matrix
+        t = joint_covar.shape[-1] - n
+        K_sx = CrossCovariance(lambda s, e: joint_covar[..., n + s : n + e, :n].to_dense(), t, n, joint_covar.dtype)
+        return K_sx, joint_covar[..., n:, n:]
     C = joint_covar.to_dense() if not torch.is_tensor(joint_covar) else joint_covar
     return C[..., n:, :n], DenseOperator(C[..., n:, n:])
 

@@ -40,3 +40,17 @@ from torchgp.variational.grid_interpolation_variational_strategy import (  # noq
 )
 
 __all__ += ["GridInterpolationVariationalStrategy", "AdditiveGridInterpolationVariationalStrategy"]
+
+from torchgp.variational.nearest_neighbor_variational_strategy import NNVariationalStrategy  # noqa: E402
+
+__all__ += ["NNVariationalStrategy"]
+
+from torchgp.variational.orthogonally_decoupled_variational_strategy import (  # noqa: E402
+    OrthogonallyDecoupledVariationalStrategy,
+)
+
+__all__ += ["OrthogonallyDecoupledVariationalStrategy"]
+
+from torchgp.variational.batch_decoupled_variational_strategy import BatchDecoupledVariationalStrategy  # noqa: E402
+
+__all__ += ["BatchDecoupledVariationalStrategy"]
