@@ -35,6 +35,10 @@ def _entry(rank, fn, world_size, port, out_dir, args, timeout):
     try:
         result = fn(rank, world_size, *args)
         torch.save(result, os.path.join(out_dir, f"rank{rank}.pt"))
+        # Every rank finishes its collectives before any tears its group down: a rank that destroys its
+        # group (or exits, closing the store rank 0 hosts) while a peer still runs gloo threads can abort
+        # that peer at shutdown ("terminate called without an active exception").
+        torch.distributed.barrier()
     finally:
         if torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
