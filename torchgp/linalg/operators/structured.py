@@ -145,8 +145,12 @@ class LowRankRootAddedDiag(AddedDiagOperator):
         return self.base.root
 
 
-class SumOperator(Operator):
-    """``Σ_i A_i`` of operators with broadcastable shapes ``(*batch, n, m)``."""
+class _ElementwiseOperator(Operator):
+    """``A_1 ⋆ A_2 ⋆ …`` for an element-wise ``⋆`` (``_combine``: ``torch.add`` or ``torch.mul``) of operators with
+    broadcastable shapes ``(*batch, n, m)``; nested operators of the same kind are flattened into one."""
+
+    _combine = staticmethod(torch.add)
+    _verb = "combine"
 
     def __init__(self, *operators):
         from torchgp.linalg.operators import as_operator
@@ -154,32 +158,30 @@ class SumOperator(Operator):
         flat = []
         for op in operators:
             op = as_operator(op)
-            flat.extend(op.operators if isinstance(op, SumOperator) else [op])
+            flat.extend(op.operators if isinstance(op, type(self)) else [op])
         if not flat:
-            raise ValueError("SumOperator needs at least one operator.")
+            raise ValueError(f"{type(self).__name__} needs at least one operator.")
         self.operators = tuple(flat)
         try:
             self.shape = torch.Size(torch.broadcast_shapes(*(op.shape for op in flat)))
         except RuntimeError as e:
-            raise ShapeError(f"Cannot add operators of shapes {[tuple(op.shape) for op in flat]}.") from e
+            raise ShapeError(f"Cannot {self._verb} operators of shapes {[tuple(op.shape) for op in flat]}.") from e
         self.dtype, self.device = flat[0].dtype, flat[0].device
 
     def _dense(self):
-        return functools.reduce(torch.add, (op.to_dense() for op in self.operators))
+        return functools.reduce(self._combine, (op.to_dense() for op in self.operators))
 
     def diagonal(self, offset: int = 0, dim1: int = -2, dim2: int = -1):
         if (offset, dim1 % self.dim(), dim2 % self.dim()) != (0, self.dim() - 2, self.dim() - 1):
             return self.to_dense().diagonal(offset=offset, dim1=dim1, dim2=dim2)
-        return functools.reduce(torch.add, (op.diagonal() for op in self.operators)).expand(self.shape[:-1])
-
-    def _matmul(self, rhs):
-        return functools.reduce(torch.add, (op.matmul(rhs) for op in self.operators))
+        return functools.reduce(self._combine, (op.diagonal() for op in self.operators)).expand(self.shape[:-1])
 
     def _tensors(self):
         return [t for op in self.operators for t in op._tensors()]
 
     def _each(self, fn):
-        return SumOperator(*(fn(op) for op in self.operators))
+        """The same combination of ``fn(A_i)``: every shape-only operation passes through to the operands."""
+        return type(self)(*(fn(op) for op in self.operators))
 
     def _map(self, fn):
         return self._each(lambda op: op._map(fn))
@@ -197,7 +199,20 @@ class SumOperator(Operator):
         return self._each(lambda op: op._getitem_slices(rows, cols))
 
     def _getitem_entries(self, rows, cols):
-        return functools.reduce(torch.add, (op._getitem_entries(rows, cols) for op in self.operators))
+        return functools.reduce(self._combine, (op._getitem_entries(rows, cols) for op in self.operators))
+
+    def evaluate_kernel(self):
+        return self._each(lambda op: op.evaluate_kernel())
+
+
+class SumOperator(_ElementwiseOperator):
+    """``Σ_i A_i`` of operators with broadcastable shapes ``(*batch, n, m)``."""
+
+    _combine = staticmethod(torch.add)
+    _verb = "add"
+
+    def _matmul(self, rhs):
+        return functools.reduce(torch.add, (op.matmul(rhs) for op in self.operators))
 
     def _sum_batch(self, dim):
         return self._each(lambda op: op.expand(self.shape)._sum_batch(dim))
@@ -210,40 +225,16 @@ class SumOperator(Operator):
             return self.add_diagonal(other.diagonal())
         return SumOperator(self, other)
 
-    def evaluate_kernel(self):
-        return self._each(lambda op: op.evaluate_kernel())
 
-
-class ProductOperator(Operator):
+class ProductOperator(_ElementwiseOperator):
     """Element-wise (Hadamard) product ``A_1 ∘ A_2 ∘ …`` of operators with broadcastable shapes ``(*batch, n, m)``.
 
     ``matmul`` is exact without the dense product when a factor is low rank:
     ``(R Rᵀ ∘ B) v = Σ_j r_j ⊙ (B (r_j ⊙ v))`` (``r_j`` the columns of ``R``); otherwise it forms the product.
     """
 
-    def __init__(self, *operators):
-        from torchgp.linalg.operators import as_operator
-
-        flat = []
-        for op in operators:
-            op = as_operator(op)
-            flat.extend(op.operators if isinstance(op, ProductOperator) else [op])
-        if len(flat) < 1:
-            raise ValueError("ProductOperator needs at least one operator.")
-        self.operators = tuple(flat)
-        try:
-            self.shape = torch.Size(torch.broadcast_shapes(*(op.shape for op in flat)))
-        except RuntimeError as e:
-            raise ShapeError(f"Cannot multiply operators of shapes {[tuple(op.shape) for op in flat]}.") from e
-        self.dtype, self.device = flat[0].dtype, flat[0].device
-
-    def _dense(self):
-        return functools.reduce(torch.mul, (op.to_dense() for op in self.operators))
-
-    def diagonal(self, offset: int = 0, dim1: int = -2, dim2: int = -1):
-        if (offset, dim1 % self.dim(), dim2 % self.dim()) != (0, self.dim() - 2, self.dim() - 1):
-            return self.to_dense().diagonal(offset=offset, dim1=dim1, dim2=dim2)
-        return functools.reduce(torch.mul, (op.diagonal() for op in self.operators)).expand(self.shape[:-1])
+    _combine = staticmethod(torch.mul)
+    _verb = "multiply"
 
     def _matmul(self, rhs):
         low = next((op for op in self.operators if isinstance(op, LowRankRootOperator)), None)
@@ -259,30 +250,6 @@ class ProductOperator(Operator):
         BV = BV.reshape(*BV.shape[:-2], n, r, k)
         return (R.unsqueeze(-1) * BV).sum(-2)
 
-    def _tensors(self):
-        return [t for op in self.operators for t in op._tensors()]
-
-    def _each(self, fn):
-        return ProductOperator(*(fn(op) for op in self.operators))
-
-    def _map(self, fn):
-        return self._each(lambda op: op._map(fn))
-
-    def _transpose(self):
-        return self._each(lambda op: op._transpose())
-
-    def _expand(self, batch_shape):
-        return self._each(lambda op: op._expand(batch_shape))
-
-    def _getitem_batch(self, batch_idx):
-        return self._each(lambda op: op.expand(self.shape)._getitem_batch(batch_idx))
-
-    def _getitem_slices(self, rows, cols):
-        return self._each(lambda op: op._getitem_slices(rows, cols))
-
-    def _getitem_entries(self, rows, cols):
-        return functools.reduce(torch.mul, (op._getitem_entries(rows, cols) for op in self.operators))
-
     def _prod_batch(self, dim):
         return self._each(lambda op: op.expand(self.shape)._prod_batch(dim))
 
@@ -293,9 +260,6 @@ class ProductOperator(Operator):
         if isinstance(other, DiagOperator):
             return other._mul_operator(self)
         return ProductOperator(self, other)
-
-    def evaluate_kernel(self):
-        return self._each(lambda op: op.evaluate_kernel())
 
 
 class ConstantMulOperator(Operator):
