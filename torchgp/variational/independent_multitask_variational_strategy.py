@@ -43,7 +43,33 @@ def select_tasks(dist: MultivariateNormal, task_indices: torch.Tensor, task_dim:
     return MultivariateNormal(mean, DenseOperator(C.sum(d)))
 
 
-class IndependentMultitaskVariationalStrategy(Module):
+class _OverBaseStrategy(Module):
+    """A strategy that wraps a batch of independent GPs (``base_variational_strategy``) along one batch dimension.
+
+    It exposes the base strategy's ``variational_distribution``, ``prior_distribution`` and ``model``, and its KL is
+    the base strategy's summed over ``_gp_dim`` (the batch dimension holding the independent GPs).
+    """
+
+    _gp_dim: int
+
+    @property
+    def variational_distribution(self):
+        return self.base_variational_strategy.variational_distribution
+
+    @property
+    def prior_distribution(self):
+        return self.base_variational_strategy.prior_distribution
+
+    @property
+    def model(self):
+        return self.base_variational_strategy.model
+
+    def kl_divergence(self) -> torch.Tensor:
+        """``Σ_g KL(q(u_g) ‖ p(u_g))`` over the independent GPs, ``(*batch)``."""
+        return self.base_variational_strategy.kl_divergence().sum(self._gp_dim)
+
+
+class IndependentMultitaskVariationalStrategy(_OverBaseStrategy):
     """Independent outputs from a batch of variational GPs.
 
     Args:
@@ -63,20 +89,8 @@ class IndependentMultitaskVariationalStrategy(Module):
         self.task_dim = task_dim
 
     @property
-    def variational_distribution(self):
-        return self.base_variational_strategy.variational_distribution
-
-    @property
-    def prior_distribution(self):
-        return self.base_variational_strategy.prior_distribution
-
-    @property
-    def model(self):
-        return self.base_variational_strategy.model
-
-    def kl_divergence(self) -> torch.Tensor:
-        """``Σ_tasks KL(q(u_a) ‖ p(u_a))``, ``(*batch)``."""
-        return self.base_variational_strategy.kl_divergence().sum(self.task_dim)
+    def _gp_dim(self) -> int:
+        return self.task_dim  # one GP per task
 
     def __call__(self, x, task_indices=None, prior: bool = False, **kwargs):
         dist = self.base_variational_strategy(x, prior=prior, **kwargs)

@@ -15,7 +15,7 @@ from torchgp.distributions.multitask_multivariate_normal import MultitaskMultiva
 from torchgp.errors import InputError, ShapeError
 from torchgp.likelihoods.multitask_gaussian import check_task_indices
 from torchgp.linalg.operators import DenseOperator, Operator
-from torchgp.module import Module
+from torchgp.variational.independent_multitask_variational_strategy import _OverBaseStrategy
 
 __all__ = ["LMCVariationalStrategy"]
 
@@ -55,7 +55,7 @@ class _LMCCovariance(Operator):
         return [*self.latent_cov._tensors(), self.A]
 
 
-class LMCVariationalStrategy(Module):
+class LMCVariationalStrategy(_OverBaseStrategy):
     """Outputs mixed from ``num_latents`` latent variational GPs with learned coefficients ``lmc_coefficients``.
 
     Args:
@@ -96,20 +96,8 @@ class LMCVariationalStrategy(Module):
         self.jitter_val = jitter_val
 
     @property
-    def variational_distribution(self):
-        return self.base_variational_strategy.variational_distribution
-
-    @property
-    def prior_distribution(self):
-        return self.base_variational_strategy.prior_distribution
-
-    @property
-    def model(self):
-        return self.base_variational_strategy.model
-
-    def kl_divergence(self) -> torch.Tensor:
-        """``Σ_l KL(q(u_l) ‖ p(u_l))``, ``(*batch)``."""
-        return self.base_variational_strategy.kl_divergence().sum(self.latent_dim)
+    def _gp_dim(self) -> int:
+        return self.latent_dim  # one GP per latent function
 
     def _jitter(self, dtype) -> float:
         if self.jitter_val is not None:
