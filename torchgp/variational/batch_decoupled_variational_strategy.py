@@ -25,7 +25,6 @@ from torchgp.variational.variational_strategy import (
     VariationalStrategy,
     _add_jitter,
     _PredictiveCovariance,
-    _split_prior,
 )
 
 __all__ = ["BatchDecoupledVariationalStrategy"]
@@ -101,14 +100,7 @@ class BatchDecoupledVariationalStrategy(VariationalStrategy):
             return self.model.forward(x, **kwargs)
         x = self._check_inputs(x)
         self._initialize()
-        Z = self.inducing_points
-        m = Z.shape[-2]
-        batch = torch.broadcast_shapes(Z.shape[:-2], x.shape[:-2])
-        full = torch.cat([Z.expand(*batch, *Z.shape[-2:]), x.expand(*batch, *x.shape[-2:])], -2)
-        prior_full = self.model.forward(full, **kwargs)
-        if not isinstance(prior_full, MultivariateNormal):
-            raise ModelTypeError(f"{type(self.model).__name__}.forward must return a torchgp MultivariateNormal.")
-        mean_z, mean_x, K_zz, K_zx, kxx_diag, kxx_dense = _split_prior(prior_full, m)
+        mean_z, mean_x, K_zz, K_zx, kxx_diag, kxx_dense = self._joint_prior(x, **kwargs)
         eps = self._jitter(K_zz.dtype)
         L = self._chol_zz(K_zz)
         A = torch.linalg.solve_triangular(L, K_zx, upper=False)  # L⁻¹ K_ZX (*batch', m, b), pair at pd - 2

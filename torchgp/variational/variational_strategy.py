@@ -215,14 +215,13 @@ class _VariationalStrategy(Module):
             self.variational_params_initialized.fill_(1)
 
     # ------------------------------------------------------------------ calling
-    def __call__(self, x: torch.Tensor, prior: bool = False, **kwargs) -> MultivariateNormal:
-        """``q(f(x))`` ``(*batch, b)`` for inputs ``x (*batch, b, d)``; the prior if ``prior=True``."""
-        if prior:
-            return self.model.forward(x, **kwargs)
-        x = self._check_inputs(x)
-        self._initialize()
+    def _joint_prior(self, x: torch.Tensor, **kwargs):
+        """The prior at ``[Z; x]`` from one call of the model's ``forward``, split into its blocks.
+
+        Returns ``(μ(Z) (*b, m), μ(x) (*b, n), K_zz (*b, m, m), K_zx (*b, m, n), diag K_xx (*b, n))`` and a closure
+        giving the dense ``K_xx (*b, n, n)`` (see ``_split_prior``).
+        """
         Z = self.inducing_points
-        m = Z.shape[-2]
         batch = torch.broadcast_shapes(Z.shape[:-2], x.shape[:-2])
         full = torch.cat([Z.expand(*batch, *Z.shape[-2:]), x.expand(*batch, *x.shape[-2:])], -2)
         prior_full = self.model.forward(full, **kwargs)
@@ -231,7 +230,16 @@ class _VariationalStrategy(Module):
                 f"{type(self.model).__name__}.forward must return a torchgp MultivariateNormal; got "
                 f"{type(prior_full).__name__}."
             )
-        mean_z, mean_x, K_zz, K_zx, kxx_diag, kxx_dense = _split_prior(prior_full, m)
+        return _split_prior(prior_full, Z.shape[-2])
+
+    def __call__(self, x: torch.Tensor, prior: bool = False, **kwargs) -> MultivariateNormal:
+        """``q(f(x))`` ``(*batch, b)`` for inputs ``x (*batch, b, d)``; the prior if ``prior=True``."""
+        if prior:
+            return self.model.forward(x, **kwargs)
+        x = self._check_inputs(x)
+        self._initialize()
+        mean_z, mean_x, K_zz, K_zx, kxx_diag, kxx_dense = self._joint_prior(x, **kwargs)
+        m = K_zz.shape[-1]
         if self._whitened:
             # The prior at X carries the same jitter as at Z (GPyTorch's whitened convention):
             # Σ_q(X) = K_xx + εI - AᵀA + BᵀB.
@@ -242,7 +250,11 @@ class _VariationalStrategy(Module):
             L_inv = torch.linalg.solve_triangular(L, torch.eye(m, dtype=L.dtype, device=L.device), upper=False)
             self._cache = None
         else:
-            mean_z, L, L_inv = self._factor(K_zz, mean_z, for_kl=batch == Z.shape[:-2])
+            Z_batch = self.inducing_points.shape[:-2]
+            # the factor serves the KL only when the inputs add no batch dimensions to Z's
+            mean_z, L, L_inv = self._factor(
+                K_zz, mean_z, for_kl=torch.broadcast_shapes(Z_batch, x.shape[:-2]) == Z_batch
+            )
         A = L_inv @ K_zx  # A = L⁻¹ K_zx (*batch, m, b)
         q_mean, q_chol = self._variational_distribution.mean_and_scale_tril()
         v_mean, v_chol = self._whiten(q_mean, q_chol, mean_z, L)
