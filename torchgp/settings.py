@@ -16,158 +16,41 @@ Example:
 
 from __future__ import annotations
 
-import contextvars
 import os
-import threading
 
 import torch
 
-_UNSET = object()  # the ContextVar holds this until a ``with`` block sets a value
-
-
-class _Setting:
-    """A value held in a ContextVar; instances are context managers that set it.
-
-    Outside every ``with`` block a setting reads ``cls._global_value`` (its default), which code written
-    for GPyTorch may assign (``settings.max_cholesky_size._global_value = 2000``, or ``_set_value``); that
-    changes the value for every thread.
-    """
-
-    _default = None
-    _var: contextvars.ContextVar
-
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        cls._var = contextvars.ContextVar(f"torchgp.settings.{cls.__name__}", default=_UNSET)
-        if "_global_value" not in cls.__dict__:
-            cls._global_value = cls._default
-
-    def __init__(self, value=None):
-        self._new = self._validate(value)
-        self._tokens = {}  # per thread: one instance may be entered from several threads at once
-
-    @classmethod
-    def _validate(cls, value):
-        return value
-
-    @classmethod
-    def value(cls):
-        v = cls._var.get()
-        return cls._global_value if v is _UNSET else v
-
-    @classmethod
-    def _set_value(cls, value) -> None:
-        """Set the value outside every ``with`` block, for all threads (GPyTorch's classmethod)."""
-        cls._global_value = cls._validate(value)
-
-    def __enter__(self):
-        self._tokens.setdefault(threading.get_ident(), []).append(self._var.set(self._new))
-        return self
-
-    def __exit__(self, *exc):
-        stack = self._tokens[threading.get_ident()]
-        self._var.reset(stack.pop())
-        if not stack:
-            del self._tokens[threading.get_ident()]
-        return False
-
-
-class _Flag(_Setting):
-    """A boolean setting: ``with flag():`` / ``with flag(False):``; ``flag.on()``."""
-
-    _default = False
-
-    def __init__(self, state: bool = True):
-        super().__init__(bool(state))
-
-    @classmethod
-    def on(cls) -> bool:
-        return bool(cls.value())
-
-    @classmethod
-    def off(cls) -> bool:
-        return not cls.value()
-
-    @classmethod
-    def is_default(cls) -> bool:
-        """Whether the flag has its default state: no ``with`` block sets it and ``_set_state`` did not change it."""
-        return cls._var.get() is _UNSET and bool(cls._global_value) == bool(cls._default)
-
-    @classmethod
-    def _set_state(cls, state) -> None:
-        """Set the state outside every ``with`` block, for all threads (GPyTorch's classmethod)."""
-        cls._global_value = bool(state)
-
-
-class _Positive(_Setting):
-    @classmethod
-    def _validate(cls, value):
-        if value is None or not value > 0:
-            raise ValueError(f"settings.{cls.__name__} must be positive; got {value!r}.")
-        return value
-
-
-class _NonNegative(_Setting):
-    """A size or count for which 0 means "never" (e.g. ``max_cholesky_size(0)``: always iterative)."""
-
-    @classmethod
-    def _validate(cls, value):
-        if value is None or not value >= 0:
-            raise ValueError(f"settings.{cls.__name__} must be >= 0; got {value!r}.")
-        return value
-
-
-class _DtypeValue(_Setting):
-    """A float setting with one value for float32/half and one for float64."""
-
-    _float = 1e-6
-    _double = 1e-8
-
-    _half = None  # None: half precision uses the float32 value
-
-    def __init__(self, float_value=None, double_value=None, half_value=None):
-        if float_value is not None and double_value is None and half_value is None:
-            double_value = float_value  # one value given: use it for every dtype
-        f, d, h = self._current()
-        self._new = (
-            f if float_value is None else float(float_value),
-            d if double_value is None else float(double_value),
-            h if half_value is None else float(half_value),
-        )
-        self._tokens = {}  # per thread: one instance may be entered from several threads at once
-
-    def __init_subclass__(cls, **kwargs):
-        cls._default = (cls._float, cls._double, cls._half)
-        super().__init_subclass__(**kwargs)
-        # GPyTorch's class attributes, read (and assignable) outside every ``with`` block
-        cls._global_float_value, cls._global_double_value, cls._global_half_value = cls._default
-
-    @classmethod
-    def _current(cls):
-        v = cls._var.get()
-        return (cls._global_float_value, cls._global_double_value, cls._global_half_value) if v is _UNSET else v
-
-    @classmethod
-    def value(cls, dtype: torch.dtype | None = None) -> float:
-        """The value for ``dtype`` (a dtype or a tensor; default float32)."""
-        if torch.is_tensor(dtype):
-            dtype = dtype.dtype
-        f, d, h = cls._current()
-        if dtype == torch.float64:
-            return d
-        if dtype in (torch.float16, torch.bfloat16):
-            return f if h is None else h
-        return f
-
-    @classmethod
-    def _set_value(cls, float_value=None, double_value=None, half_value=None) -> None:
-        """Set the values outside every ``with`` block, for all threads (GPyTorch's classmethod)."""
-        if float_value is not None:
-            cls._global_float_value = float(float_value)
-        if double_value is not None:
-            cls._global_double_value = float(double_value)
-        if half_value is not None:
-            cls._global_half_value = float(half_value)
+from torchgp._settings_base import _UNSET, _DtypeValue, _Flag, _NonNegative, _Positive, _Setting  # noqa: F401
+from torchgp._settings_compat import (  # noqa: F401  (re-exported: GPyTorch's accepted settings)
+    _dtype_value_context,
+    _feature_flag,
+    _linalg_dtype_cholesky,
+    _linalg_dtype_symeig,
+    _value_context,
+    linalg_dtypes,
+    memory_efficient,
+    min_preconditioning_size,
+    preconditioner_tolerance,
+    skip_logdet_forward,
+    terminate_cg_by_size,
+    tridiagonal_jitter,
+    use_keops,
+)
+from torchgp._settings_iterative import (  # noqa: F401  (re-exported: the iterative path's settings)
+    cg_nonconvergence,
+    cg_tolerance,
+    cg_warm_start,
+    ciq_samples,
+    deterministic_probes,
+    eval_cg_tolerance,
+    kernel_block_size,
+    max_cg_iterations,
+    max_lanczos_quadrature_iterations,
+    max_preconditioner_size,
+    minres_tolerance,
+    num_contour_quadrature,
+    num_trace_samples,
+)
 
 
 # --------------------------------------------------------------------------- flags
@@ -244,12 +127,6 @@ class trace_mode(_Flag):
     """Accepted for compatibility (TorchScript tracing needs no special path here)."""
 
 
-class deterministic_probes(_Flag):
-    """Use the same random probe vectors on every call of the iterative path (default on)."""
-
-    _default = True
-
-
 class use_toeplitz(_Flag):
     """Accepted for compatibility; has no effect."""
 
@@ -306,79 +183,6 @@ class max_cholesky_size(_NonNegative):
     """
 
     _default = 4096
-
-
-class max_cg_iterations(_Positive):
-    """Iteration cap of conjugate gradients."""
-
-    _default = 1000
-
-
-class cg_tolerance(_Positive):
-    """Relative residual at which CG stops during training."""
-
-    _default = 1e-4
-
-
-class eval_cg_tolerance(_Positive):
-    """Relative residual at which CG stops for predictions."""
-
-    _default = 1e-6
-
-
-class max_lanczos_quadrature_iterations(_Positive):
-    """Lanczos steps used for stochastic log-determinant quadrature."""
-
-    _default = 100
-
-
-class num_trace_samples(_Positive):
-    """Number of Rademacher probe vectors for stochastic log-determinant and trace estimates."""
-
-    _default = 32
-
-
-class max_preconditioner_size(_Positive):
-    """Maximum rank of the pivoted-Cholesky preconditioner of the iterative path (0 disables it).
-
-    The rank used grows with n as ``max(200, ⌈√(32 n)⌉)`` up to this cap (about 360 at n = 4000,
-    800 at 20,000, 1790 at 100,000; see ``torchgp.linalg.iterative.preconditioner_rank``), and the
-    factorisation stops earlier once it is as good as it can usefully be. Rank 200 already keeps the
-    iterative gradient within 0.1% of the exact one at n = 4000 (rank 100: 2.7%); at large n a higher
-    rank cuts the CG iterations, each a pass over all n² kernel entries (n = 20,000: rank 300 →
-    142 iterations, 1200 → 40). Memory is ``3 · n · rank`` numbers (see benchmarks/README.md).
-    """
-
-    _default = 2000
-
-    @classmethod
-    def _validate(cls, value):
-        if value is None or value < 0:
-            raise ValueError(f"settings.max_preconditioner_size must be >= 0; got {value!r}.")
-        return int(value)
-
-
-class kernel_block_size(_Positive):
-    """Side of the square tiles in which a kernel matrix is multiplied without being held whole.
-
-    1024 (a 4 MiB float32 tile, cache-resident) measured fastest on CPU: 2.0 ns per kernel entry and
-    product at n = 20,000 (ARD RBF, 33 right-hand sides, 1 thread) against 3.2 at 512 and 3.1 at 2048,
-    and 6.2 with the former 1024-row × n blocks.
-    """
-
-    _default = 1024
-
-
-class cg_nonconvergence(_Setting):
-    """What to do when CG stops before its tolerance: 'warn' (default) or 'raise'."""
-
-    _default = "warn"
-
-    @classmethod
-    def _validate(cls, value):
-        if value not in ("warn", "raise"):
-            raise ValueError(f"settings.cg_nonconvergence must be 'warn' or 'raise'; got {value!r}.")
-        return value
 
 
 class solve_dtype(_Setting):
@@ -483,115 +287,21 @@ class num_gauss_hermite_locs(_Positive):
     _default = 20
 
 
-# --------------------------------------------------------------------------- GPyTorch settings with no effect here
-# Each is accepted with GPyTorch's values so that code written for GPyTorch runs; its docstring says why it
-# changes nothing in torchgp.
+class progress_bars(_Setting):
+    """Progress bars for computations predicted to take more than ~10 s (:mod:`torchgp._progress`).
 
-
-class ciq_samples(_Flag):
-    """Accepted, no effect: posterior samples are drawn from a Cholesky (or Lanczos) root; torchgp has no
-    contour-integral-quadrature (CIQ) sampler for this flag to select."""
-
-
-class memory_efficient(_Flag):
-    """Accepted, no effect: it selects Toeplitz arithmetic for GPyTorch's grid inducing-point modules, which
-    torchgp does not have; its kernel matrices are always multiplied block by block (``kernel_block_size``)."""
-
-
-class use_keops(_Flag):
-    """Accepted, no effect (default on): torchgp has no KeOps kernels; its kernel matrices are computed in tiles
-    that are never held whole, which serves the memory purpose KeOps serves in GPyTorch."""
-
-    _default = True
-
-
-class skip_logdet_forward(_Flag):
-    """Accepted, no effect: the iterative path reads the log-determinant off the Lanczos coefficients of the
-    CG run its solve needs anyway (``torchgp.linalg.lanczos``), so skipping it would save only small
-    tridiagonal eigendecompositions."""
-
-
-class terminate_cg_by_size(_Flag):
-    """Accepted, no effect: CG stops at ``max_cg_iterations`` or at its tolerance; for an ``n × n`` system
-    it cannot usefully run more than ``n`` iterations anyway (exact arithmetic converges in n)."""
-
-
-class minres_tolerance(_Positive):
-    """Accepted, no effect: torchgp has no MINRES solver (it serves GPyTorch's CIQ sampler)."""
-
-    _default = 1e-4
-
-
-class num_contour_quadrature(_Positive):
-    """Accepted, no effect: quadrature points of contour integral quadrature, which torchgp does not have."""
-
-    _default = 15
-
-
-class tridiagonal_jitter(_Positive):
-    """Accepted, no effect: Lanczos tridiagonal matrices are eigendecomposed without jitter, and their
-    eigenvalues are clamped at the smallest positive number of the dtype (``torchgp.linalg.lanczos``)."""
-
-    _default = 1e-6
-
-
-class min_preconditioning_size(_NonNegative):
-    """Accepted, no effect: the iterative path always uses its pivoted-Cholesky preconditioner, whose rank
-    is chosen from n (see ``max_preconditioner_size``); it only runs above ``max_cholesky_size`` anyway."""
-
-    _default = 2000
-
-
-class preconditioner_tolerance(_Positive):
-    """Accepted, no effect: the pivoted-Cholesky preconditioner stops by its own trace-error rule
-    (``torchgp.linalg.pivoted_cholesky``), not at this tolerance."""
-
-    _default = 1e-3
-
-
-class _linalg_dtype_symeig(_Setting):
-    """Dtype of symmetric eigendecompositions in GPyTorch (default float64); see :class:`linalg_dtypes`."""
-
-    _default = torch.float64
-
-
-class _linalg_dtype_cholesky(_Setting):
-    """Dtype of Cholesky factorisations in GPyTorch (default float64); see :class:`linalg_dtypes`."""
-
-    _default = torch.float64
-
-
-class linalg_dtypes:
-    """Accepted: sets GPyTorch's two linear-algebra dtypes inside the block (readable as
-    ``settings._linalg_dtype_cholesky.value()``); torchgp's factorisations run in the matrix's dtype, and
-    mixed precision is :class:`solve_dtype`.
-
-    Args:
-        default: dtype for both (default float64).
-        symeig, cholesky: override one of them.
+    'auto': only when stderr is a terminal; 'always': every such loop's bar, at once, also when stderr
+    is not a terminal; 'never': none. Default (None): the ``TORCHGP_PROGRESS`` environment variable
+    ('auto', 'always'/'1', 'never'/'0'), else 'auto'.
     """
 
-    def __init__(self, default=torch.float64, symeig=None, cholesky=None):
-        self._inner = (
-            _linalg_dtype_symeig(symeig if symeig is not None else default),
-            _linalg_dtype_cholesky(cholesky if cholesky is not None else default),
-        )
+    _default = None
 
-    def __enter__(self):
-        for setting in self._inner:
-            setting.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        for setting in reversed(self._inner):
-            setting.__exit__(*exc)
-        return False
-
-
-# GPyTorch's base-class names, for code that subclasses them
-_feature_flag = _Flag
-_value_context = _Setting
-_dtype_value_context = _DtypeValue
+    @classmethod
+    def _validate(cls, value):
+        if value not in (None, "auto", "always", "never"):
+            raise ValueError(f"settings.progress_bars must be 'auto', 'always' or 'never'; got {value!r}.")
+        return value
 
 
 class fast_computations:
@@ -615,3 +325,7 @@ class fast_computations:
         if self._inner is not None:
             self._inner.__exit__(*exc)
         return False
+
+
+# The public settings: those declared above and the accepted GPyTorch ones of ``torchgp._settings_compat``.
+__all__ = sorted(n for n, v in list(globals().items()) if isinstance(v, type) and not n.startswith("_"))
