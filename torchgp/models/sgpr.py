@@ -24,12 +24,12 @@ from torch import nn
 from torchgp import settings
 from torchgp._state import state_key
 from torchgp.distributions import MultivariateNormal
+from torchgp.distributions._inducing import _PredictiveCovariance, _split_prior
 from torchgp.errors import InputError, ModelTypeError, ShapeError
 from torchgp.likelihoods.gaussian import _GaussianLikelihoodBase
 from torchgp.linalg.cholesky import psd_safe_cholesky
 from torchgp.linalg.operators import Operator
 from torchgp.models.gp import GP, call_with_hooks
-from torchgp.variational.variational_strategy import _PredictiveCovariance, _split_prior
 
 
 class NystromCovariance(Operator):
