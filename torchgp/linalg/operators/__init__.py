@@ -38,8 +38,8 @@ from torchgp.linalg.operators.basic import (
     ConstantDiagOperator,
     DenseOperator,
     DiagOperator,
-    KernelOperator,
 )
+from torchgp.linalg.operators.kernel import KernelOperator
 from torchgp.linalg.operators.kronecker import BlockDiagOperator, KroneckerProductAddedDiag, KroneckerProductOperator
 from torchgp.linalg.operators.structured import (
     ConstantMulOperator,

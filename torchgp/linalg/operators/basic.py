@@ -1,9 +1,6 @@
-r"""Dense, kernel, diagonal and added-diagonal operators.
+r"""Dense, diagonal and added-diagonal operators (the kernel matrix is :mod:`torchgp.linalg.operators.kernel`).
 
 * :class:`DenseOperator` wraps a tensor ``(*batch, n, m)``;
-* :class:`KernelOperator` knows ``(kernel, x1, x2)`` and evaluates entries only when asked: ``to_dense()``
-  refuses up front (``KernelMemoryError``) a matrix over ``settings.max_dense_memory``, ``matmul`` runs
-  block by block, and indexing evaluates only the rows and columns asked for;
 * :class:`DiagOperator` is ``diag(d)``, ``d (*batch, n)``; :class:`ConstantDiagOperator` is ``c I``;
 * :class:`AddedDiagOperator` is ``base + diag(d)`` (a kernel matrix plus observation noise).
 """
@@ -12,7 +9,6 @@ from __future__ import annotations
 
 import torch
 
-from torchgp import settings
 from torchgp._shapes import broadcast_shapes
 from torchgp.errors import ShapeError
 from torchgp.linalg.operators.base import Operator
@@ -64,115 +60,6 @@ class DenseOperator(Operator):
     def _scale(self, c):
         c = torch.as_tensor(c, dtype=self.dtype, device=self.device)
         return DenseOperator(self.tensor * c[..., None, None])
-
-
-def _uniform_batch(kernel) -> bool:
-    """Whether no kernel (or sub-kernel) has batch-shaped hyperparameters."""
-    return all(len(getattr(m, "batch_shape", ())) == 0 for m in kernel.modules())
-
-
-class KernelOperator(Operator):
-    """The kernel matrix ``k(x1, x2)``, ``(*batch, n, m)``, evaluated only when asked.
-
-    Args:
-        kernel: a :class:`~torchgp.kernels.Kernel`; its ``evaluate_block(x1, x2, diag=False)``
-            gives dense blocks (active dims and batch handling included).
-        x1: ``(*batch, n, d)`` inputs; x2: ``(*batch, m, d)`` inputs.
-        params: extra keyword arguments passed to the kernel's forward.
-    """
-
-    def __init__(self, kernel, x1: torch.Tensor, x2: torch.Tensor, **params):
-        self.kernel, self.x1, self.x2, self.params = kernel, x1, x2, params
-        self.dtype, self.device = x1.dtype, x1.device
-        self.shape = kernel.output_shape(x1, x2, **params)
-        self.symmetric = x1 is x2
-
-    def _dense(self):
-        return self.kernel.evaluate_block(self.x1, self.x2, **self.params)
-
-    def evaluate_kernel(self) -> Operator:
-        """The evaluated kernel matrix as a :class:`DenseOperator` (guarded by ``settings.max_dense_memory``)."""
-        return DenseOperator(self.to_dense())
-
-    def diagonal(self, offset: int = 0, dim1: int = -2, dim2: int = -1):
-        if (offset, dim1 % self.dim(), dim2 % self.dim()) != (0, self.dim() - 2, self.dim() - 1):
-            return self.to_dense().diagonal(offset=offset, dim1=dim1, dim2=dim2)
-        if self.shape[-1] != self.shape[-2]:
-            raise ShapeError(f"diagonal() needs a square kernel matrix; got shape {tuple(self.shape)}.")
-        return self.kernel.evaluate_block(self.x1, self.x2, diag=True, **self.params).expand(self.shape[:-1])
-
-    def block(self, start: int, stop: int) -> torch.Tensor:
-        """Rows ``start:stop`` of the matrix, ``(*batch, stop - start, m)``, differentiable."""
-        x1 = self.x1[..., start:stop, :]
-        return self.kernel.evaluate_block(x1, self.x2, **self.params)
-
-    def _matmul(self, rhs):
-        n = self.shape[-2]
-        block = settings.kernel_block_size.value()
-        if n <= block or self.dense_nbytes() <= min(settings.max_dense_memory.value(), 2**27):
-            return self._dense() @ rhs
-        from torchgp.linalg.blockwise import blockwise_matmul
-
-        return blockwise_matmul(self, rhs)
-
-    def _tensors(self):
-        return [self.x1, self.x2, *self.kernel.parameters()]
-
-    def _transpose(self):
-        # k(x, x') = k(x', x) for a covariance function.
-        if self.symmetric:
-            return self
-        return KernelOperator(self.kernel, self.x2, self.x1, **self.params)
-
-    def _simple(self) -> bool:
-        return _uniform_batch(self.kernel) and not self.params.get("last_dim_is_batch", False)
-
-    def _with_inputs(self, x1, x2) -> KernelOperator:
-        return KernelOperator(self.kernel, x1, x1 if (self.symmetric and x2 is None) else x2, **self.params)
-
-    def _expand(self, batch_shape):
-        if not self._simple():
-            return super()._expand(batch_shape)
-        x1 = self.x1.expand(*batch_shape, *self.x1.shape[-2:])
-        return self._with_inputs(x1, None if self.symmetric else self.x2.expand(*batch_shape, *self.x2.shape[-2:]))
-
-    def _getitem_batch(self, batch_idx):
-        if not self._simple():
-            return super()._getitem_batch(batch_idx)
-        x1 = index_batch(self.x1, self.batch_shape, batch_idx, 2)
-        x2 = None if self.symmetric else index_batch(self.x2, self.batch_shape, batch_idx, 2)
-        return self._with_inputs(x1, x2)
-
-    def _getitem_slices(self, rows, cols):
-        return KernelOperator(self.kernel, self.x1[..., rows, :], self.x2[..., cols, :], **self.params)
-
-    def _getitem_entries(self, rows, cols):
-        # Only the rows and columns asked for are evaluated.
-        def pick(x, i):
-            if isinstance(i, int):
-                return x[..., [i], :]
-            if isinstance(i, torch.Tensor) and i.dim() > 1:
-                return None
-            return x[..., i, :]
-
-        x1, x2 = pick(self.x1, rows), pick(self.x2, cols)
-        if x1 is None or x2 is None:
-            return super()._getitem_entries(rows, cols)
-        pairwise = isinstance(rows, torch.Tensor) and isinstance(cols, torch.Tensor)
-        if pairwise:
-            if rows.numel() != cols.numel():
-                raise IndexError(f"Row and column index tensors differ in length: {rows.numel()} and {cols.numel()}.")
-            out = self.kernel.evaluate_block(x1, x2, diag=True, **self.params)
-            return out.expand(*self.batch_shape, out.shape[-1])
-        out = self.kernel.evaluate_block(x1, x2, **self.params)
-        out = out.expand(*self.batch_shape, *out.shape[-2:])
-        if isinstance(rows, int):
-            out = out[..., 0, :]
-            return out[..., 0] if isinstance(cols, int) else out
-        return out[..., :, 0] if isinstance(cols, int) else out
-
-    def __repr__(self) -> str:
-        return f"KernelOperator({type(self.kernel).__name__}, shape={tuple(self.shape)}, dtype={self.dtype})"
 
 
 class DiagOperator(Operator):
