@@ -213,6 +213,25 @@ def test_fused_float32_matches_float64():
     torch.testing.assert_close(K32.double(), K64, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("cross", [False, True])
+def test_gram_form_is_accurate_far_from_the_origin(cross):
+    """Above the direct-difference size the node centres the inputs: a common offset of 1e5 loses no digits."""
+    g = torch.Generator().manual_seed(5)
+    x1 = torch.rand(300, 2, generator=g, dtype=torch.float64) * 3 + 1e5
+    x2 = torch.rand(250, 2, generator=g, dtype=torch.float64) * 3 + 1e5 if cross else x1
+    x1[7, 1] = math.nan  # a non-finite row spoils only its own entries
+    kernel = kernels.RBFKernel(ard_num_dims=2).double()
+    kernel.lengthscale = torch.tensor([[0.7, 1.3]], dtype=torch.float64)
+    with torch.no_grad():
+        K = kernel(x1, x2).to_dense()
+        a, b = x1 / kernel.lengthscale, x2 / kernel.lengthscale
+        ref = torch.exp(-0.5 * (a[:, None] - b[None]).square().sum(-1))
+    finite = torch.isfinite(ref)
+    rows = torch.arange(300) != 7
+    assert not finite[7].any() and finite[rows][:, torch.arange(ref.shape[-1]) != 7].all()
+    torch.testing.assert_close(K[finite], ref[finite], rtol=1e-9, atol=1e-11)
+
+
 def test_pairwise_sq_dist_is_exact_at_zero_and_nonnegative():
     x = torch.randn(6, 3, dtype=torch.float64)
     x = torch.cat([x, x[:2]])  # duplicates off the diagonal
@@ -302,3 +321,51 @@ def test_scale_kernel_fuses_outputscale_and_respects_overridden_forward():
         expected = 1.7 * base.double()(X).to_dense()
         torch.testing.assert_close(k(X).to_dense(), expected, rtol=1e-12, atol=1e-12)
         torch.testing.assert_close(k(X, diag=True), expected.diagonal(), rtol=1e-12, atol=1e-12)
+
+
+def _graph_names(t: torch.Tensor) -> list[str]:
+    """Names of every node in ``t``'s autograd graph."""
+    seen, todo, names = set(), [t.grad_fn], []
+    while todo:
+        node = todo.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        names.append(type(node).__name__)
+        todo.extend(f for f, _ in node.next_functions)
+    return names
+
+
+def test_mauna_loa_composite_uses_the_fused_node_for_every_component():
+    """Rasmussen's CO₂ kernel (long RBF + RBF × periodic + RQ, each scaled): four fused nodes, autograd's gradients."""
+    k = kernels
+    covar = (
+        k.ScaleKernel(k.RBFKernel()) + k.ScaleKernel(k.RBFKernel() * k.PeriodicKernel()) + k.ScaleKernel(k.RQKernel())
+    )
+    covar = _randomise(covar.double())
+    g = torch.Generator().manual_seed(7)
+    X = torch.rand(40, 1, generator=g, dtype=torch.float64) * 5
+    y = torch.sin(6 * X[:, 0]) + 0.1 * X[:, 0]
+    lik = torchgp.likelihoods.GaussianLikelihood().double()
+
+    class GP(torchgp.models.ExactGP):
+        def __init__(self):
+            super().__init__(X, y, lik)
+            self.mean_module = torchgp.means.ConstantMean()
+            self.covar_module = covar
+
+        def forward(self, x):
+            return torchgp.distributions.MultivariateNormal(self.mean_module(x), self.covar_module(x))
+
+    model = GP().double()
+    mll = torchgp.mlls.ExactMarginalLogLikelihood(lik, model)
+    K = covar(X).to_dense()
+    assert _graph_names(K).count("StationaryCovarianceBackward") == 4
+    results = []
+    for fused in (False, True):
+        with settings.fused_kernels(fused):
+            loss = -mll(model(X), y)
+        results.append((loss.detach(), torch.autograd.grad(loss, list(model.parameters()))))
+    torch.testing.assert_close(results[1][0], results[0][0], rtol=1e-12, atol=1e-12)
+    for a, b in zip(results[1][1], results[0][1]):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
