@@ -1,8 +1,10 @@
-"""Bayesian optimisation of the Branin function with torchgp (runs in a few seconds on a laptop CPU).
+"""
+Bayesian optimisation of the Branin function
+============================================
 
 Each round fits a GP (Matérn-5/2, ARD) to all evaluations so far and evaluates Branin where
 LogExpectedImprovement (Ament et al. 2023) is largest. The global minimum is 0.397887, at three points:
-(-π, 12.275), (π, 2.275) and (9.42478, 2.475).
+(-π, 12.275), (π, 2.275) and (9.42478, 2.475). It runs in a few seconds on a laptop CPU::
 
     python examples/bo_branin.py
 """

@@ -1,6 +1,11 @@
-"""The Mauna Loa CO2 demo from Python (the same job as `torchgp demo`).
+"""
+The Mauna Loa CO2 demo
+======================
 
-Run: python examples/co2_demo.py [--small] [--out DIR]
+The Mauna Loa CO2 demo from Python (the same job as ``torchgp demo``): a sum of kernels fitted to the
+monthly record, its forecast and the fitted components plotted. Run::
+
+    python examples/co2_demo.py [--small] [--out DIR]
 """
 
 import argparse

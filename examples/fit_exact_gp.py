@@ -1,6 +1,11 @@
-"""GPyTorch-style exact GP, fitted in one call with torchgp.fit, checked, saved and loaded.
+"""
+Fit an exact GP
+===============
 
-Run: python examples/fit_exact_gp.py [--small] [--out DIR]
+A GPyTorch-style exact GP, fitted in one call with ``torchgp.fit``, checked, saved and loaded, and its
+posterior plotted. Run::
+
+    python examples/fit_exact_gp.py [--small] [--out DIR]
 """
 
 import argparse

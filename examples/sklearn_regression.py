@@ -1,6 +1,10 @@
-"""torchgp's scikit-learn estimators in a Pipeline and a grid search.
+"""
+scikit-learn estimators
+=======================
 
-Run: python examples/sklearn_regression.py [--small]
+torchgp's scikit-learn estimators in a Pipeline and a grid search. Run::
+
+    python examples/sklearn_regression.py [--small]
 """
 
 import argparse
