@@ -125,6 +125,10 @@ class Module(nn.Module):
             )
 
     def _set_constrained(self, name: str, value) -> None:
+        if "_pyro_mode" in self.__dict__:  # a sampled copy, or loading samples (torchgp._pyro)
+            from torchgp import _pyro
+
+            return _pyro.assign_constrained(self, name, value)
         raw_name = self._constrained[name]
         raw = self._parameters[raw_name]
         constraint = self._modules[f"{raw_name}_constraint"]
@@ -144,7 +148,9 @@ class Module(nn.Module):
         constrained = self.__dict__.get("_constrained")
         if constrained and name in constrained:
             raw_name = constrained[name]
-            raw = self._parameters[raw_name]
+            raw = self._parameters.get(raw_name)
+            if raw is None:  # a module made by pyro_sample_from_prior holds the raw value as a plain tensor
+                raw = self.__dict__[raw_name]
             return self._modules[f"{raw_name}_constraint"].transform(raw)
         return super().__getattr__(name)
 
@@ -152,6 +158,10 @@ class Module(nn.Module):
         constrained = self.__dict__.get("_constrained")
         if constrained and name in constrained and not isinstance(value, nn.Parameter):
             self._set_constrained(name, value)
+        elif "_pyro_mode" in self.__dict__ and name in self._parameters and not isinstance(value, nn.Parameter):
+            from torchgp import _pyro
+
+            _pyro.assign_raw(self, name, torch.as_tensor(value))
         else:
             super().__setattr__(name, value)
 
@@ -173,6 +183,8 @@ class Module(nn.Module):
                 module = getattr(module, part)
             if isinstance(module, Module) and leaf in module._constrained:
                 module._set_constrained(leaf, value)
+            elif "_pyro_mode" in module.__dict__ and leaf in module._parameters:
+                setattr(module, leaf, torch.as_tensor(value))
             elif leaf in module._parameters:
                 param = module._parameters[leaf]
                 value = torch.as_tensor(value, dtype=param.dtype, device=param.device)
@@ -193,7 +205,10 @@ class Module(nn.Module):
             if param_or_closure not in self._parameters and not hasattr(self, param_or_closure):
                 raise AttributeError(f"register_prior: {type(self).__name__} has no parameter {param_or_closure!r}.")
             closure = _Getter(param_or_closure)
-            if setting_closure is None and param_or_closure in self._parameters:
+            settable = getattr(getattr(type(self), param_or_closure, None), "fset", None) is not None  # a property
+            if setting_closure is None and (
+                param_or_closure in self._parameters or param_or_closure in self._constrained or settable
+            ):
                 setting_closure = _Setter(param_or_closure)
         elif callable(param_or_closure):
             closure = param_or_closure
@@ -231,6 +246,31 @@ class Module(nn.Module):
                 )
                 return
         raise AttributeError(f"No prior named {prior_name!r}.")
+
+    # ------------------------------------------------------------------ Pyro (optional: pip install torchgp[pyro])
+    def pyro_sample_from_prior(self) -> Module:
+        """A copy of this module whose prior'd hyperparameters are ``pyro.sample`` sites (GPyTorch's method).
+
+        Each site is named ``<module path>.<prior name>`` (``covar_module.base_kernel.lengthscale_prior``) and
+        drawn from the prior expanded to the hyperparameter's shape; the copy's outputs are differentiable
+        functions of the sampled values, so it can be used inside a Pyro model run by NUTS/HMC or SVI.
+        This module is left unchanged.
+        """
+        from torchgp import _pyro
+
+        return _pyro.sample_from_prior(self)
+
+    def pyro_load_from_samples(self, samples_dict: dict) -> None:
+        """Load ``{prior name: samples (num_samples, *shape)}`` in place, making a batch of ``num_samples`` models.
+
+        The keys are the site names of :meth:`pyro_sample_from_prior` (as ``pyro.infer.MCMC.get_samples()``
+        returns them); each value is written through its prior's setting closure, so a hyperparameter of shape
+        ``shape`` becomes ``(num_samples, *shape)``. In eval mode the model then predicts for the batch:
+        inputs ``(num_samples, n*, d)`` give ``num_samples`` predictions, one per sample.
+        """
+        from torchgp import _pyro
+
+        _pyro.load_from_samples(self, samples_dict)
 
     # ------------------------------------------------------------------ added loss terms
     def register_added_loss_term(self, name: str) -> None:

@@ -33,15 +33,80 @@ class Likelihood(Module):
     """Base likelihood.
 
     Args:
+        max_plate_nesting: (Pyro only) how many batch dimensions the function values have, so that
+            Pyro's plates over particles sit to their left (GPyTorch's argument).
         batch_shape: batch of independent likelihoods.
     """
 
     is_gaussian = False
 
-    def __init__(self, batch_shape: torch.Size = torch.Size(), **kwargs):
+    def __init__(self, max_plate_nesting: int = 1, batch_shape: torch.Size = torch.Size(), **kwargs):
         super().__init__()
+        self.max_plate_nesting = int(max_plate_nesting)
         self.batch_shape = torch.Size(batch_shape)
         self.quadrature = GaussHermiteQuadrature1D()
+
+    # ------------------------------------------------------------------ Pyro (torchgp.models.PyroGP)
+    @property
+    def num_data(self) -> int | None:
+        """(Pyro only) ``N``, the number of training points; the observed site is scaled by ``N / b``."""
+        return self.__dict__.get("_num_data")
+
+    @num_data.setter
+    def num_data(self, value: int) -> None:
+        self.__dict__["_num_data"] = int(value)
+
+    @property
+    def name_prefix(self) -> str:
+        """(Pyro only) prefix of this likelihood's Pyro sites (``<prefix>.f``, ``<prefix>.y``)."""
+        return self.__dict__.get("_name_prefix", "")
+
+    @name_prefix.setter
+    def name_prefix(self, value: str) -> None:
+        self.__dict__["_name_prefix"] = str(value)
+
+    def pyro_guide(self, function_dist, target: torch.Tensor, *args, **kwargs) -> None:
+        """(Pyro only) guide half: ``f ~ q(f)`` at ``<prefix>.f`` in the data plate (dimension -1).
+
+        Override (calling this) if the likelihood has latent variables of its own to infer.
+
+        Args:
+            function_dist: the per-point ``q(f)`` from :meth:`~torchgp.models.pyro._PyroMixin.pyro_guide`,
+                batch shape ``(b,)``.
+            target: ``y`` ``(*batch, b)``.
+        """
+        from torchgp import _pyro
+
+        with _pyro.pyro.plate(self.name_prefix + ".data_plate", dim=-1):
+            _pyro.pyro.sample(self.name_prefix + ".f", function_dist)
+
+    def pyro_model(self, function_dist, target: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        """(Pyro only) model half: ``f`` at ``<prefix>.f``, then ``y ~ p(y | f)`` observed at ``<prefix>.y``.
+
+        Args:
+            function_dist: the per-point ``p(f)`` from :meth:`~torchgp.models.pyro._PyroMixin.pyro_model`.
+            target: ``y`` ``(*batch, b)``; further arguments go to :meth:`forward`.
+
+        Returns:
+            ``target`` (the observed site's value).
+        """
+        from torchgp import _pyro
+
+        with _pyro.pyro.plate(self.name_prefix + ".data_plate", dim=-1):
+            function_samples = _pyro.pyro.sample(self.name_prefix + ".f", function_dist)
+            output_dist = self(function_samples, *args, **kwargs)
+            return self.sample_target(output_dist, target)
+
+    def sample_target(self, output_dist, target: torch.Tensor) -> torch.Tensor:
+        """(Pyro only) observe ``target`` under ``output_dist`` at ``<prefix>.y``, scaled by ``N / b``.
+
+        ``b = output_dist.batch_shape[-1]`` is the minibatch size; without ``num_data`` the scale is 1.
+        """
+        from torchgp import _pyro
+
+        b = output_dist.batch_shape[-1]
+        with _pyro.pyro.poutine.scale(scale=(self.num_data or b) / b):
+            return _pyro.pyro.sample(self.name_prefix + ".y", output_dist, obs=target)
 
     def forward(self, function_samples: torch.Tensor, *args, **kwargs) -> torch.distributions.Distribution:
         """``p(y | f)`` for function values ``f (*samples, *batch, n)``."""

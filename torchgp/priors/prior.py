@@ -106,6 +106,17 @@ class Prior(nn.Module, D.Distribution):
     def event_shape(self) -> torch.Size:
         return self.distribution().event_shape
 
+    def pyro_distribution(self):
+        """This prior as a ``pyro.distributions`` object, for ``pyro.sample(name, prior.pyro_distribution())``.
+
+        Draws and densities are the prior's; with a ``transform`` ``t`` (an invertible
+        ``torch.distributions.transforms.Transform``) it is the distribution of ``t⁻¹(z)``, ``z`` a draw of the
+        prior, whose density includes the change-of-variables Jacobian. Needs ``pyro-ppl``.
+        """
+        from torchgp import _pyro
+
+        return _pyro.pyro_distribution(self)
+
     # ------------------------------------------------------------------ batching
     def expand(self, batch_shape, _instance=None) -> Prior:
         """A copy whose parameters are broadcast to ``batch_shape`` (event dimensions kept)."""
