@@ -18,6 +18,7 @@ from torchgp._shapes import broadcast_shapes
 from torchgp.errors import ShapeError
 from torchgp.linalg.cholesky import psd_safe_cholesky
 from torchgp.linalg.inv_quad_logdet import inv_quad_logdet
+from torchgp.linalg.minres import ciq_mvn_samples
 from torchgp.linalg.operators import AddedDiagOperator, DenseOperator, Operator, as_operator
 
 
@@ -112,6 +113,9 @@ class MultivariateNormal(Distribution):
             raise ShapeError(
                 f"base_samples must end in shape {tuple(self._mean.shape)}; got {tuple(base_samples.shape)}."
             )
+        if settings.ciq_samples.on():
+            # (Pleiss et al. 2020, §4): the symmetric root K^{1/2} ε by contour integral quadrature
+            return self._mean + ciq_mvn_samples(self.covariance_matrix, base_samples)
         L = self.scale_tril
         return self._mean + (L @ base_samples.unsqueeze(-1)).squeeze(-1)
 

@@ -15,10 +15,13 @@ r"""Numeric core: Cholesky with jitter, the covariance operators, the one solver
   :class:`Factor` solves (``(*batch, n, k) → (*batch, n, k)``) and gives ``log|A|`` (``(*batch)``).
 * :func:`inv_quad_logdet` ``(rᵀA⁻¹r, log|A|)`` (``(*batch)`` each) and :func:`solve` (``A⁻¹ B``) call that choice.
 * :func:`psd_safe_cholesky`: ``A (*batch, n, n) → L`` with jitter escalation and a diagnosis when it fails.
+* :func:`contour_integral_quad`: ``K^{±1/2} B`` by contour integral quadrature over multi-shift MINRES
+  (``torchgp.linalg.minres.minres``: ``(K + σ_q I)⁻¹ B`` for all shifts at once).
 """
 
 from torchgp.linalg.cholesky import diagnose_not_psd, psd_safe_cholesky
 from torchgp.linalg.inv_quad_logdet import inv_quad_logdet, solve
+from torchgp.linalg.minres import contour_integral_quad
 from torchgp.linalg.operators import (
     AddedDiagOperator,
     BlockDiagOperator,
@@ -61,4 +64,5 @@ __all__ = [
     "choose_solver",
     "factorize",
     "Factor",
+    "contour_integral_quad",
 ]

@@ -3,6 +3,8 @@ r"""``ApproximateGP``: a GP through a variational strategy (SVGP; Hensman et al.
 Write ``forward(x)`` returning the prior ``MultivariateNormal(mean(x), kernel(x))``; ``model(x)``
 returns ``q(f(x))`` through ``model.variational_strategy`` in train and eval mode alike, so it can
 be trained on minibatches with :class:`~torchgp.mlls.VariationalELBO` and any likelihood.
+The first training-mode call warns if its inputs' spread is more than 10³ times off a kernel's
+lengthscale; eval-mode calls warn about NaN/inf input rows (:mod:`torchgp.models._diagnostics`).
 """
 
 from __future__ import annotations
@@ -10,7 +12,9 @@ from __future__ import annotations
 import torch
 
 from torchgp.errors import ModelTypeError
+from torchgp.models._diagnostics import InputScaleWatch, warn_nonfinite_test_rows
 from torchgp.models.gp import GP, call_with_hooks
+from torchgp.models.pyro._pyro_mixin import _PyroMixin
 
 
 class ApproximateGP(GP):
@@ -64,10 +68,42 @@ class ApproximateGP(GP):
             raise TypeError(f"ApproximateGP takes a tensor of inputs (*batch, b, d); got {type(inputs).__name__}.")
         if inputs.dim() == 1:
             inputs = inputs.unsqueeze(-1)
+        if not self.training:
+            warn_nonfinite_test_rows((inputs,), stacklevel=5)
+        elif not prior:
+            watch = InputScaleWatch.start(self, "checked")  # once: the first minibatch stands for the data
+            if watch is not None:
+                with watch:
+                    return self.variational_strategy(inputs, prior=prior, **kwargs)
         return self.variational_strategy(inputs, prior=prior, **kwargs)
 
-    def pyro_guide(self, *args, **kwargs):  # pragma: no cover - compatibility shim
-        raise NotImplementedError("Pyro integration is not provided by torchgp.")
+    def get_fantasy_model(self, inputs: torch.Tensor, targets: torch.Tensor, **kwargs):
+        """A new exact GP conditioned on ``(inputs, targets)`` by online variational conditioning (Maddox et al. 2021).
+
+        ``q(u)`` becomes pseudo-observations at the inducing points (:mod:`torchgp.models.online_variational`);
+        the returned :class:`~torchgp.models.ExactGP` over the ``m`` inducing points and the ``q`` new points
+        predicts ``q(f | targets)``. Needs a Gaussian ``self.likelihood`` and ``mean_module`` /
+        ``covar_module`` attributes (or ``mean_module=``, ``covar_module=`` keywords).
+
+        Args:
+            inputs: ``(*batch, q, d)`` or ``(f, *batch, q, d)``.
+            targets: ``(*batch, q)`` or ``(f, *batch, q)`` (a leading fantasy batch gives a batch of models).
+            **kwargs: ``mean_module``, ``covar_module``.
+
+        Returns:
+            An :class:`~torchgp.models.ExactGP` with ``m + q`` training points, in eval mode.
+        """
+        from torchgp.models.online_variational import online_fantasy_model
+
+        return online_fantasy_model(self, inputs, targets, **kwargs)
+
+    def pyro_guide(self, input: torch.Tensor, beta: float = 1.0, name_prefix: str = ""):
+        """Pyro guide half (``u ~ q(u)``), as :meth:`torchgp.models.pyro._PyroMixin.pyro_guide`; needs pyro-ppl."""
+        return _PyroMixin.pyro_guide(self, input, beta=beta, name_prefix=name_prefix)
+
+    def pyro_model(self, input: torch.Tensor, beta: float = 1.0, name_prefix: str = ""):
+        """Pyro model half (``u ~ p(u)``), as :meth:`torchgp.models.pyro._PyroMixin.pyro_model`; needs pyro-ppl."""
+        return _PyroMixin.pyro_model(self, input, beta=beta, name_prefix=name_prefix)
 
 
 VariationalGP = ApproximateGP  # GPyTorch's name

@@ -54,3 +54,8 @@ __all__ += ["OrthogonallyDecoupledVariationalStrategy"]
 from torchgp.variational.batch_decoupled_variational_strategy import BatchDecoupledVariationalStrategy  # noqa: E402
 
 __all__ += ["BatchDecoupledVariationalStrategy"]
+
+from torchgp.variational.ciq_variational_strategy import CiqVariationalStrategy  # noqa: E402
+from torchgp.variational.large_batch_variational_strategy import LargeBatchVariationalStrategy  # noqa: E402
+
+__all__ += ["CiqVariationalStrategy", "LargeBatchVariationalStrategy"]
