@@ -1,6 +1,7 @@
 """Exact Kronecker multitask GP (ICM): MLL forward + backward and prediction, torchgp vs GPyTorch vs dense.
 
-Usage: ``python benchmarks/multitask.py [--sizes 2000x4 4000x8] [--repeats R] [--threads T] [--lmc]``.
+Usage: ``python benchmarks/multitask.py [--sizes 2000x4 4000x8] [--repeats R] [--threads T] [--device cpu|cuda]
+[--lmc]``.
 The model is GPyTorch's multitask tutorial: ``MultitaskMean(ConstantMean)``, ``MultitaskKernel(RBFKernel, rank=1)``,
 ``MultitaskGaussianLikelihood(rank=0)``, float64, d = 2; both libraries get the same parameter values. Prediction is
 the posterior mean and variance at 500 test points, the cached factor rebuilt each time. "dense" is one Cholesky
@@ -27,6 +28,7 @@ from _common import interleaved  # noqa: E402
 import torchgp  # noqa: E402
 
 DT = torch.float64
+DEVICE = torch.device("cpu")  # set by --device
 
 
 def make_data(n: int, t: int, seed: int = 0):
@@ -34,7 +36,7 @@ def make_data(n: int, t: int, seed: int = 0):
     X = torch.rand(n, 2, generator=g, dtype=DT)
     phase = torch.linspace(0, 3, t, dtype=DT)
     Y = torch.sin(4 * X[:, :1] + phase) * torch.cos(3 * X[:, 1:]) + 0.1 * torch.randn(n, t, generator=g, dtype=DT)
-    return X, Y
+    return X.to(DEVICE), Y.to(DEVICE)
 
 
 def build(lib, X, Y):
@@ -54,7 +56,7 @@ def build(lib, X, Y):
     with torch.no_grad():
         for _, p in sorted(model.named_parameters()):
             p.copy_(0.3 * torch.randn(p.shape, generator=g, dtype=DT))
-    return model
+    return model.to(DEVICE)
 
 
 def mll_step(lib, model, X, Y):
@@ -93,7 +95,7 @@ def _kron_dense(noisy):
 
 def lmc_model(lib, t=10, latents=5, m=256, d=2):
     g = torch.Generator().manual_seed(0)
-    Z = torch.rand(latents, m, d, generator=g)
+    Z = torch.rand(latents, m, d, generator=g).to(DEVICE)
     L = torch.Size([latents])
 
     class LMC(lib.models.ApproximateGP):
@@ -107,7 +109,7 @@ def lmc_model(lib, t=10, latents=5, m=256, d=2):
         def forward(self, x):
             return lib.distributions.MultivariateNormal(self.mean_module(x), self.covar_module(x))
 
-    model, lik = LMC(), lib.likelihoods.MultitaskGaussianLikelihood(num_tasks=t)
+    model, lik = LMC().to(DEVICE), lib.likelihoods.MultitaskGaussianLikelihood(num_tasks=t).to(DEVICE)
     return model, lik, torch.optim.Adam([*model.parameters(), *lik.parameters()], lr=0.01)
 
 
@@ -131,18 +133,28 @@ def run_lmc(repeats: int):
     g = torch.Generator().manual_seed(1)
     x = torch.rand(1024, 2, generator=g)
     y = torch.sin(4 * x[:, :1] + torch.linspace(0, 3, 10)) + 0.1 * torch.randn(1024, 10, generator=g)
+    x, y = x.to(DEVICE), y.to(DEVICE)
     ours, theirs = lmc_model(torchgp), lmc_model(gpytorch)
     times = interleaved(
-        {
-            "torchgp": lambda: lmc_step(torchgp, *ours, x, y, 10**5),
-            "gpytorch": lambda: lmc_step(gpytorch, *theirs, x, y, 10**5),
-        },
+        _synced(
+            {
+                "torchgp": lambda: lmc_step(torchgp, *ours, x, y, 10**5),
+                "gpytorch": lambda: lmc_step(gpytorch, *theirs, x, y, 10**5),
+            }
+        ),
         repeats,
     )
     print(
         f"LMC SVGP step (t=10, 5 latents, m=256, b=1024, float32): torchgp {times['torchgp'] * 1e3:.1f} ms, "
         f"gpytorch {times['gpytorch'] * 1e3:.1f} ms, torchgp/gpytorch {times['torchgp'] / times['gpytorch']:.2f}"
     )
+
+
+def _synced(contenders: dict) -> dict:
+    """Each timed callable followed by a device synchronisation on CUDA (kernels run asynchronously there)."""
+    if DEVICE.type != "cuda":
+        return contenders
+    return {k: (lambda f=f: (f(), torch.cuda.synchronize())) for k, f in contenders.items()}
 
 
 def _status_kib(field: str) -> int:
@@ -189,16 +201,19 @@ def main():
     ap.add_argument("--sizes", nargs="+", default=["2000x4", "4000x8"])
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     ap.add_argument("--dense-max-gb", type=float, default=1.0)
     ap.add_argument("--lmc", action="store_true", help="time the LMC SVGP step instead")
     ap.add_argument("--memory", action="store_true", help="also report the peak memory of one MLL + gradient")
     args = ap.parse_args()
+    global DEVICE
+    DEVICE = torch.device(args.device)
     torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore")  # GPyTorch's own warnings; this script is not library code
     if args.lmc:
         run_lmc(max(args.repeats, 5))
         return
-    print(f"float64, {args.threads} thread(s), median of {args.repeats}")
+    print(f"float64, {args.device}, {args.threads} thread(s), median of {args.repeats}")
     print(
         f"{'n':>6} {'t':>3} {'what':>10} {'torchgp s':>10} {'gpytorch s':>11} {'dense s':>9} {'gpytorch/torchgp':>17}"
     )
@@ -223,7 +238,7 @@ def main():
             contenders = {"torchgp": fa, "gpytorch": fb}
             if what == "mll+grad" and dense_gb <= args.dense_max_gb:
                 contenders["dense"] = lambda: dense_floor(ours, X, Y)
-            times = interleaved(contenders, args.repeats)
+            times = interleaved(_synced(contenders), args.repeats)
             dense = (
                 f"{times['dense']:9.3f}"
                 if "dense" in times
@@ -233,7 +248,7 @@ def main():
                 f"{n:6d} {t:3d} {what:>10} {times['torchgp']:10.3f} {times['gpytorch']:11.3f} {dense} "
                 f"{times['gpytorch'] / times['torchgp']:17.2f}"
             )
-        if args.memory:
+        if args.memory and DEVICE.type == "cpu":  # resident memory of the process: a CPU measure
             mem = peak_memory(n, t)
             print(
                 f"# n={n} t={t}: peak extra memory of one MLL + gradient: torchgp {mem['torchgp']:.0f} MiB, gpytorch "

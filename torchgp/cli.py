@@ -1,5 +1,8 @@
 r"""The ``torchgp`` command: ``torchgp demo``, ``torchgp fit DATA.csv --target y``, ``torchgp predict MODEL DATA.csv``.
 
+Several targets (``--target a --target b`` or ``--target a,b``) fit one multitask GP (:mod:`torchgp.cli_multitask`);
+tables are read by :mod:`torchgp.cli_tables`.
+
 Run ``torchgp COMMAND --help`` for the options. Bad input (missing file or column, non-numeric
 values, missing values without ``--dropna``, an empty file) ends with exit status 2 and a
 one-line message saying what to change; no traceback.
@@ -10,92 +13,15 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import math
 import os
 import sys
 
 import torch
 
-__all__ = ["main"]
+from torchgp.cli_multitask import fit_multitask, predict_multitask, split_targets
+from torchgp.cli_tables import CLIError, numeric_columns, read_table
 
-_MISSING = {"", "na", "nan", "null", "none", "n/a"}
-
-
-class CLIError(Exception):
-    """A problem with the user's input; printed as one line, exit status 2."""
-
-
-# --------------------------------------------------------------------------- reading tables
-def read_table(path: str) -> tuple[list[str], list[list[str]]]:
-    """Column names and rows of strings from a CSV (or Parquet, with pyarrow) file."""
-    if not os.path.exists(path):
-        raise CLIError(f"no such file: {path}")
-    if path.lower().endswith((".parquet", ".pq")):
-        try:
-            import pyarrow.parquet as pq
-        except ImportError:
-            raise CLIError("reading Parquet needs pyarrow: pip install pyarrow (or convert the file to CSV)") from None
-        table = pq.read_table(path)
-        columns = list(table.column_names)
-        data = [[("" if v is None else str(v)) for v in table.column(c).to_pylist()] for c in columns]
-        return columns, [list(row) for row in zip(*data)]
-    with open(path, newline="") as f:
-        rows = [row for row in csv.reader(f) if row and any(cell.strip() for cell in row)]
-    if not rows:
-        raise CLIError(f"{path} is empty: it needs a header row with column names and at least one data row")
-    header = [h.strip() for h in rows[0]]
-    if len(rows) == 1:
-        raise CLIError(f"{path} has a header ({', '.join(header)}) but no data rows")
-    for i, row in enumerate(rows[1:], start=2):
-        if len(row) != len(header):
-            raise CLIError(f"{path} line {i} has {len(row)} fields but the header has {len(header)}; fix the row")
-    return header, rows[1:]
-
-
-def numeric_columns(
-    path: str, header: list[str], rows: list[list[str]], columns: list[str], dropna: bool
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The chosen columns as a float64 ``(n, len(columns))`` tensor and the kept row indices ``(n,)``.
-
-    Raises:
-        CLIError: a column is missing, a value is not a number, or rows have missing values without ``dropna``.
-    """
-    missing = [c for c in columns if c not in header]
-    if missing:
-        raise CLIError(
-            f"column(s) {', '.join(repr(c) for c in missing)} not in {path}; its columns are: {', '.join(header)}"
-        )
-    index = [header.index(c) for c in columns]
-    values, kept, nan_rows = [], [], []
-    for r, row in enumerate(rows):
-        out = []
-        for c, j in zip(columns, index):
-            cell = row[j].strip()
-            if cell.lower() in _MISSING:
-                out.append(math.nan)
-                continue
-            try:
-                out.append(float(cell))
-            except ValueError:
-                raise CLIError(
-                    f"column {c!r} of {path} is not numeric: row {r + 2} holds {cell!r}. Remove or encode that column "
-                    "(choose others with --features)"
-                ) from None
-        if any(math.isnan(v) or math.isinf(v) for v in out):
-            nan_rows.append(r + 2)
-            if dropna:
-                continue
-        values.append(out)
-        kept.append(r)
-    if nan_rows and not dropna:
-        shown = ", ".join(map(str, nan_rows[:5])) + (" ..." if len(nan_rows) > 5 else "")
-        raise CLIError(
-            f"{len(nan_rows)} row(s) of {path} have missing or non-finite values (lines {shown}); "
-            "pass --dropna to drop them, or fill them in"
-        )
-    if not values:
-        raise CLIError(f"no rows of {path} are left after dropping the {len(nan_rows)} with missing values")
-    return torch.tensor(values, dtype=torch.float64), torch.tensor(kept)
+__all__ = ["main", "CLIError", "read_table", "numeric_columns"]
 
 
 # --------------------------------------------------------------------------- commands
@@ -114,6 +40,10 @@ def _cmd_fit(args) -> int:
     from torchgp.mlls import ExactMarginalLogLikelihood
     from torchgp.optim.fit import fit
 
+    targets = split_targets(args.target)
+    if len(targets) > 1:
+        return fit_multitask(args, targets)
+    args.target = targets[0]
     header, rows = read_table(args.data)
     if args.target not in header:
         raise CLIError(f"target column {args.target!r} not in {args.data}; its columns are: {', '.join(header)}")
@@ -269,6 +199,8 @@ def _cmd_predict(args) -> int:
     features = meta.get("features")
     if not features:
         raise CLIError(f"{args.model} holds no feature names; it was not written by `torchgp fit` or `torchgp demo`")
+    if meta.get("targets"):
+        return predict_multitask(args, model, meta)
     header, rows = read_table(args.data)
     X, kept = numeric_columns(args.data, header, rows, features, args.dropna)
     x_mean = torch.tensor(meta.get("x_mean", [0.0] * len(features)), dtype=torch.float64)
@@ -331,7 +263,19 @@ def build_parser() -> argparse.ArgumentParser:
         "write a plot and the model to --out.",
     )
     fit.add_argument("data", metavar="DATA", help="CSV file with a header row (or .parquet with pyarrow installed)")
-    fit.add_argument("--target", required=True, help="name of the column to predict")
+    fit.add_argument(
+        "--target",
+        required=True,
+        action="append",
+        help="name of the column to predict; several (--target a --target b, or --target a,b) fit one multitask "
+        "(ICM) GP of all of them",
+    )
+    fit.add_argument(
+        "--task-rank",
+        type=int,
+        default=1,
+        help="with several targets: rank of the covariance between them, 1 to their number (default: %(default)s)",
+    )
     fit.add_argument("--features", default=None, help="comma-separated input columns (default: every other column)")
     fit.add_argument(
         "--kernel",
@@ -366,7 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
         "predict",
         help="predict with a model saved by `torchgp fit`",
         description="Write the rows of DATA with the predictive mean, standard deviation and 95%% "
-        "interval (columns mean, std, lower95, upper95).",
+        "interval (columns mean, std, lower95, upper95; for a model of several targets, those four per target, "
+        "named <target>_mean, <target>_std, <target>_lower95, <target>_upper95).",
     )
     pred.add_argument("model", metavar="MODEL", help="model file written by `torchgp fit` (model.safetensors)")
     pred.add_argument("data", metavar="DATA", help="CSV/Parquet file holding the model's feature columns")

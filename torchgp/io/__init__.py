@@ -18,10 +18,17 @@ import importlib
 from torchgp.io.format import FORMAT, FORMAT_VERSION, ModelFileError
 from torchgp.io.saving import load, save
 from torchgp.io.specs import build_model, model_spec
-from torchgp.models.builders import ApproximateGPModel, ExactGPModel
+from torchgp.models.builders import (
+    ApproximateGPModel,
+    ExactGPModel,
+    HadamardGPModel,
+    IndependentMultitaskGPModel,
+    MultitaskExactGPModel,
+)
 
 __all__ = ["save", "load", "ModelFileError", "ExactGPModel", "ApproximateGPModel", "model_spec", "build_model"]
 __all__ += ["FORMAT", "FORMAT_VERSION"]
+__all__ += ["MultitaskExactGPModel", "IndependentMultitaskGPModel", "HadamardGPModel"]
 
 _APPROX_CLASS = None
 

@@ -40,6 +40,9 @@ PART_NAMESPACES = ("torchgp.kernels", "torchgp.means", "torchgp.likelihoods")
 MODELS = {
     "exact": "torchgp.models.builders:ExactGPModel",
     "variational": "torchgp.models.builders:ApproximateGPModel",
+    "multitask": "torchgp.models.builders:MultitaskExactGPModel",
+    "independent_multitask": "torchgp.models.builders:IndependentMultitaskGPModel",
+    "hadamard": "torchgp.models.builders:HadamardGPModel",
 }
 
 _P = inspect.Parameter
@@ -109,8 +112,39 @@ def _declared_linear_mean(m) -> dict:
     return {"input_size": int(m.weights.shape[-2]), "batch_shape": m.batch_shape, "bias": m.bias is not None}
 
 
+def _declared_multitask_kernel(k) -> dict:
+    # the rank lives in the task kernel's factor W (num_tasks, rank)
+    return {
+        "data_covar_module": k.data_covar_module,
+        "num_tasks": int(k.num_tasks),
+        "rank": int(k.task_covar_module.covar_factor.shape[-1]),
+        "batch_shape": k.batch_shape,
+    }
+
+
+def _declared_lcm_kernel(k) -> dict:
+    parts = list(k.covar_module_list)
+    return {
+        "base_kernels": [m.data_covar_module for m in parts],
+        "num_tasks": int(k.num_tasks),
+        "rank": [int(m.task_covar_module.covar_factor.shape[-1]) for m in parts],
+    }
+
+
+def _declared_index_kernel(k) -> dict:
+    args = {"num_tasks": int(k.num_tasks), "rank": int(k.covar_factor.shape[-1]), "batch_shape": k.batch_shape}
+    if torch.is_tensor(getattr(k, "active_dims", None)):
+        args["active_dims"] = k.active_dims.tolist()
+    return args
+
+
 #: parts whose attributes do not hold their constructor arguments, until the class states ``_spec`` itself
-_DECLARED = {"LinearMean": _declared_linear_mean}
+_DECLARED = {
+    "IndexKernel": _declared_index_kernel,
+    "LinearMean": _declared_linear_mean,
+    "MultitaskKernel": _declared_multitask_kernel,
+    "LCMKernel": _declared_lcm_kernel,
+}
 
 
 def _encode(value, where: str):

@@ -30,82 +30,20 @@ from __future__ import annotations
 
 import torch
 
-from torchgp._shapes import broadcast_shapes
+from torchgp._shapes import any_nonzero, broadcast_shapes
 from torchgp.errors import ShapeError
 from torchgp.linalg.cholesky import psd_safe_cholesky
-from torchgp.linalg.operators import (
-    ConstantDiagOperator,
-    DiagOperator,
-    KroneckerProductAddedDiag,
-    KroneckerProductOperator,
-    Operator,
-)
-from torchgp.linalg.operators.structured import SumOperator
+from torchgp.linalg.kronecker_parts import KroneckerSum, is_kronecker_sum, kronecker_sum
 
-__all__ = ["KroneckerSum", "kronecker_sum", "kronecker_inv_quad_logdet", "KroneckerEig"]
-
-
-class KroneckerSum:
-    """The parts of ``K_1 ⊗ K_2 + S_1 ⊗ S_2``.
-
-    Attributes:
-        K1: ``(*batch, p, p)`` dense; K2: ``(*batch, q, q)`` dense.
-        S1, S2: None (identity), a diagonal ``(*batch, p)`` / ``(*batch, q)`` (``diag1``/``diag2`` True), or a
-            dense matrix ``(*batch, p, p)`` / ``(*batch, q, q)``.
-    """
-
-    def __init__(self, K1, K2, S1=None, S2=None, diag1: bool = True, diag2: bool = True):
-        self.K1, self.K2, self.S1, self.S2 = K1, K2, S1, S2
-        self.diag1, self.diag2 = diag1, diag2
-
-    @property
-    def sizes(self) -> tuple[int, int]:
-        return self.K1.shape[-1], self.K2.shape[-1]
-
-
-def _noise_factor(f: Operator):
-    """A Kronecker factor of the noise as ``(tensor or None for the identity, is_diagonal)``."""
-    if isinstance(f, ConstantDiagOperator) and bool((f.diag_constant == 1).all()):
-        return None, True
-    if isinstance(f, DiagOperator):
-        return f.diagonal(), True
-    return f.to_dense(), False
-
-
-def kronecker_sum(op) -> KroneckerSum | None:
-    """Recognise ``op`` as ``K_1 ⊗ K_2 + S_1 ⊗ S_2`` (two square factors each), else None.
-
-    Accepts a :class:`KroneckerProductAddedDiag` with per-factor diagonals (``σ² I``, ``I ⊗ D_t``) and a
-    :class:`SumOperator` of two two-factor :class:`KroneckerProductOperator` one of which has a diagonal factor
-    (the noise, e.g. ``I ⊗ Σ_t`` with ``Σ_t`` of any rank).
-    """
-    if isinstance(op, KroneckerProductAddedDiag) and op.diag_factors is not None and len(op.base.factors) == 2:
-        f1, f2 = op.base.factors
-        if f1.shape[-1] != f1.shape[-2] or f2.shape[-1] != f2.shape[-2]:
-            return None
-        d1, d2 = op.diag_factors
-        return KroneckerSum(f1.to_dense(), f2.to_dense(), d1, d2)
-    if not (isinstance(op, SumOperator) and len(op.operators) == 2):
-        return None
-    a, b = op.operators
-    if not all(isinstance(x, KroneckerProductOperator) and len(x.factors) == 2 for x in (a, b)):
-        return None
-    if not all(f.shape[-1] == f.shape[-2] for f in (*a.factors, *b.factors)):
-        return None
-    if [f.shape[-1] for f in a.factors] != [f.shape[-1] for f in b.factors]:
-        return None
-    if _is_noise(b):
-        signal, noise = a, b
-    elif _is_noise(a):
-        signal, noise = b, a
-    else:
-        return None
-    (s1, diag1), (s2, diag2) = (_noise_factor(f) for f in noise.factors)
-    return KroneckerSum(signal.factors[0].to_dense(), signal.factors[1].to_dense(), s1, s2, diag1, diag2)
-
-
-def _is_noise(kron: KroneckerProductOperator) -> bool:
-    return any(isinstance(f, DiagOperator) for f in kron.factors)
+# KroneckerSum, kronecker_sum and is_kronecker_sum live in torchgp.linalg.kronecker_parts (re-exported here)
+__all__ = [
+    "KroneckerSum",
+    "kronecker_sum",
+    "is_kronecker_sum",
+    "kronecker_inv_quad_logdet",
+    "kronecker_solve",
+    "KroneckerEig",
+]
 
 
 def _factor_eig(K, S, diag: bool):
@@ -150,13 +88,15 @@ class KroneckerEig:
         P1, P2 = self.P1, self.P2
         return P1 @ (self.W * (P1.mT @ Y @ P2)) @ P2.mT
 
+    def solve_matrices(self, Y: torch.Tensor) -> torch.Tensor:
+        """:meth:`solve_matrix` for each of ``k`` matrices: ``Y (*b, k, p, q) → (*b, k, p, q)``."""
+        P1, P2, W = self.P1.unsqueeze(-3), self.P2.unsqueeze(-3), self.W.unsqueeze(-3)
+        return P1 @ (W * (P1.mT @ Y @ P2)) @ P2.mT
+
     def solve(self, rhs: torch.Tensor) -> torch.Tensor:
         """``A⁻¹ rhs`` for ``rhs (*b, pq, k)`` → ``(*b, pq, k)``."""
         p, q = self.sizes
-        k = rhs.shape[-1]
-        Y = rhs.movedim(-1, -2).reshape(*rhs.shape[:-2], k, p, q)
-        P1, P2, W = self.P1.unsqueeze(-3), self.P2.unsqueeze(-3), self.W.unsqueeze(-3)
-        X = P1 @ (W * (P1.mT @ Y @ P2)) @ P2.mT
+        X = self.solve_matrices(rhs.movedim(-1, -2).reshape(*rhs.shape[:-2], rhs.shape[-1], p, q))
         return X.reshape(*X.shape[:-2], p * q).movedim(-2, -1)
 
 
@@ -175,16 +115,32 @@ def _quad_term(A, M, diag: bool, left: bool):
     return (X @ M.unsqueeze(-3) @ X.mT).sum(-3)
 
 
+def _frobenius(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
+    """``Σ_ij A_ij B_ij`` ``(*b)`` for ``A, B (*b, p, p)`` as one dot product per batch member (no ``p × p`` temporary)."""
+    batch = broadcast_shapes(A.shape[:-2], B.shape[:-2])
+    a = A.expand(*batch, *A.shape[-2:]).reshape(*batch, 1, -1)
+    b = B.expand(*batch, *B.shape[-2:]).reshape(*batch, -1, 1)
+    return (a @ b).reshape(batch)
+
+
+def _minus_quad_term(out: torch.Tensor, A: torch.Tensor, M, diag: bool, scale: torch.Tensor) -> torch.Tensor:
+    """``out − scale · Σ_k Α_k M Α_kᵀ`` (:func:`_quad_term` with ``left``), in place in ``out (*b, p, p)``."""
+    X = A if M is None else (A * M.unsqueeze(-2).unsqueeze(-3) if diag else A @ M.unsqueeze(-3))
+    X = X * scale[..., None, None, None]
+    batch = out.shape[:-2]
+    if X.shape[:-3] != batch or not out.is_contiguous():
+        return out - (X @ A.mT).sum(-3)
+    p, kq = out.shape[-1], A.shape[-3] * A.shape[-1]
+    left = X.movedim(-3, -2).reshape(-1, p, kq)  # [X_1 … X_k] side by side: Σ_k X_k Α_kᵀ is one product
+    right = A.expand_as(X).movedim(-3, -2).reshape(-1, p, kq).mT
+    out.view(-1, p, p).baddbmm_(left, right, alpha=-1)
+    return out
+
+
 # The small factor (size q) at most this large: solve per eigenvalue of it, with q Choleskys of the large factor,
 # instead of one eigendecomposition of the large factor. Measured single-threaded in float64: eigh + one GEMM of an
 # n × n matrix cost 8.3× (n = 2000) and 6.3× (n = 1000) a Cholesky plus a cholesky_inverse of it.
 _MAX_TASKS_CHOLESKY = 6
-
-
-def _dense_noise(S, diag: bool, like: torch.Tensor) -> torch.Tensor:
-    if S is None:
-        return torch.eye(like.shape[-1], dtype=like.dtype, device=like.device)
-    return torch.diag_embed(S) if diag else S
 
 
 class _KroneckerInvQuadLogdet(torch.autograd.Function):
@@ -209,27 +165,45 @@ class _KroneckerInvQuadLogdet(torch.autograd.Function):
             ctx.save_for_backward(K1, K2, S1, S2, alpha, eig.P1, eig.P2, eig.W, eig.lam1, eig.lam2)
             return quad, eig.logdet
         with torch.no_grad():
+            K1d, S1d = K1.detach(), (None if S1 is None else S1.detach())
             lam2, P2, ld2 = _factor_eig(K2.detach(), None if S2 is None else S2.detach(), diag2)
-            S1d = _dense_noise(None if S1 is None else S1.detach(), diag1, K1)
             Z = Y @ P2.unsqueeze(-3)  # (*b, k, p, q): column c is solved with B_c
             grads = any(ctx.needs_input_grad[:4])
             need_S1 = ctx.needs_input_grad[2] and S1 is not None
-            GK1 = GS1 = tK = tS = None
+            # three n × n buffers reused for every c (fresh large allocations cost page faults on CPU)
+            B, L, info = torch.empty_like(K1d), torch.empty_like(K1d), K1d.new_empty(K1d.shape[:-2], dtype=torch.int32)
+            Binv = torch.empty_like(K1d) if grads else None
+            GK1 = torch.zeros_like(K1d) if grads else None
+            GS1 = torch.zeros_like(K1d) if need_S1 else None
+            tK = tS = None
             cols, logdet, tKs, tSs = [], 0.0, [], []
             for c in range(K2.shape[-1]):
                 lam = lam2[..., c, None, None]
-                L = psd_safe_cholesky(lam * K1.detach() + S1d)  # B_c = λ_c K_1 + S_1
-                logdet = logdet + 2 * L.diagonal(dim1=-2, dim2=-1).log().sum(-1)
-                cols.append(torch.cholesky_solve(Z[..., c].mT, L).mT)  # (*b, k, p)
+                torch.mul(K1d, lam, out=B)  # B_c = λ_c K_1 + S_1
+                if S1d is None:
+                    B.diagonal(dim1=-2, dim2=-1).add_(1)
+                elif diag1:
+                    B.diagonal(dim1=-2, dim2=-1).add_(S1d)
+                else:
+                    B.add_(S1d)
+                Lc, info = torch.linalg.cholesky_ex(B, out=(L, info))
+                if any_nonzero(info):
+                    Lc = psd_safe_cholesky(B)  # jitter escalation, with its warning
+                logdet = logdet + 2 * Lc.diagonal(dim1=-2, dim2=-1).log().sum(-1)
+                cols.append(torch.cholesky_solve(Z[..., c].mT, Lc).mT)  # (*b, k, p)
                 if grads:
-                    Binv = torch.cholesky_inverse(L)
-                    del L
-                    tKs.append((K1.detach() * Binv).sum((-2, -1)))
-                    tSs.append((S1d * Binv).sum((-2, -1)))
+                    torch.cholesky_inverse(Lc, out=Binv)
+                    tKs.append(_frobenius(K1d, Binv))  # tr(K_1 B_c⁻¹)
+                    if S1d is None:
+                        tSs.append(Binv.diagonal(dim1=-2, dim2=-1).sum(-1))
+                    elif diag1:
+                        tSs.append((Binv.diagonal(dim1=-2, dim2=-1) * S1d).sum(-1))
+                    else:
+                        tSs.append(_frobenius(S1d, Binv))
                     if need_S1:
-                        GS1 = Binv.clone() if GS1 is None else GS1.add_(Binv)
-                    GK1 = Binv.mul_(lam) if GK1 is None else GK1.add_(Binv.mul_(lam))  # in place: one n × n buffer
-                    del Binv
+                        GS1.add_(Binv)
+                    GK1.addcmul_(Binv, lam)  # Σ_c λ_c B_c⁻¹, in place
+            del B, L, Binv
             alpha = torch.stack(cols, -1) @ P2.mT.unsqueeze(-3)
             quad = (Y * alpha).sum((-3, -2, -1))
             logdet = logdet + K1.shape[-1] * ld2
@@ -258,7 +232,11 @@ class _KroneckerInvQuadLogdet(torch.autograd.Function):
         gK1 = gK2 = gS1 = gS2 = gY = None
         # ∂(rᵀA⁻¹r)/∂K_1 = −Σ_k Α_k K_2 Α_kᵀ, ∂(rᵀA⁻¹r)/∂S_1 = −Σ_k Α_k S_2 Α_kᵀ (and symmetrically)
         if needs[0]:
-            gK1 = gl * ld_K1() - gq * _quad_term(alpha, K2, False, True)
+            if ctx.method == "eig":  # g_l folded into the congruence's diagonal: one p × p product, no rescaling
+                scaled = _congruence(P1, (W * lam2.unsqueeze(-2)).sum(-1) * g_logdet[..., None])
+            else:
+                scaled = gl * ld_K1()
+            gK1 = _minus_quad_term(scaled, alpha, K2, False, g_quad)
         if needs[1]:
             gK2 = gl * ld_K2() - gq * _quad_term(alpha, K1, False, False)
         if needs[2] and S1 is not None:
@@ -270,6 +248,27 @@ class _KroneckerInvQuadLogdet(torch.autograd.Function):
         if needs[4]:
             gY = 2 * g_quad[..., None, None, None] * alpha
         return gK1, gK2, gS1, gS2, gY, None, None, None
+
+
+def _expanded(parts: KroneckerSum, rhs: torch.Tensor | None):
+    """The parts and ``rhs (*batch, pq, k)`` broadcast to one batch; ``rhs`` as matrices ``Y (*batch, k, p, q)``."""
+    p, q = parts.sizes
+    K1, K2 = parts.K1, parts.K2
+    if rhs is None:
+        rhs = torch.zeros(p * q, 1, dtype=K1.dtype, device=K1.device)
+    if rhs.shape[-2] != p * q:
+        raise ShapeError(f"Kronecker solve: rhs has {rhs.shape[-2]} rows; expected {p} * {q} = {p * q}.")
+    S = [(parts.S1, parts.diag1), (parts.S2, parts.diag2)]
+    shapes = [K1.shape[:-2], K2.shape[:-2], rhs.shape[:-2]]
+    shapes += [s.shape[: s.dim() - (1 if d else 2)] for s, d in S if s is not None]
+    batch = broadcast_shapes(*shapes)
+
+    def expand(x, trailing):
+        return None if x is None else x.expand(*batch, *x.shape[x.dim() - trailing :])
+
+    S1, S2 = (expand(s, 1 if d else 2) for s, d in S)
+    Y = expand(rhs, 2).movedim(-1, -2).reshape(*batch, rhs.shape[-1], p, q)
+    return expand(K1, 2), expand(K2, 2), S1, S2, Y
 
 
 def kronecker_inv_quad_logdet(
@@ -289,23 +288,7 @@ def kronecker_inv_quad_logdet(
         ``(inv_quad (*batch), logdet (*batch) or None)``, differentiable with respect to every part and ``rhs``.
     """
     p, q = parts.sizes
-    K1, K2 = parts.K1, parts.K2
-    if rhs is None:
-        rhs = torch.zeros(p * q, 1, dtype=K1.dtype, device=K1.device)
-    if rhs.shape[-2] != p * q:
-        raise ShapeError(f"kronecker_inv_quad_logdet: rhs has {rhs.shape[-2]} rows; expected {p} * {q} = {p * q}.")
-    S = [(parts.S1, parts.diag1), (parts.S2, parts.diag2)]
-    shapes = [K1.shape[:-2], K2.shape[:-2], rhs.shape[:-2]]
-    shapes += [s.shape[: s.dim() - (1 if d else 2)] for s, d in S if s is not None]
-    batch = broadcast_shapes(*shapes)
-
-    def expand(x, trailing):
-        return None if x is None else x.expand(*batch, *x.shape[x.dim() - trailing :])
-
-    S1, S2 = (expand(s, 1 if d else 2) for s, d in S)
-    k = rhs.shape[-1]
-    Y = expand(rhs, 2).movedim(-1, -2).reshape(*batch, k, p, q)
-    K1, K2 = expand(K1, 2), expand(K2, 2)
+    K1, K2, S1, S2, Y = _expanded(parts, rhs)
     if method is None:
         method = "chol" if min(p, q) <= _MAX_TASKS_CHOLESKY else "eig"
     if method == "chol" and p < q:  # the per-eigenvalue solves run over the smaller factor: exchange the roles
@@ -314,3 +297,58 @@ def kronecker_inv_quad_logdet(
     else:
         quad, ld = _KroneckerInvQuadLogdet.apply(K1, K2, S1, S2, Y, parts.diag1, parts.diag2, method)
     return quad, (ld if logdet else None)
+
+
+def _cross_term(G, M, X, diag: bool, left: bool):
+    """``Σ_k G_k M X_kᵀ`` (``left``) or ``Σ_k G_kᵀ M X_k`` for ``G, X (*b, k, p, q)``; ``M`` None = I, or diagonal."""
+    if not left:
+        G, X = G.mT, X.mT
+    if M is not None:
+        G = G * M.unsqueeze(-2).unsqueeze(-3) if diag else G @ M.unsqueeze(-3)
+    return (G @ X.mT).sum(-3)
+
+
+class _KroneckerSolve(torch.autograd.Function):
+    r"""``(K1, K2, S1, S2, B (*b, k, p, q)) → X``, ``vec(X_k) = A⁻¹ vec(B_k)``, from a precomputed :class:`KroneckerEig`.
+
+    Backward (``G`` the incoming gradient, ``Γ_k`` with ``vec(Γ_k) = A⁻¹ vec(G_k)``; ``∂/∂A = −Σ_k vec(Γ_k) vec(X_k)ᵀ``
+    contracted through the Kronecker structure): ``∂/∂B = Γ``, ``∂/∂K_1 = −Σ_k Γ_k K_2 X_kᵀ``,
+    ``∂/∂K_2 = −Σ_k Γ_kᵀ K_1 X_k``, ``∂/∂S_1 = −Σ_k Γ_k S_2 X_kᵀ``, ``∂/∂S_2 = −Σ_k Γ_kᵀ S_1 X_k`` (diagonals of
+    the last two for diagonal noise factors). No gradient passes through the eigendecompositions.
+    """
+
+    @staticmethod
+    def forward(ctx, K1, K2, S1, S2, B, eig, diag1, diag2):
+        X = eig.solve_matrices(B)
+        ctx.eig, ctx.diag = eig, (diag1, diag2)
+        ctx.save_for_backward(K1, K2, S1, S2, X)
+        return X
+
+    @staticmethod
+    def backward(ctx, G):
+        K1, K2, S1, S2, X = ctx.saved_tensors
+        diag1, diag2 = ctx.diag
+        needs = ctx.needs_input_grad
+        Gam = ctx.eig.solve_matrices(G)
+        gK1 = -_cross_term(Gam, K2, X, False, True) if needs[0] else None
+        gK2 = -_cross_term(Gam, K1, X, False, False) if needs[1] else None
+        gS1 = gS2 = None
+        if needs[2] and S1 is not None:
+            gS1 = -_cross_term(Gam, S2, X, diag2, True)
+            gS1 = gS1.diagonal(dim1=-2, dim2=-1) if diag1 else gS1
+        if needs[3] and S2 is not None:
+            gS2 = -_cross_term(Gam, S1, X, diag1, False)
+            gS2 = gS2.diagonal(dim1=-2, dim2=-1) if diag2 else gS2
+        return gK1, gK2, gS1, gS2, (Gam if needs[4] else None), None, None, None
+
+
+def kronecker_solve(parts: KroneckerSum, rhs: torch.Tensor, eig: KroneckerEig | None = None) -> torch.Tensor:
+    """``A⁻¹ rhs`` for ``A = K_1 ⊗ K_2 + S_1 ⊗ S_2``: ``rhs (*batch, pq, k) → (*batch, pq, k)``.
+
+    Differentiable with respect to every part and ``rhs`` by the closed form of :class:`_KroneckerSolve`; ``eig``
+    (the parts' :class:`KroneckerEig`) is computed here if not given.
+    """
+    eig = KroneckerEig(parts) if eig is None else eig
+    K1, K2, S1, S2, Y = _expanded(parts, rhs)
+    X = _KroneckerSolve.apply(K1, K2, S1, S2, Y, eig, parts.diag1, parts.diag2)
+    return X.reshape(*X.shape[:-2], -1).movedim(-2, -1)

@@ -11,15 +11,17 @@ kind           operators                                              method
                                                                       ``cholesky_inverse``); block-diagonal: per block
 ``woodbury``   ``R Rᵀ + diag(d)``, ``R (*batch, n, r)``, ``r < n``    Woodbury identity and the matrix determinant lemma
                                                                       (R&W 2006, eq. A.9, A.10): ``O(n r²)``
-``kronecker``  ``⊗A_i``; ``⊗A_i + σ²I``; ``⊗A_i + diag(⊗d_i)``      per-factor Cholesky; per-factor eigendecomposition
-                                                                      (``O(Σ n_i³)`` plus ``O(N Σ n_i)`` products)
+``kronecker``  ``⊗A_i``; ``⊗A_i + σ²I``; ``⊗A_i + diag(⊗d_i)``;     per-factor Cholesky; otherwise two per-factor
+               ``K_1 ⊗ K_2 + S_1 ⊗ S_2`` (``S_i`` diagonal or dense)  eigendecompositions with closed-form backward passes
+                                                                      (:mod:`torchgp.linalg.kronecker_solve`)
 ``iterative``  the rest (large n)                                     preconditioned CG and stochastic Lanczos quadrature
                                                                       (:mod:`torchgp.linalg.iterative`)
 =============  =====================================================  ==================================================
 
 A :class:`Factor` holds one factorised ``A`` (computed lazily, once): ``solve(rhs)``, ``inv_quad_logdet(rhs)``
 and ``logdet()``, each differentiable with respect to the tensors behind ``A`` and to ``rhs``; the
-Woodbury and Kronecker kinds differentiate through their small factors with autograd.
+Woodbury kind differentiates through its small factor with autograd; the Kronecker sum has closed-form backward
+passes (no gradient through an eigendecomposition).
 
 Example:
     >>> import torch
@@ -35,11 +37,15 @@ Example:
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from torchgp import settings
 from torchgp._shapes import broadcast_shapes
-from torchgp.linalg.cholesky import psd_safe_cholesky
+from torchgp.linalg.factors import CholeskyFactor, DiagFactor, Factor, WoodburyFactor
+from torchgp.linalg.kronecker_parts import KroneckerSum, is_kronecker_sum, kronecker_sum
+from torchgp.linalg.kronecker_solve import KroneckerEig, kronecker_inv_quad_logdet, kronecker_solve
 from torchgp.linalg.operators import (
     AddedDiagOperator,
     BlockDiagOperator,
@@ -67,7 +73,7 @@ def choose_solver(op) -> str:
         return "woodbury"
     if isinstance(op, KroneckerProductOperator) and all(f.shape[-1] == f.shape[-2] for f in op.factors):
         return "kronecker"
-    if isinstance(op, KroneckerProductAddedDiag) and op.diag_factors is not None:
+    if _is_kronecker_sum(op):
         return "kronecker"
     if isinstance(op, BlockDiagOperator):
         return choose_solver(op.base) if choose_solver(op.base) != "iterative" else "iterative"
@@ -92,158 +98,8 @@ def factorize(op) -> Factor:
     if kind == "woodbury":
         return WoodburyFactor(op)
     if kind == "kronecker":
-        return KroneckerFactor(op) if isinstance(op, KroneckerProductOperator) else KroneckerAddedDiagFactor(op)
+        return KroneckerFactor(op) if isinstance(op, KroneckerProductOperator) else KroneckerSumFactor(op)
     return IterativeFactor(op)
-
-
-class Factor:
-    """A factorised symmetric positive definite ``A`` ``(*batch, n, n)``.
-
-    Attributes:
-        kind: ``"cholesky"``, ``"woodbury"``, ``"kronecker"`` or ``"iterative"``.
-        cholesky: lower ``L`` with ``A = L Lᵀ`` ``(*batch, n, n)`` when ``kind == "cholesky"``, else None.
-    """
-
-    kind: str = ""
-
-    def __init__(self, op: Operator):
-        self.op = op
-        self.shape = op.shape
-
-    @property
-    def cholesky(self) -> torch.Tensor | None:
-        return None
-
-    def solve(self, rhs: torch.Tensor) -> torch.Tensor:
-        """``A⁻¹ rhs``: ``(*batch, n, k) → (*batch, n, k)``, differentiable."""
-        raise NotImplementedError
-
-    def logdet(self) -> torch.Tensor:
-        """``log|A|``, ``(*batch)``."""
-        raise NotImplementedError
-
-    def inv_quad_logdet(self, rhs: torch.Tensor | None = None, logdet: bool = True, reduce: bool = True):
-        """``(Σ_k r_kᵀA⁻¹r_k (*batch), log|A| (*batch) or None)`` for ``rhs (*batch, n, k)``.
-
-        With ``reduce=False`` the quadratic forms are kept per column, ``(*batch, k)``; with ``rhs`` None
-        the first output is zeros.
-        """
-        if rhs is None:
-            quad = torch.zeros(self.shape[:-2], dtype=self.op.dtype, device=self.op.device)
-        else:
-            quad = (rhs * self.solve(rhs)).sum(-2)
-            quad = quad.sum(-1) if reduce else quad
-        return quad, (self.logdet() if logdet else None)
-
-
-def _noise_apart(op: Operator):
-    """``(dense K, σ² (*batch, n) or None)`` for ``K + diag σ²`` (noise kept apart), else ``(dense, None)``."""
-    if isinstance(op, AddedDiagOperator) and not isinstance(op.base, AddedDiagOperator):
-        return op.base.to_dense(), op.diag.expand(op.shape[:-1])
-    return op.to_dense(), None
-
-
-class CholeskyFactor(Factor):
-    """``A = L Lᵀ`` by :func:`~torchgp.linalg.cholesky.psd_safe_cholesky` (in ``settings.solve_dtype`` if set).
-
-    ``inv_quad_logdet`` runs :class:`~torchgp.linalg.inv_quad_logdet.CholeskyInvQuadLogdet`, whose backward is
-    the closed form ``g_l A⁻¹ − g_q ααᵀ`` (R&W 2006, eq. 5.9).
-    """
-
-    kind = "cholesky"
-
-    def __init__(self, op):
-        super().__init__(op)
-        self._L = None
-
-    @property
-    def cholesky(self) -> torch.Tensor:
-        if self._L is None:
-            A = self.op.to_dense()
-            dtype = settings.solve_dtype.value()
-            self._L = psd_safe_cholesky(A if dtype is None else A.to(dtype))
-        return self._L
-
-    def solve(self, rhs):
-        L = self.cholesky
-        return torch.cholesky_solve(rhs.to(L.dtype), L).to(rhs.dtype)  # R&W Alg. 2.1 line 3
-
-    def logdet(self):
-        return self.inv_quad_logdet(None, logdet=True)[1]
-
-    def inv_quad_logdet(self, rhs=None, logdet=True, reduce=True):
-        from torchgp.linalg.inv_quad_logdet import CholeskyInvQuadLogdet
-
-        if not reduce and rhs is not None:
-            return super().inv_quad_logdet(rhs, logdet, reduce)
-        op, n = self.op, self.shape[-1]
-        out_dtype = op.dtype
-        rhs_m = torch.zeros(*op.batch_shape, n, 1, dtype=op.dtype, device=op.device) if rhs is None else rhs
-        K, noise = _noise_apart(op)
-        solve_dtype = settings.solve_dtype.value()
-        if solve_dtype is not None and solve_dtype != K.dtype:
-            K, rhs_m = K.to(solve_dtype), rhs_m.to(solve_dtype)
-            noise = None if noise is None else noise.to(solve_dtype)
-        batch = broadcast_shapes(K.shape[:-2], rhs_m.shape[:-2], () if noise is None else noise.shape[:-1])
-        K, rhs_m = K.expand(*batch, n, n), rhs_m.expand(*batch, *rhs_m.shape[-2:])
-        if noise is not None:
-            noise = noise.expand(*batch, n)
-        quad, ld = CholeskyInvQuadLogdet.apply(K, noise, rhs_m)
-        return quad.to(out_dtype), (ld.to(out_dtype) if logdet else None)
-
-
-class DiagFactor(Factor):
-    """``A = diag(d)``: ``A⁻¹ b = b / d``, ``log|A| = Σ log d``."""
-
-    kind = "cholesky"
-
-    @property
-    def cholesky(self):
-        return torch.diag_embed(self.op.diagonal().sqrt())
-
-    def solve(self, rhs):
-        return rhs / self.op.diagonal().unsqueeze(-1)
-
-    def logdet(self):
-        return self.op.diagonal().log().sum(-1)
-
-
-class WoodburyFactor(Factor):
-    r"""``A = D + R Rᵀ`` with ``D = diag(d)``, ``R (*batch, n, r)``, through the ``r × r`` capacitance
-    ``C = I + Rᵀ D⁻¹ R = L_C L_Cᵀ``:
-
-    .. math::
-        A^{-1} = D^{-1} - D^{-1} R\, C^{-1} R^\top D^{-1} \quad\text{(R\&W 2006, eq. A.9)},\qquad
-        \log|A| = \log|C| + \textstyle\sum_i \log d_i \quad\text{(eq. A.10)}.
-
-    Cost ``O(n r²)``; gradients by autograd through the ``r × r`` factor.
-    """
-
-    kind = "woodbury"
-
-    def __init__(self, op):
-        super().__init__(op)
-        self.R = op.base.R
-        self.d = op.diag.expand(op.shape[:-1])
-        self._LC = None
-
-    @property
-    def capacitance_cholesky(self) -> torch.Tensor:
-        if self._LC is None:
-            DinvR = self.R / self.d.unsqueeze(-1)
-            C = self.R.mT @ DinvR
-            C = C + torch.eye(C.shape[-1], dtype=C.dtype, device=C.device)
-            self._LC = psd_safe_cholesky(C)
-        return self._LC
-
-    def solve(self, rhs):
-        Dinv_b = rhs / self.d.unsqueeze(-1)
-        inner = torch.cholesky_solve(self.R.mT @ Dinv_b, self.capacitance_cholesky)
-        return Dinv_b - (self.R @ inner) / self.d.unsqueeze(-1)
-
-    def logdet(self):
-        LC = self.capacitance_cholesky
-        return 2 * LC.diagonal(dim1=-2, dim2=-1).log().sum(-1) + self.d.log().sum(-1)
 
 
 class KroneckerFactor(Factor):
@@ -269,60 +125,69 @@ class KroneckerFactor(Factor):
         return out.expand(self.op.batch_shape)
 
 
-class KroneckerAddedDiagFactor(Factor):
-    r"""``A = ⊗ K_i + diag(⊗ d_i)`` (``σ² I`` is ``d_1 = σ² 1``, the others ones) by per-factor eigendecompositions.
+class KroneckerSumFactor(Factor):
+    r"""``A = K_1 ⊗ K_2 + S_1 ⊗ S_2`` (``⊗ K_i + σ² I``, ``⊗ K_i + diag(⊗ d_i)``, or a sum of two Kronecker
+    products one with a diagonal factor) by :mod:`torchgp.linalg.kronecker_solve`: per-factor eigendecompositions,
+    ``O(p³ + q³ + pq(p + q))``, and closed-form backward passes (R&W 2006, eq. 5.9 contracted through the
+    structure), so repeated eigenvalues of either factor leave the gradients finite.
 
-    With ``S_i = diag(√d_i)`` and ``S_i⁻¹ K_i S_i⁻¹ = Q_i Λ_i Q_iᵀ``,
-
-    .. math::
-        A = S\,Q\,(\Lambda + I)\,Q^\top S,\quad S = \otimes S_i,\ Q = \otimes Q_i,\ \Lambda = \otimes\Lambda_i,
-        \qquad \log|A| = \textstyle\sum \log(\Lambda + 1) + \sum \log(\otimes d_i).
-
-    A diagonal factor needs no eigendecomposition (``Q_i = I``). Cost ``O(Σ n_i³ + N Σ n_i)``.
+    More than two factors are grouped into two (the split with the smaller larger side; each side dense).
     """
 
     kind = "kronecker"
 
     def __init__(self, op):
         super().__init__(op)
-        kron = op.base
-        self.sizes = [f.shape[-1] for f in kron.factors]
-        self._parts = None
+        self.parts = _two_factor_parts(op)
+        self._eig = None
 
-    def _eig(self):
-        if self._parts is None:
-            kron, evals, evecs, scales = self.op.base, [], [], []
-            for f, d in zip(kron.factors, self.op.diag_factors):
-                s = None if d is None else d.sqrt()
-                if isinstance(f, DiagOperator):
-                    lam = f.diagonal() if d is None else f.diagonal() / d
-                    Q = None
-                else:
-                    M = f.to_dense()
-                    if s is not None:
-                        M = M / (s.unsqueeze(-1) * s.unsqueeze(-2))
-                    lam, Q = torch.linalg.eigh(M)
-                evals.append(lam)
-                evecs.append(Q)
-                scales.append(torch.ones(f.shape[-1], dtype=f.dtype, device=f.device) if s is None else s)
-            batch = self.op.batch_shape
-            self._parts = (kron_vectors(evals, batch), evecs, kron_vectors(scales, batch))
-        return self._parts
+    @property
+    def eig(self):
+        if self._eig is None:
+            self._eig = KroneckerEig(self.parts)
+        return self._eig
 
     def solve(self, rhs):
-        lam, Qs, s = self._eig()
-        batch = self.op.batch_shape
-        apply_t = [(lambda V, Q=Q: V if Q is None else Q.mT @ V) for Q in Qs]
-        apply = [(lambda V, Q=Q: V if Q is None else Q @ V) for Q in Qs]
-        w = rhs / s.unsqueeze(-1)
-        w = kron_apply(apply_t, self.sizes, self.sizes, w, batch)
-        w = w / (lam + 1).unsqueeze(-1)
-        w = kron_apply(apply, self.sizes, self.sizes, w, batch)
-        return w / s.unsqueeze(-1)
+        return kronecker_solve(self.parts, rhs, self.eig)
 
     def logdet(self):
-        lam, _, s = self._eig()
-        return (lam + 1).log().sum(-1) + 2 * s.log().sum(-1)
+        return self.inv_quad_logdet(None, logdet=True)[1]
+
+    def inv_quad_logdet(self, rhs=None, logdet=True, reduce=True):
+        if not reduce and rhs is not None:
+            return super().inv_quad_logdet(rhs, logdet, reduce)
+        quad, ld = kronecker_inv_quad_logdet(self.parts, rhs, logdet)
+        batch = self.op.batch_shape
+        quad = quad.expand(broadcast_shapes(batch, quad.shape))
+        return quad, (None if ld is None else ld.expand(broadcast_shapes(batch, ld.shape)))
+
+
+def _is_kronecker_sum(op) -> bool:
+    if isinstance(op, KroneckerProductAddedDiag) and op.diag_factors is not None:
+        return all(f.shape[-1] == f.shape[-2] for f in op.base.factors) and len(op.base.factors) >= 2
+    return is_kronecker_sum(op)
+
+
+def _two_factor_parts(op):
+    """:class:`~torchgp.linalg.kronecker_solve.KroneckerSum` of ``op``; ``p > 2`` factors grouped into two."""
+    if not (isinstance(op, KroneckerProductAddedDiag) and len(op.base.factors) > 2):
+        return kronecker_sum(op)
+    factors, diags = op.base.factors, op.diag_factors
+    sizes = [f.shape[-1] for f in factors]
+    split = min(range(1, len(sizes)), key=lambda s: max(math.prod(sizes[:s]), math.prod(sizes[s:])))
+    groups = []
+    for fs, ds in ((factors[:split], diags[:split]), (factors[split:], diags[split:])):
+        K = fs[0].to_dense() if len(fs) == 1 else KroneckerProductOperator(*fs).to_dense()
+        if all(d is None for d in ds):
+            d = None
+        else:
+            ones = [
+                torch.ones(f.shape[-1], dtype=op.dtype, device=op.device) if d is None else d for f, d in zip(fs, ds)
+            ]
+            d = kron_vectors(ones)
+        groups.append((K, d))
+    (K1, d1), (K2, d2) = groups
+    return KroneckerSum(K1, K2, d1, d2)
 
 
 class BlockDiagFactor(Factor):

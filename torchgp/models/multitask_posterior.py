@@ -203,6 +203,29 @@ class MultitaskExactPosterior:
         return new
 
 
+def cached_multitask_posterior(model, **kwargs) -> MultitaskExactPosterior:
+    """The model's :class:`MultitaskExactPosterior` at its training data: the cached one if the model's state is
+    unchanged, else computed and cached (keyed on the state like the single-output posterior, never stale)."""
+    key = model._state_key()
+    cache = getattr(model, "_cache", None)
+    if cache is not None and cache[0] == key and isinstance(cache[2], MultitaskExactPosterior):
+        return cache[2]
+    prior = model._prior(*model.train_inputs, **kwargs)
+    if not isinstance(prior, MultitaskMultivariateNormal):
+        raise ModelTypeError(
+            f"{type(model).__name__}.forward must return a MultitaskMultivariateNormal for (n, t) targets; got "
+            f"{type(prior).__name__}."
+        )
+    noisy = model.likelihood.marginal(prior, *model.train_inputs)
+    detach = settings.detach_test_caches.on() or not torch.is_grad_enabled()
+    with torch.set_grad_enabled(torch.is_grad_enabled() and not detach):
+        post = MultitaskExactPosterior(prior, noisy, model.train_targets)
+    if detach:
+        post = post.detach()
+    model._cache = (key, None, post)
+    return post
+
+
 def multitask_posterior_at(model, inputs, **kwargs) -> MultitaskMultivariateNormal:
     """Eval-mode ``model(X*)`` for an ExactGP whose forward returns a ``MultitaskMultivariateNormal``.
 
@@ -216,24 +239,7 @@ def multitask_posterior_at(model, inputs, **kwargs) -> MultitaskMultivariateNorm
     """
     if model.train_inputs is None:
         raise InputError("Cannot predict: the model has no training data. Give it data with set_train_data(X, y).")
-    key = model._state_key()
-    cache = getattr(model, "_cache", None)
-    if cache is not None and cache[0] == key and isinstance(cache[2], MultitaskExactPosterior):
-        post = cache[2]
-    else:
-        prior = model._prior(*model.train_inputs, **kwargs)
-        if not isinstance(prior, MultitaskMultivariateNormal):
-            raise ModelTypeError(
-                f"{type(model).__name__}.forward must return a MultitaskMultivariateNormal for (n, t) targets; got "
-                f"{type(prior).__name__}."
-            )
-        noisy = model.likelihood.marginal(prior, *model.train_inputs)
-        detach = settings.detach_test_caches.on() or not torch.is_grad_enabled()
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not detach):
-            post = MultitaskExactPosterior(prior, noisy, model.train_targets)
-        if detach:
-            post = post.detach()
-        model._cache = (key, None, post)
+    post = cached_multitask_posterior(model, **kwargs)
     train = model.train_inputs
     batch = broadcast_shapes(*(x.shape[:-2] for x in (*train, *inputs)))
     full_inputs = [
@@ -247,8 +253,12 @@ def multitask_posterior_at(model, inputs, **kwargs) -> MultitaskMultivariateNorm
 def multitask_fantasy_model(model, inputs, targets, **kwargs):
     """A copy of a multitask ExactGP conditioned also on ``targets (*f, q, t)`` at ``inputs (q, d)`` or ``(*f, q, d)``.
 
-    A leading fantasy batch ``*f`` in ``targets`` gives a batch of models (GPyTorch's semantics); each is exact,
-    its factor rebuilt from all ``n + q`` points on its first prediction.
+    A leading fantasy batch ``*f`` in ``targets`` gives a batch of models (GPyTorch's semantics). For an unbatched
+    Kronecker model (a ``MultitaskKernel`` with a ``MultitaskGaussianLikelihood``) or batch-independent outputs,
+    and new inputs without a batch of their own, the copy's cached posterior is the block update of
+    :mod:`torchgp.models.multitask_fantasy` (no new eigendecomposition or factorisation of the old points; the
+    fantasy batch shares it); any other model gets its factor rebuilt from all ``n + q`` points on its first
+    prediction. Either way it is exact.
 
     Returns:
         The new model, training data ``(*f, n + q, d)`` and ``(*f, n + q, t)``.
@@ -270,10 +280,42 @@ def multitask_fantasy_model(model, inputs, targets, **kwargs):
         for a, b in zip(train_x, inputs)
     )
     new_y = torch.cat([train_y.expand(*batch, *train_y.shape[-2:]), targets.expand(*batch, *targets.shape[-2:])], -2)
-    new = copy.deepcopy(model)
+    post_new = _kronecker_fantasy(model, inputs, targets, **kwargs)
+    new = copy.deepcopy(model, memo={id(getattr(model, "_cache", None)): None})
     new._cache = None
     new.set_train_data(new_x, new_y, strict=False)
+    if post_new is not None:
+        new._cache = (new._state_key(), None, post_new)
     return new
+
+
+def _kronecker_fantasy(model, inputs, targets, **kwargs):
+    """The block-updated posterior (:mod:`torchgp.models.multitask_fantasy`) where it applies, else None."""
+    from torchgp.models.multitask_fantasy import KroneckerFantasyPosterior, blocks_fantasy_posterior
+
+    unbatched = all(x.dim() == 2 for x in (*model.train_inputs, *inputs)) and model.train_targets.dim() == 2
+    if not unbatched:
+        return None
+    post = cached_multitask_posterior(model, **kwargs)
+    if post.kind not in ("kronecker", "blocks"):
+        return None
+    joint = tuple(torch.cat([a, b.to(a.dtype)], -2) for a, b in zip(model.train_inputs, inputs))
+    detach = settings.detach_test_caches.on() or not torch.is_grad_enabled()
+    with torch.set_grad_enabled(torch.is_grad_enabled() and not detach):
+        full = model._prior(*joint, **kwargs)
+        prior_new = model._prior(*inputs, **kwargs)
+        noisy_new = model.likelihood.marginal(prior_new, *inputs)
+        targets = targets.to(prior_new.mean.dtype)
+        if post.kind == "kronecker":
+            r_new = flatten_tasks(targets - prior_new.mean, post.interleaved)
+            new_post = KroneckerFantasyPosterior.update(post, full, noisy_new, r_new)
+        else:
+            y = model.train_targets
+            y_full = torch.cat([y.expand(*targets.shape[:-2], *y.shape), targets], -2)
+            new_post = blocks_fantasy_posterior(post, full, noisy_new, y_full - full.mean)
+    if new_post is None:
+        return None
+    return new_post.detach() if detach else new_post
 
 
 def integer_inputs(x):

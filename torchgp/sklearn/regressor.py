@@ -8,10 +8,12 @@ from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from torchgp import settings
 from torchgp.distributions import MultivariateNormal
 from torchgp.kernels.parse import init_from_data as _init_from_data
 from torchgp.mlls import ExactMarginalLogLikelihood
 from torchgp.models.builders import ApproximateGPModel, ExactGPModel
+from torchgp.models.exact_gp import ExactGP
 from torchgp.optim.fit import fit as _fit
 from torchgp.sklearn._common import (
     _build_kernel,
@@ -22,6 +24,14 @@ from torchgp.sklearn._common import (
     _params_state,
     _restore,
     _seed,
+)
+from torchgp.sklearn._multioutput import (
+    check_multioutput,
+    fit_multioutput,
+    multioutput_file_state,
+    predict_multioutput,
+    restore_multioutput,
+    sample_multioutput,
 )
 
 __all__ = ["GaussianProcessRegressor"]
@@ -48,6 +58,10 @@ class GaussianProcessRegressor(RegressorMixin, BaseEstimator):
             instead, if torchgp's variational part is installed.
         num_inducing: inducing points of the variational model.
         progress: show a progress bar while fitting.
+        multioutput: for ``y (n, t)`` with ``t > 1``: ``"independent"`` (one GP per output, each with its own
+            hyperparameters and noise) or ``"icm"`` (one intrinsic coregionalisation model, ``K_x ⊗ B``, whose
+            task covariance ``B`` of rank ``icm_rank`` correlates the outputs). Multi-output fits are exact.
+        icm_rank: rank of the ICM's task covariance, ``1 ≤ icm_rank ≤ t``.
 
     Attributes:
         model_: the fitted torchgp model (``ExactGPModel`` or ``ApproximateGPModel``).
@@ -56,9 +70,12 @@ class GaussianProcessRegressor(RegressorMixin, BaseEstimator):
             the (normalised) training targets at the fitted hyperparameters.
         fit_result_: the :class:`~torchgp.optim.fit.FitResult`.
         n_iter_: optimiser iterations.
+        n_outputs_: number of outputs t (1 for a 1-D ``y``).
 
     Shapes:
-        ``fit(X (n, d), y (n,))``; ``predict(X* (t, d))`` → ``(t,)`` (``std (t,)``, ``cov (t, t)``).
+        ``fit(X (n, d), y (n,))``; ``predict(X* (m, d))`` → ``(m,)`` (``std (m,)``, ``cov (m, m)``).
+        ``fit(X (n, d), y (n, t))``; ``predict(X* (m, d))`` → ``(m, t)`` (``std (m, t)``, ``cov (m, m, t)``);
+        ``sample_y`` → ``(m, t, n_samples)``; ``score`` is the mean R² over the outputs.
     """
 
     def __init__(
@@ -77,6 +94,8 @@ class GaussianProcessRegressor(RegressorMixin, BaseEstimator):
         variational_threshold=5000,
         num_inducing=512,
         progress=False,
+        multioutput="independent",
+        icm_rank=1,
     ):
         self.kernel = kernel
         self.mean = mean
@@ -91,21 +110,28 @@ class GaussianProcessRegressor(RegressorMixin, BaseEstimator):
         self.variational_threshold = variational_threshold
         self.num_inducing = num_inducing
         self.progress = progress
+        self.multioutput = multioutput
+        self.icm_rank = icm_rank
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = False
-        tags.target_tags.multi_output = False
+        tags.target_tags.multi_output = True
         return tags
 
     # ------------------------------------------------------------------ fitting
     def fit(self, X, y):
-        """Fit the hyperparameters on ``X (n, d)``, ``y (n,)``; returns ``self``."""
+        """Fit the hyperparameters on ``X (n, d)``, ``y (n,)`` or ``(n, t)``; returns ``self``."""
         from torchgp.constraints import GreaterThan
         from torchgp.likelihoods import GaussianLikelihood
 
-        X, y = validate_data(self, X, y, y_numeric=True, dtype=np.float64)
+        X, y = validate_data(self, X, y, y_numeric=True, multi_output=True, dtype=np.float64)
         dtype = _dtype(self.dtype)
+        check_multioutput(self)
+        y = y[:, 0] if y.ndim == 2 and y.shape[1] == 1 else y
+        if y.ndim == 2:
+            return fit_multioutput(self, X, y, dtype)
+        self.n_outputs_ = 1
         self._y_norm = _Normalizer(y, self.normalize_y)
         Xt = torch.tensor(X, dtype=dtype)
         yt = torch.tensor((y - self._y_norm.mean) / self._y_norm.std, dtype=dtype)
@@ -166,7 +192,8 @@ class GaussianProcessRegressor(RegressorMixin, BaseEstimator):
         check_is_fitted(self, "model_")
         X = validate_data(self, X, reset=False, dtype=np.float64)
         Xt = torch.tensor(X, dtype=_dtype(self.dtype))
-        with torch.no_grad():
+        # predicting at the training inputs is intended here (score(X_train, y_train)): no debug warning
+        with torch.no_grad(), settings.debug(False):
             f = self.model_(Xt)
             return self.likelihood_(f) if self.include_noise else f
 
@@ -182,6 +209,8 @@ class GaussianProcessRegressor(RegressorMixin, BaseEstimator):
         s, m = self._y_norm.std, self._y_norm.mean
         with torch.no_grad():  # the predictive covariance is evaluated lazily, so keep the block around it
             dist = self._predictive(X)
+            if getattr(self, "n_outputs_", 1) > 1:
+                return predict_multioutput(self, dist, return_std, return_cov)
             mean = dist.mean.detach().cpu().numpy().astype(np.float64) * s + m
             if return_cov:
                 return mean, dist.covariance_matrix.detach().cpu().numpy().astype(np.float64) * s**2
@@ -191,9 +220,13 @@ class GaussianProcessRegressor(RegressorMixin, BaseEstimator):
         return mean
 
     def sample_y(self, X, n_samples=1, random_state=0):
-        """Joint draws from the predictive distribution at ``X (t, d)``; returns ``(t, n_samples)``."""
-        mean, cov = self.predict(X, return_cov=True)
+        """Joint draws from the predictive distribution at ``X (m, d)``; returns ``(m, n_samples)``
+        (``(m, t, n_samples)`` for ``t`` outputs)."""
         rng = check_random_state(random_state)
+        if getattr(self, "n_outputs_", 1) > 1:
+            with torch.no_grad():
+                return sample_multioutput(self, self._predictive(X), n_samples, rng)
+        mean, cov = self.predict(X, return_cov=True)
         jitter = 1e-10 * max(float(np.mean(np.diag(cov))), 1e-300)
         eigval, eigvec = np.linalg.eigh(cov + jitter * np.eye(len(mean)))
         root = eigvec * np.sqrt(np.clip(eigval, 0, None))
@@ -212,15 +245,18 @@ class GaussianProcessRegressor(RegressorMixin, BaseEstimator):
         check_is_fitted(self, "model_")
         params, modules = _params_state(self)
         modules["model"] = self.model_
-        exact = isinstance(self.model_, ExactGPModel)
+        exact = isinstance(self.model_, ExactGP)
         if not exact:
             modules["likelihood"] = self.likelihood_
+        multi = getattr(self, "n_outputs_", 1) > 1
         fitted = {
             **_fitted_state(self),
-            "y_mean": self._y_norm.mean,
-            "y_std": self._y_norm.std,
+            "y_mean": 0.0 if multi else self._y_norm.mean,
+            "y_std": 1.0 if multi else self._y_norm.std,
             "fit_result_": dataclasses.asdict(self.fit_result_),
         }
+        if multi:
+            fitted["multioutput"] = multioutput_file_state(self)
         return {"params": params, "fitted": fitted}, modules, {}
 
     @classmethod
@@ -233,4 +269,7 @@ class GaussianProcessRegressor(RegressorMixin, BaseEstimator):
         est.likelihood_ = parts["likelihood"] if "likelihood" in parts else est.model_.likelihood
         est.kernel_ = est.model_.covar_module
         est.fit_result_ = _fit_result(fitted["fit_result_"])
+        est.n_outputs_ = 1
+        if "multioutput" in fitted:
+            restore_multioutput(est, fitted["multioutput"])
         return est
