@@ -1,6 +1,6 @@
 """keops-named RBF inside the exact MLL: torchgp's tiled kernel operator vs GPyTorch's default CG path.
 
-Usage: ``python benchmarks/keops.py [--sizes 50000] [--d 8] [--threads T] [--libs torchgp gpytorch]``.
+Usage: ``python benchmarks/keops.py [--sizes 50000] [--d 8] [--threads T] [--libs torchgp gpytorch] [--device cpu|cuda]``.
 
 ``ScaleKernel(keops.RBFKernel(ard_num_dims=d))``, float32, noise 0.01, one ``-mll`` value + backward on the
 iterative path (``max_cholesky_size(0)``). torchgp multiplies the kernel tile by tile
@@ -25,14 +25,15 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run(lib: str, n: int, d: int) -> dict:
+def run(lib: str, n: int, d: int, device: str = "cpu") -> dict:
     if lib == "torchgp":
         import torchgp as gp
     else:
         import gpytorch as gp
     g = torch.Generator().manual_seed(0)
     x = torch.rand(n, d, generator=g)
-    y = torch.sin(3 * x).sum(-1) + 0.1 * torch.randn(n, generator=g)
+    y = (torch.sin(3 * x).sum(-1) + 0.1 * torch.randn(n, generator=g)).to(device)
+    x = x.to(device)
 
     class Model(gp.models.ExactGP):
         def __init__(self):
@@ -43,7 +44,7 @@ def run(lib: str, n: int, d: int) -> dict:
         def forward(self, z):
             return gp.distributions.MultivariateNormal(self.mean_module(z), self.covar_module(z))
 
-    model = Model()
+    model = Model().to(device)
     model.likelihood.noise = 0.01
     model.covar_module.base_kernel.lengthscale = 0.5
     mll = gp.mlls.ExactMarginalLogLikelihood(model.likelihood, model)
@@ -71,16 +72,20 @@ def main():
     p.add_argument("--d", type=int, default=8)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--libs", nargs="+", default=["torchgp", "gpytorch"])
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--child", nargs=2, metavar=("LIB", "N"))
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     if a.child:
-        print(json.dumps(run(a.child[0], int(a.child[1]), a.d)))
+        print(json.dumps(run(a.child[0], int(a.child[1]), a.d, a.device)))
         return
+    print(f"threads={a.threads}, device={a.device}, float32, d={a.d}, one run per (library, n)")
     rows = {}
     for n in a.sizes:
+        print(f"n={n}: the dense n × n float32 kernel matrix GPyTorch's CG path evaluates: {4 * n * n / 2**30:.1f} GiB")
         for lib in a.libs:
             cmd = [sys.executable, __file__, "--child", lib, str(n), "--d", str(a.d), "--threads", str(a.threads)]
+            cmd += ["--device", a.device]
             out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
             if out.returncode != 0:
                 print(f"{lib} n={n} failed:\n{out.stderr[-2000:]}")

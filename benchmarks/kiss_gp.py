@@ -1,13 +1,15 @@
 """KISS-GP: one exact-MLL value + gradient and one prediction, torchgp vs GPyTorch's GridInterpolationKernel.
 
-Usage: ``python benchmarks/kiss_gp.py [--sizes 100000 1000000] [--grid 10000] [--additive] [--threads T]``.
+Usage: ``python benchmarks/kiss_gp.py [--sizes 100000 1000000] [--grid 10000] [--additive] [--threads T]
+[--device cpu|cuda] [--exact-var]``.
 
 Each (library, n) runs in its own subprocess so that its peak RSS (``ru_maxrss``) is its own. The model is
 GPyTorch's KISS-GP regression: ``GridInterpolationKernel(ScaleKernel(RBFKernel()), grid_size, num_dims=1)``
 (``--additive``: ``AdditiveStructureKernel`` of that over d = 4), float32 like GPyTorch's examples; the
 timed step is ``-mll(model(x), y)`` with its backward (the second of two), then ``model(x_test).mean`` and ``.variance`` for
-1000 test points in eval mode. torchgp takes the iterative path with the kernel's own products
-(``linalg.structured_solve``). Not run in CI.
+1000 test points in eval mode under ``settings.fast_pred_var()`` (LOVE, as GPyTorch's KISS-GP tutorials predict;
+``--exact-var`` for exact variances, 1000 CG solves). torchgp takes the iterative path with the kernel's own
+products (``linalg.structured_solve``). Not run in CI.
 """
 
 from __future__ import annotations
@@ -23,24 +25,6 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _route_structured(torchgp):
-    """Solve structured operators through their own products (what ``solvers.factorize`` does once it asks
-    :func:`torchgp.linalg.structured_solve.structured_factor`; a no-op when it already does)."""
-    from torchgp.linalg import solvers
-    from torchgp.linalg.structured_solve import structured_factor
-
-    original = solvers.factorize
-    if getattr(original, "_asks_structured", False):
-        return
-
-    def factorize(op):
-        f = structured_factor(solvers.as_operator(op))
-        return f if f is not None else original(op)
-
-    factorize._asks_structured = True
-    solvers.factorize = factorize
 
 
 def _model(gp, x, y, grid, additive):
@@ -59,19 +43,17 @@ def _model(gp, x, y, grid, additive):
     return model
 
 
-def run(lib: str, n: int, grid: int, additive: bool, predict: bool = True) -> dict:
+def run(lib: str, n: int, grid: int, additive: bool, predict: bool = True, device="cpu", exact_var=False) -> dict:
     if lib == "torchgp":
         import torchgp as gp
-
-        _route_structured(gp)
     else:
         import gpytorch as gp
     g = torch.Generator().manual_seed(0)
     d = 4 if additive else 1
-    x = torch.rand(n, d, generator=g)
-    y = torch.sin(6 * x).sum(-1) + 0.1 * torch.randn(n, generator=g)
-    xs = torch.rand(1000, d, generator=g)
-    model = _model(gp, x, y, grid, additive)
+    x = torch.rand(n, d, generator=g).to(device)
+    y = (torch.sin(6 * x.cpu()).sum(-1) + 0.1 * torch.randn(n, generator=g)).to(device)
+    xs = torch.rand(1000, d, generator=g).to(device)
+    model = _model(gp, x, y, grid, additive).to(device)
     mll = gp.mlls.ExactMarginalLogLikelihood(model.likelihood, model)
     model.train()
     times = []
@@ -86,7 +68,7 @@ def run(lib: str, n: int, grid: int, additive: bool, predict: bool = True) -> di
     t0 = time.perf_counter()
     mean = var = torch.full((1,), float("nan"))
     if predict:
-        with torch.no_grad(), gp.settings.max_cholesky_size(0):
+        with torch.no_grad(), gp.settings.max_cholesky_size(0), gp.settings.fast_pred_var(not exact_var):
             pred = model(xs)
             mean, var = pred.mean, pred.variance
     t_pred = time.perf_counter() - t0 if predict else float("nan")
@@ -110,18 +92,24 @@ def main():
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--libs", nargs="+", default=["torchgp", "gpytorch"])
     p.add_argument("--no-predict", action="store_true", help="time the MLL + gradient only")
+    p.add_argument("--exact-var", action="store_true", help="exact predictive variances instead of LOVE")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--child", nargs=2, metavar=("LIB", "N"))
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     if a.child:
-        print(json.dumps(run(a.child[0], int(a.child[1]), a.grid, a.additive, predict=not a.no_predict)))
+        row = run(a.child[0], int(a.child[1]), a.grid, a.additive, not a.no_predict, a.device, a.exact_var)
+        print(json.dumps(row))
         return
+    print(f"threads={a.threads}, device={a.device}, grid={a.grid}, float32, one run per (library, n)")
     rows = []
     for n in a.sizes:
         for lib in a.libs:
             cmd = [sys.executable, __file__, "--child", lib, str(n), "--grid", str(a.grid), "--threads", str(a.threads)]
             cmd += ["--additive"] if a.additive else []
             cmd += ["--no-predict"] if a.no_predict else []
+            cmd += ["--exact-var"] if a.exact_var else []
+            cmd += ["--device", a.device]
             out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
             if out.returncode != 0:
                 print(f"{lib} n={n} failed:\n{out.stderr[-2000:]}")

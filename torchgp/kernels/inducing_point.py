@@ -2,6 +2,8 @@ r"""``InducingPointKernel``: the Nyström kernel of SGPR, usable inside an exact
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from torchgp import settings
@@ -15,6 +17,30 @@ from torchgp.linalg.cholesky import psd_safe_cholesky
 def _same(x1: torch.Tensor, x2: torch.Tensor) -> bool:
     """Whether ``k(x1, x2)`` is a prior covariance ``k(X, X)`` (GPyTorch compares values; O(n d))."""
     return x1 is x2 or (x1.shape == x2.shape and torch.equal(x1, x2))
+
+
+def _per_task_noise(likelihood) -> bool:
+    """Whether ``likelihood`` is multitask with entry-wise noises ``(n, t)`` (e.g. ``MultitaskGaussianLikelihood``)."""
+    return hasattr(likelihood, "_noise_diag") and hasattr(likelihood, "num_tasks")
+
+
+@functools.cache
+def _MultitaskTraceTerm(base: type) -> type:
+    r"""The SGPR trace term under a multitask likelihood (``MultitaskKernel(InducingPointKernel(...))``):
+    the data kernel's gap ``k_ii − Q_ii`` over each task's noise, ``−½ Σ_i Σ_j (k_ii − Q_ii) / σ²_ij``
+    (GPyTorch's convention for the Kronecker multitask SGPR; the task covariance does not scale the gap)."""
+
+    class MultitaskInducingPointTraceTerm(base):
+        def loss(self, *params) -> torch.Tensor:
+            gap = (
+                self.prior_dist.lazy_covariance_matrix.diagonal()
+                - self.variational_dist.lazy_covariance_matrix.diagonal()
+            )
+            lik = self.likelihood
+            noise = lik._noise_diag(torch.Size([*gap.shape, lik.num_tasks]), *params)  # (*batch, n, t)
+            return -0.5 * (gap.unsqueeze(-1) / noise).sum((-2, -1))
+
+    return MultitaskInducingPointTraceTerm
 
 
 class InducingPointKernel(Kernel):
@@ -123,7 +149,8 @@ class InducingPointKernel(Kernel):
         diag_op = getattr(operators, "DiagOperator", None)
         zero = torch.zeros_like(k_diag)
         prior_cov = diag_op(k_diag) if diag_op is not None else torch.diag_embed(k_diag)
-        term = InducingPointKernelAddedLossTerm(
+        cls = _MultitaskTraceTerm(InducingPointKernelAddedLossTerm) if _per_task_noise(self.likelihood) else None
+        term = (cls or InducingPointKernelAddedLossTerm)(
             MultivariateNormal(zero, prior_cov), MultivariateNormal(zero, q_covar), self.likelihood
         )
         self.update_added_loss_term("inducing_point_loss_term", term)

@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import torch
 
+from torchgp import settings
 from torchgp.errors import ShapeError
 from torchgp.kernels.kernel import Kernel
+from torchgp.linalg.interpolated import InterpolatedOperator
+from torchgp.linalg.skip import skip_product
 
 __all__ = ["AdditiveStructureKernel", "ProductStructureKernel"]
 
@@ -89,6 +92,17 @@ class _StructureKernel(Kernel):
         return 1
 
 
+def _use_skip(K) -> bool:
+    """Whether the stacked factors ``K (*batch, d, n, n)`` get SKIP's low-rank product: symmetric interpolated
+    one-dimensional kernels above ``settings.max_cholesky_size``."""
+    return (
+        isinstance(K, InterpolatedOperator)
+        and K.symmetric
+        and K.dim() >= 3
+        and K.shape[-1] > settings.max_cholesky_size.value()
+    )
+
+
 class AdditiveStructureKernel(_StructureKernel):
     r"""``k(x, x') = Σ_i k_base(x_i, x'_i)`` over ``num_dims`` input dimensions.
 
@@ -124,9 +138,17 @@ class ProductStructureKernel(_StructureKernel):
     Shapes:
         ``x1 (*batch, n, d)``, ``x2 (*batch, m, d)`` → lazy ``(*batch, n, m)`` (an element-wise product of the
         base kernel's operators; its products with vectors form the matrix).
+
+    Over a one-dimensional :class:`~torchgp.kernels.GridInterpolationKernel` (optionally scaled) and above
+    ``settings.max_cholesky_size`` training points, the symmetric kernel matrix is SKIP's (Gardner et al. 2018):
+    a rank-``settings.max_root_decomposition_size`` Lanczos projection of each interpolated factor and of each
+    partial Hadamard product (:func:`torchgp.linalg.skip.skip_product`), ``O(d n r³)`` time and ``O(n r)``
+    memory, never ``n × n``. Below that size (and for cross-covariances) the product is exact.
     """
 
     def _reduce(self, K, dim):
+        if _use_skip(K):
+            return skip_product(K, int(settings.max_root_decomposition_size.value()), dim)
         return K.prod(dim)
 
     def _combine(self, parts):

@@ -14,9 +14,9 @@ from torchgp._shapes import broadcast_shapes
 from torchgp.errors import ShapeError
 from torchgp.linalg.operators import KroneckerProductOperator, Operator, as_operator
 from torchgp.linalg.toeplitz import ToeplitzOperator, index_batch
-from torchgp.utils.interpolation import left_interp, left_t_interp
+from torchgp.utils.interpolation import left_interp
 
-__all__ = ["InterpolatedOperator", "grid_entries"]
+__all__ = ["InterpolatedOperator", "grid_entries", "interp_matmul", "interp_t_matmul"]
 
 
 def grid_entries(base: Operator, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
@@ -40,30 +40,78 @@ def grid_entries(base: Operator, rows: torch.Tensor, cols: torch.Tensor) -> torc
     return K[..., rows, cols]
 
 
+# Rows of ``W`` per block of the unbatched products below: the temporaries are ``O(block · t)`` whatever ``n``.
+_ROW_BLOCK = 1 << 16
+
+
+def _needs_graph(*ts: torch.Tensor) -> bool:
+    return torch.is_grad_enabled() and any(t.requires_grad for t in ts)
+
+
+def _per_member(fn, idx: torch.Tensor, val: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
+    """``fn`` of batched weights ``(*batch, n, k)`` and ``R (*batch', ., t)``, one batch member at a time (so no
+    ``(n, k, t)`` gather per member is held), stacked to ``(*broadcast batch, ., t)``."""
+    batch = torch.broadcast_shapes(idx.shape[:-2], R.shape[:-2])
+    i = idx.expand(*batch, *idx.shape[-2:]).reshape(-1, *idx.shape[-2:])
+    v = val.expand(*batch, *val.shape[-2:]).reshape(-1, *val.shape[-2:])
+    r = R.expand(*batch, *R.shape[-2:]).reshape(-1, *R.shape[-2:])
+    out = torch.stack([fn(i[b], v[b], r[b]) for b in range(i.shape[0])])
+    return out.reshape(*batch, *out.shape[-2:])
+
+
 def _w_matmul(idx: torch.Tensor, val: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
     """``W R`` for ``W`` given by ``(idx, val) (n, k)`` and ``R (*batch, m, t)`` → ``(*batch, n, t)``.
 
-    One stencil column at a time (``k`` gathers of ``(n, t)``), so the temporaries are ``O(n t)`` rather than
-    the ``O(n k t)`` of gathering all ``k`` at once (1 GB at n = 10⁶, t = 33, k = 4 in float64). Batched
-    weights ``(*batch, n, k)`` use :func:`torchgp.utils.interpolation.left_interp`.
+    ``(W R)_i = Σ_j val_ij R[idx_ij]``: one stencil column at a time, accumulated in place into the output
+    (no graph needed) or out of place in blocks of ``_ROW_BLOCK`` rows (with a graph), so the only ``O(n t)``
+    tensor is the result. Batched weights ``(*batch, n, k)`` are applied one batch member at a time.
     """
     if idx.dim() > 2:
-        return left_interp(idx, val, R)
-    out = None
-    for j in range(idx.shape[-1]):
-        term = R.index_select(-2, idx[:, j]) * val[:, j, None].to(R.dtype)
-        out = term if out is None else out + term
-    return out
+        return _per_member(_w_matmul, idx, val, R)
+    val = val.to(R.dtype)
+    if not _needs_graph(R, val):
+        out = R.index_select(-2, idx[:, 0]).mul_(val[:, 0, None])
+        for j in range(1, idx.shape[-1]):
+            out.addcmul_(R.index_select(-2, idx[:, j]), val[:, j, None])
+        return out
+    blocks = []
+    for s in range(0, idx.shape[0], _ROW_BLOCK):
+        ib, vb = idx[s : s + _ROW_BLOCK], val[s : s + _ROW_BLOCK]
+        out = None
+        for j in range(idx.shape[-1]):
+            term = R.index_select(-2, ib[:, j]) * vb[:, j, None]
+            out = term if out is None else out + term
+        blocks.append(out)
+    return blocks[0] if len(blocks) == 1 else torch.cat(blocks, -2)
 
 
 def _wt_matmul(idx: torch.Tensor, val: torch.Tensor, R: torch.Tensor, m: int) -> torch.Tensor:
-    """``Wᵀ R`` for ``(idx, val) (n, k)`` and ``R (*batch, n, t)`` → ``(*batch, m, t)``, one stencil column at a time."""
+    """``Wᵀ R`` for ``(idx, val) (n, k)`` and ``R (*batch, n, t)`` → ``(*batch, m, t)``: ``(Wᵀ R)_g = Σ_{idx_ij = g}
+    val_ij R_i``, scattered one stencil column and one block of ``_ROW_BLOCK`` rows at a time."""
     if idx.dim() > 2:
-        return left_t_interp(idx, val, R, m)
+        return _per_member(lambda i, v, r: _wt_matmul(i, v, r, m), idx, val, R)
+    val = val.to(R.dtype)
+    graph = _needs_graph(R, val)
     out = R.new_zeros(*R.shape[:-2], m, R.shape[-1])
-    for j in range(idx.shape[-1]):
-        out = out.index_add(-2, idx[:, j], R * val[:, j, None].to(R.dtype))
+    for s in range(0, idx.shape[0], _ROW_BLOCK):
+        ib, vb, Rb = idx[s : s + _ROW_BLOCK], val[s : s + _ROW_BLOCK], R[..., s : s + _ROW_BLOCK, :]
+        for j in range(idx.shape[-1]):
+            if graph:
+                out = out.index_add(-2, ib[:, j], Rb * vb[:, j, None])
+            else:
+                out.index_add_(-2, ib[:, j], Rb * vb[:, j, None])
     return out
+
+
+def interp_matmul(indices: torch.Tensor, values: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
+    """``W R`` for interpolation weights ``indices, values (*batch, n, k)`` and grid values ``R (*batch, m, t)``
+    → ``(*batch, n, t)`` in ``O(n k t)`` (no ``(n, k, t)`` temporary for unbatched weights)."""
+    return _w_matmul(indices, values, R)
+
+
+def interp_t_matmul(indices: torch.Tensor, values: torch.Tensor, R: torch.Tensor, m: int) -> torch.Tensor:
+    """``Wᵀ R`` for weights ``(*batch, n, k)`` into ``m`` grid points and ``R (*batch, n, t)`` → ``(*batch, m, t)``."""
+    return _wt_matmul(indices, values, R, m)
 
 
 class InterpolatedOperator(Operator):
@@ -123,6 +171,14 @@ class InterpolatedOperator(Operator):
         v = self.base.matmul(v)  # B (W_2ᵀ v)
         out = _w_matmul(self.left_indices, self.left_values, v)  # W_1 B W_2ᵀ v
         return out.expand(*broadcast_shapes(self.batch_shape, rhs.shape[:-2]), *out.shape[-2:])
+
+    def left_interp_matmul(self, R: torch.Tensor) -> torch.Tensor:
+        """``W_1 R`` for grid values ``R (*batch, m, t)`` → ``(*batch, n1, t)``, ``O(n1 k t)``."""
+        return _w_matmul(self.left_indices, self.left_values, R)
+
+    def right_interp_t_matmul(self, R: torch.Tensor) -> torch.Tensor:
+        """``W_2ᵀ R`` for ``R (*batch, n2, t)`` → grid values ``(*batch, m, t)``, ``O(n2 k t)``."""
+        return _wt_matmul(self.right_indices, self.right_values, R, self.base.shape[-1])
 
     def diagonal(self, offset: int = 0, dim1: int = -2, dim2: int = -1):
         r"""``(W_1 B W_2ᵀ)_{ii} = Σ_{a,b} w^{(1)}_{ia} B[j_{ia}, j'_{ib}] w^{(2)}_{ib}``, ``(*batch, n)``, ``O(n k²)``."""

@@ -48,6 +48,7 @@ from torchgp.linalg.operators import (
     SumOperator,
 )
 from torchgp.linalg.pivoted_cholesky import PivotedCholeskyPreconditioner
+from torchgp.linalg.skip import LowRankCoreOperator
 from torchgp.linalg.solvers import Factor
 from torchgp.linalg.toeplitz import ToeplitzOperator
 
@@ -62,7 +63,7 @@ _PRECOND_RANK = 64
 def is_structured(op) -> bool:
     """Whether ``op`` (or the base of ``op + diag(d)``) is an operator solved by its own fast products here."""
     base = op.base if isinstance(op, AddedDiagOperator) else op
-    if isinstance(base, (InterpolatedOperator, ToeplitzOperator)):
+    if isinstance(base, (InterpolatedOperator, ToeplitzOperator, LowRankCoreOperator)):
         return True
     if isinstance(base, (SumOperator, ConstantMulOperator)):  # additive SKI, a scaled SKI kernel
         parts = base.operators if isinstance(base, SumOperator) else [base.base]
@@ -112,14 +113,19 @@ def structured_pivoted_cholesky(base: Operator, rank: int, abs_tol=None, dtype=N
     n, batch = base.shape[-1], base.batch_shape
     with torch.no_grad():
         d = base.diagonal().detach().to(dtype).expand(*batch, n).clone()
-        L = d.new_zeros(*batch, n, min(rank, n))
+        rank = min(rank, n)
+        # the factor grows by doubling (the factorisation usually stops far below ``rank``: 16 of 64 for SKI at
+        # n = 10⁶), so it never holds n × rank numbers it does not fill
+        L = d.new_zeros(*batch, n, min(rank, 8))
         tol = d.amax(-1, keepdim=True) * (1e-10 if dtype == torch.float64 else 1e-5)
-        for k in range(L.shape[-1]):
+        for k in range(rank):
             p = d.argmax(-1, keepdim=True)  # (*batch, 1)
             dp = d.gather(-1, p)
             done = (dp <= tol).all() if abs_tol is None else ((dp <= tol) | (d.sum(-1, keepdim=True) <= abs_tol)).all()
             if bool(done):
-                return L[..., :k]
+                return L[..., :k] if k == L.shape[-1] else L[..., :k].clone()
+            if k == L.shape[-1]:
+                L = torch.cat([L, L.new_zeros(*batch, n, min(rank, 2 * k) - k)], -1)
             e = torch.zeros(*batch, n, 1, dtype=base.dtype, device=base.device)
             e.scatter_(-2, p.unsqueeze(-1), 1.0)
             col = base.matmul(e).squeeze(-1).to(dtype)  # (*batch, n)
@@ -140,7 +146,7 @@ class _Holder:
             self.base, self.diag = op.base, op.diag
         else:
             self.base, self.diag = op, None
-        self.shape, self.dtype = op.shape, op.dtype
+        self.shape, self.dtype, self.device = op.shape, op.dtype, op.device
         # CG (recurrences and products) in float64 for a float32 operator: the products of a structured operator
         # cost O(n + m log m), so float64 is cheap, and in float32 their round-off (~1e-7 ‖B‖, ‖B‖ ~ n for a
         # smooth kernel) stalls CG far above the tolerance (measured: SKI n = 10⁵, grid 10⁴, σ² = 0.05: 13 of 33
@@ -208,12 +214,49 @@ class _Holder:
             out.append(None if g is None else g.sum_to_size(t.shape))
         return out
 
+    def bilinear_grads_blocks(self, pairs, needed, diag_weight=None) -> list:
+        """:meth:`bilinear_grads` of ``Σ_b Σ_j u_{bj}ᵀ B(θ) v_{bj}`` over an iterable of blocks ``(U_b, V_b)``
+        (each ``(*batch, n, k_b)``), regrouped into blocks of ``_columns_per_block(n)`` columns and differentiated
+        one group at a time as the blocks arrive, so the graph of ``B``'s product holds ``O(n · block)`` numbers
+        and no more than one group of columns is held; the gradients are summed."""
+        width = _columns_per_block(self.shape[-1], torch.finfo(self.dtype).bits // 8)
+        total, cur, state = [None] * len(self.tensors), [], {"first": True}
+
+        def flush():
+            U = torch.cat([u for u, _ in cur], -1).to(self.dtype)
+            V = torch.cat([v for _, v in cur], -1).to(self.dtype)
+            grads = self.bilinear_grads(U, V, needed, diag_weight if state["first"] else None)
+            state["first"] = False
+            cur.clear()
+            for i, g in enumerate(grads):
+                total[i] = g if total[i] is None else (total[i] if g is None else total[i] + g)
+
+        for u, v in pairs:
+            batch_n = torch.broadcast_shapes(u.shape[:-1], v.shape[:-1])
+            for s, e in _column_blocks(u.shape[-1], width):
+                cur.append((u[..., s:e].expand(*batch_n, e - s), v[..., s:e].expand(*batch_n, e - s)))
+                if sum(p[0].shape[-1] for p in cur) >= width:
+                    flush()
+        if cur or state["first"]:
+            if not cur:
+                z = torch.zeros(*self.shape[:-1], 0, dtype=self.dtype, device=self.device)
+                cur.append((z, z))
+            flush()
+        return total
+
 
 def _control_weight(AinvZ: torch.Tensor, PinvZ: torch.Tensor) -> torch.Tensor:
     """Weight ``c ∈ [0, 1]`` of the control variate, ``(*batch, 1, 1)``: 1 when ``P⁻¹z`` is within 1 % of ``A⁻¹z``,
     faded to 0 (plain Hutchinson) at 5 %, where a poor ``P`` would add variance instead of removing it (measured:
-    a diagonal ``P`` on SKI gave 50× the gradient's size in error with ``c = 1``, 10 % with ``c = 0``)."""
-    rho = (AinvZ - PinvZ).norm(dim=(-2, -1)) / AinvZ.norm(dim=(-2, -1)).clamp_min(torch.finfo(AinvZ.dtype).tiny)
+    a diagonal ``P`` on SKI gave 50× the gradient's size in error with ``c = 1``, 10 % with ``c = 0``).
+    The norms are accumulated over column blocks, in float64."""
+    diff2 = AinvZ.new_zeros(AinvZ.shape[:-2], dtype=torch.float64)
+    norm2 = diff2.clone()
+    for s, e in _column_blocks(AinvZ.shape[-1], _columns_per_block(AinvZ.shape[-2], AinvZ.element_size())):
+        a = AinvZ[..., s:e].to(torch.float64)
+        diff2 = diff2 + (a - PinvZ[..., s:e].to(torch.float64)).square().sum((-2, -1))
+        norm2 = norm2 + a.square().sum((-2, -1))
+    rho = (diff2 / norm2.clamp_min(torch.finfo(torch.float64).tiny)).sqrt()
     return ((0.05 - rho) / 0.04).clamp(0, 1)[..., None, None]
 
 
@@ -221,8 +264,29 @@ def _diag_grad(diag, g):
     return None if diag is None else g.to(diag.dtype).sum_to_size(diag.shape)
 
 
+# Bytes of one CG right-hand-side block (in the solve dtype): the columns [r, z_1..z_t] are solved in blocks of
+# ``_columns_per_block(n)``, so CG's six n × block work matrices stay O(n) at any t (float64: 10 columns at
+# n = 10⁵, one at n = 10⁶, instead of all 33 at once: 6 · 264 MB at n = 10⁶). Every cost of a structured product is
+# linear in the number of columns, so blocking costs only the per-iteration overhead (measured at n = 10⁵: peak
+# RSS 691 → 501 MB in the solve).
+_BLOCK_BYTES = 1 << 23
+
+
+def _columns_per_block(n: int, itemsize: int = 8) -> int:
+    return max(1, _BLOCK_BYTES // max(1, n * itemsize))
+
+
+def _column_blocks(k: int, width: int):
+    return [(s, min(k, s + width)) for s in range(0, k, width)]
+
+
 class _StructuredInvQuadLogdet(torch.autograd.Function):
-    """``(holder, want_logdet, rhs (*b, n, k), diag, *tensors) → (Σ_k r_kᵀA⁻¹r_k (*b), log|A| (*b))``."""
+    """``(holder, want_logdet, rhs (*b, n, k), diag, *tensors) → (Σ_k r_kᵀA⁻¹r_k (*b), log|A| (*b))``.
+
+    The right-hand sides and the probes are solved in column blocks (``_columns_per_block``), each probe block
+    drawn, solved and reduced to its Lanczos quadrature before the next; ``A⁻¹z`` and ``P⁻¹z`` are kept for the
+    backward in the operator's dtype.
+    """
 
     @staticmethod
     def forward(ctx, holder: _Holder, want_logdet: bool, rhs, diag, *tensors):
@@ -231,20 +295,34 @@ class _StructuredInvQuadLogdet(torch.autograd.Function):
         k = rhs.shape[-1]
         precond = holder.preconditioner()
         t = int(settings.num_trace_samples.value()) if want_logdet else 0
-        dtype = holder.solve_dtype
+        dtype, keep = holder.solve_dtype, holder.dtype
+        width = _columns_per_block(n, torch.finfo(dtype).bits // 8)
+        mm = holder.matmul_fn()
         R = rhs.detach().to(dtype).expand(*batch, n, k)
-        Z = precond.sample(t, probe_generator()).to(dtype).expand(*batch, n, t) if t else R[..., :0]
-        X, info = pcg(holder.matmul_fn(), torch.cat([R, Z], -1), precond.solve, record=want_logdet)
-        alpha, AinvZ = X[..., :k], X[..., k:]
-        inv_quad = (R * alpha).sum((-2, -1))
-        if want_logdet:
-            T = lanczos_tridiag_from_cg(info)[..., k:, :, :]
-            quad = lanczos_quadrature(T, info.rz0[..., k:])  # ‖z‖²_{P⁻¹} e₁ᵀ log(T) e₁ per probe
-            logdet = precond.logdet().to(dtype).expand(batch) + quad.mean(-1)
+        alphas, inv_quad = [], R.new_zeros(batch)
+        for s, e in _column_blocks(k, width):
+            X, _ = pcg(mm, R[..., s:e], precond.solve)
+            inv_quad = inv_quad + (R[..., s:e] * X).sum((-2, -1))
+            alphas.append(X)
+        alpha = torch.cat(alphas, -1)
+        AinvZ, PinvZ, quads = [], [], []
+        if t:
+            gen = probe_generator()
+            for s, e in _column_blocks(t, width):
+                Z = precond.sample(e - s, gen).to(dtype).expand(*batch, n, e - s)
+                X, info = pcg(mm, Z, precond.solve, record=True)
+                T = lanczos_tridiag_from_cg(info)
+                quads.append(lanczos_quadrature(T, info.rz0))  # ‖z‖²_{P⁻¹} e₁ᵀ log(T) e₁ per probe
+                AinvZ.append(X.to(keep))
+                PinvZ.append(precond.solve(Z).to(keep))
+                del X, Z, info, T
+            logdet = precond.logdet().to(dtype).expand(batch) + torch.cat(quads, -1).mean(-1)
+            AinvZ, PinvZ = torch.cat(AinvZ, -1), torch.cat(PinvZ, -1)
         else:
             logdet = R.new_zeros(batch)
+            AinvZ = PinvZ = alpha.new_zeros(*batch, n, 0).to(keep)
         ctx.holder, ctx.t, ctx.rhs_shape, ctx.rhs_dtype = holder, t, rhs.shape, rhs.dtype
-        ctx.save_for_backward(alpha, AinvZ, precond.solve(Z) if t else Z)
+        ctx.save_for_backward(alpha.to(keep), AinvZ, PinvZ)
         return inv_quad.to(rhs.dtype), logdet.to(rhs.dtype)
 
     @staticmethod
@@ -252,26 +330,33 @@ class _StructuredInvQuadLogdet(torch.autograd.Function):
     def backward(ctx, g_quad, g_logdet):
         alpha, AinvZ, PinvZ = ctx.saved_tensors
         holder, t = ctx.holder, ctx.t
-        g_q = g_quad.to(alpha.dtype)[..., None, None]
-        U, V = [-g_q * alpha], [alpha]
-        g_d = -(g_q * alpha.square()).sum(-1)
-        diag_weight = None
+        dtype = holder.dtype  # the gradient is that of the operator's own products: in its dtype
+        alpha = alpha.to(dtype)
+        g_q = g_quad.to(dtype)[..., None, None]
+        g_d = [-(g_q * alpha.square()).sum(-1)]
+        diag_weight, blocks = None, [[(-g_q * alpha, alpha)]]  # bilinear forms Σ_j u_jᵀ ∂B v_j as (U, V) blocks
         if t:
             precond = holder.preconditioner()
-            g_l = g_logdet.to(alpha.dtype)[..., None, None]
-            What = precond.W.to(alpha.dtype)
-            c = _control_weight(AinvZ, PinvZ)
-            resid = (AinvZ - c * PinvZ) / t
-            U += [-(c * g_l) * What, g_l * resid]
-            V += [What, PinvZ.expand(AinvZ.shape)]
-            diag_weight = (c * g_l)[..., 0] * precond.D_inv.to(alpha.dtype)  # tr(D⁻¹ ∂B) = Σ_i D_i⁻¹ ∂B_ii
-            exact = c[..., 0] * precond.inv_diagonal().to(alpha.dtype)
-            g_d = g_d + g_l[..., 0] * (exact + (resid * PinvZ).sum(-1))
+            g_l = g_logdet.to(dtype)[..., None, None]
+            What = precond.W.to(dtype)
+            c = _control_weight(AinvZ, PinvZ).to(dtype)
+            diag_weight = (c * g_l)[..., 0] * precond.D_inv.to(dtype)  # tr(D⁻¹ ∂B) = Σ_i D_i⁻¹ ∂B_ii
+            g_d.append(g_l[..., 0] * c[..., 0] * precond.inv_diagonal().to(dtype))
+            blocks.append([(-(c * g_l) * What, What)])
+
+            def probe_pairs():  # the Hutchinson remainder, one column block at a time (never all t at once)
+                for s, e in _column_blocks(t, _columns_per_block(alpha.shape[-2], alpha.element_size())):
+                    Pz = PinvZ[..., s:e].to(dtype)
+                    resid = (AinvZ[..., s:e].to(dtype) - c * Pz) / t
+                    g_d.append(g_l[..., 0] * (resid * Pz).sum(-1))
+                    yield g_l * resid, Pz
+
+            blocks.append(probe_pairs())
+        grads = holder.bilinear_grads_blocks(
+            (pair for block in blocks for pair in block), ctx.needs_input_grad[4:], diag_weight
+        )
         grad_rhs = (2 * g_q * alpha).to(ctx.rhs_dtype).sum_to_size(ctx.rhs_shape) if ctx.needs_input_grad[2] else None
-        grad_diag = _diag_grad(holder.diag, g_d) if ctx.needs_input_grad[3] else None
-        Uc = torch.cat([u.expand(*alpha.shape[:-1], u.shape[-1]) for u in U], -1)
-        Vc = torch.cat([v.expand(*alpha.shape[:-1], v.shape[-1]) for v in V], -1)
-        grads = holder.bilinear_grads(Uc, Vc, ctx.needs_input_grad[4:], diag_weight)
+        grad_diag = _diag_grad(holder.diag, sum(g_d)) if ctx.needs_input_grad[3] else None
         return (None, None, grad_rhs, grad_diag, *grads)
 
 

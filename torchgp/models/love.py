@@ -13,70 +13,24 @@ for smooth kernels at any n.
 
 The same Lanczos gives a low-rank root of a predictive covariance ``Σ ≈ (Q T^{1/2})(Q T^{1/2})ᵀ`` for
 ``settings.fast_pred_samples``.
+
+For KISS-GP (``K = W K_UU Wᵀ``, ``k* = W K_UU w*``) the root is carried to the grid (Pleiss et al. 2018, §4):
+
+.. math:: k_*^\top \hat K^{-1} k_* \approx \|G^\top w_*\|^2,\qquad G = K_{UU} W^\top Q L_T^{-\top}\ (m \times k),
+
+and the mean ``μ* + k*ᵀα = μ* + w*ᵀ (K_UU Wᵀ α)``, so after the cache (:class:`SKIPredictionCache`) a test
+point costs ``O(4^d k)`` from its ``4^d`` interpolation weights, whatever ``n``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 
 from torchgp.linalg.cholesky import psd_safe_cholesky
+from torchgp.linalg.interpolated import InterpolatedOperator, interp_matmul
+from torchgp.linalg.lanczos_root import lanczos
 
-__all__ = ["lanczos", "love_inverse_root", "lanczos_root"]
-
-_START_SEED = 20180727  # fixed seed of the Lanczos start vectors: predictions are deterministic
-
-
-def _start_vectors(batch, n, dtype, device) -> torch.Tensor:
-    gen = torch.Generator().manual_seed(_START_SEED)
-    return torch.randn(*batch, n, 1, generator=gen, dtype=dtype).to(device)
-
-
-def lanczos(matmul: Callable[[torch.Tensor], torch.Tensor], batch, n: int, k: int, dtype, device=None):
-    r"""``k`` Lanczos steps on a symmetric PSD ``A`` with full reorthogonalisation.
-
-    Each new direction is ``A q_j`` orthogonalised (twice, Gram–Schmidt) against all earlier
-    ones; an exhausted Krylov space (a direction of norm ≈ 0) restarts from a fresh random
-    vector orthogonal to ``Q``, so ``Q`` stays orthonormal. ``T = Qᵀ (A Q)`` is formed from the
-    stored products, exactly symmetric (Saad 2003, §6.6, Alg. 6.15 without the three-term
-    shortcut).
-
-    Args:
-        matmul: ``V ↦ A V`` for ``V (*batch, n, 1)``.
-        batch: batch shape of ``A``; n: its size; k: number of steps (clamped to n).
-        dtype, device: of the vectors.
-
-    Returns:
-        ``Q (*batch, n, k)`` and ``T (*batch, k, k)``.
-    """
-    k = min(k, n)
-    q = _start_vectors(batch, n, dtype, device)
-    q = q / q.norm(dim=-2, keepdim=True)
-    Qs, AQs = [], []
-    gen = torch.Generator().manual_seed(_START_SEED + 1)
-    for j in range(k):
-        Qs.append(q)
-        AQs.append(matmul(q))
-        if j == k - 1:
-            break
-        Q = torch.cat(Qs, -1)
-        w = AQs[-1]
-        for _ in range(2):  # "twice is enough" (Parlett 1998, §6.9)
-            w = w - Q @ (Q.mT @ w)
-        norm = w.norm(dim=-2, keepdim=True)
-        scale = AQs[-1].norm(dim=-2, keepdim=True).clamp_min(torch.finfo(dtype).tiny)
-        dead = norm <= 1e-10 * scale
-        if bool(dead.any()):
-            fresh = torch.randn(*batch, n, 1, generator=gen, dtype=dtype).to(device)
-            for _ in range(2):
-                fresh = fresh - Q @ (Q.mT @ fresh)
-            w = torch.where(dead, fresh, w)
-            norm = w.norm(dim=-2, keepdim=True)
-        q = w / norm
-    Q, AQ = torch.cat(Qs, -1), torch.cat(AQs, -1)
-    T = Q.mT @ AQ
-    return Q, 0.5 * (T + T.mT)
+__all__ = ["lanczos", "love_inverse_root", "lanczos_root", "SKIPredictionCache"]
 
 
 def love_inverse_root(matmul, batch, n: int, k: int, dtype, device=None) -> torch.Tensor:
@@ -92,3 +46,49 @@ def lanczos_root(matmul, batch, n: int, k: int, dtype, device=None) -> torch.Ten
     Q, T = lanczos(matmul, batch, n, k, dtype, device)
     evals, evecs = torch.linalg.eigh(T)  # T may be singular (a covariance of rank < k): no Cholesky
     return Q @ (evecs * evals.clamp_min(0).sqrt().unsqueeze(-2))
+
+
+class SKIPredictionCache:
+    r"""KISS-GP predictions from grid caches: ``O(4^d)`` per test mean, ``O(4^d k)`` per LOVE variance.
+
+    Args:
+        train_covar: the training kernel ``W K_UU Wᵀ`` as a symmetric
+            :class:`~torchgp.linalg.interpolated.InterpolatedOperator` ``(*batch, n, n)`` (noise excluded).
+        noisy_matmul: ``V ↦ (K + σ²I) V`` for ``V (*batch, n, 1)`` (the training covariance with noise).
+        alpha: ``(K + σ²I)⁻¹ (y − μ(X))``, ``(*batch, n, 1)``.
+        k: Lanczos steps (rank of the variance cache); None leaves the variance cache out.
+
+    Attributes:
+        mean_cache: ``K_UU Wᵀ α``, ``(*batch, m, 1)``.
+        covar_cache: ``G (*batch, m, k)`` with ``K_UU Wᵀ (K + σ²I)⁻¹ W K_UU ≈ G Gᵀ`` (None without ``k``).
+
+    The ``n × k`` Lanczos basis lives only while the cache is built; what is kept is ``O(m k)``.
+    """
+
+    def __init__(self, train_covar: InterpolatedOperator, noisy_matmul, alpha: torch.Tensor, k: int | None = None):
+        if not isinstance(train_covar, InterpolatedOperator) or not train_covar.symmetric:
+            raise TypeError(
+                "SKIPredictionCache needs the symmetric interpolated training covariance W K_UU Wᵀ "
+                f"(an InterpolatedOperator); got {type(train_covar).__name__}."
+            )
+        self.base = train_covar.base
+        self.mean_cache = self.base.matmul(train_covar.right_interp_t_matmul(alpha))  # K_UU Wᵀ α
+        self.covar_cache = None
+        if k is not None:
+            batch, n = train_covar.batch_shape, train_covar.shape[-1]
+            Q, T = lanczos(noisy_matmul, batch, n, k, alpha.dtype, alpha.device)
+            WtQ = train_covar.right_interp_t_matmul(Q)  # (*batch, m, k)
+            del Q
+            L_T = psd_safe_cholesky(T)
+            KWtQ = self.base.matmul(WtQ)  # K_UU Wᵀ Q
+            self.covar_cache = torch.linalg.solve_triangular(L_T, KWtQ.mT, upper=False).mT  # K_UU Wᵀ Q L_T⁻ᵀ
+
+    def mean(self, indices: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """``k*ᵀ α = w*ᵀ (K_UU Wᵀ α)`` for test weights ``indices, values (*batch, t, 4^d)`` → ``(*batch, t)``."""
+        return interp_matmul(indices, values, self.mean_cache).squeeze(-1)
+
+    def variance_reduction(self, indices: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """``k*ᵀ (K + σ²I)⁻¹ k* ≈ ‖Gᵀ w*‖²`` for test weights ``(*batch, t, 4^d)`` → ``(*batch, t)``."""
+        if self.covar_cache is None:
+            raise ValueError("SKIPredictionCache was built without k: no variance cache.")
+        return interp_matmul(indices, values, self.covar_cache).square().sum(-1)

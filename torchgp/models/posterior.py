@@ -23,12 +23,14 @@ from __future__ import annotations
 import torch
 
 from torchgp import settings
+from torchgp._progress import progress
 from torchgp._shapes import broadcast_shapes
 from torchgp.distributions import MultivariateNormal
-from torchgp.linalg.interpolated import InterpolatedOperator
+from torchgp.linalg.interpolated import InterpolatedOperator, interp_matmul
 from torchgp.linalg.operators import DenseOperator, KernelOperator, Operator, as_operator
+from torchgp.linalg.operators.kernel import dense_product_bytes
 from torchgp.linalg.solvers import factorize
-from torchgp.models.love import lanczos_root, love_inverse_root
+from torchgp.models.love import SKIPredictionCache, lanczos_root, love_inverse_root
 
 
 def joint_blocks(joint_covar, n: int):
@@ -52,9 +54,7 @@ def joint_blocks(joint_covar, n: int):
         return K_sx, test_covar
     if isinstance(joint_covar, InterpolatedOperator) and joint_covar.symmetric:
         # KISS-GP: rows of W* K_UU Wᵀ from the operator's products, never the (n + t)² matrix
-        t = joint_covar.shape[-1] - n
-        K_sx = CrossCovariance(lambda s, e: joint_covar[..., n + s : n + e, :n].to_dense(), t, n, joint_covar.dtype)
-        return K_sx, joint_covar[..., n:, n:]
+        return InterpolatedCross(joint_covar, n), joint_covar[..., n:, n:]
     C = joint_covar.to_dense() if not torch.is_tensor(joint_covar) else joint_covar
     return C[..., n:, :n], DenseOperator(C[..., n:, n:])
 
@@ -146,12 +146,26 @@ class ExactPosterior:
                 root = torch.linalg.solve_triangular(self.L, eye, upper=False).mT
             else:
                 matmul = self.train_matmul
-                if not self.use_cholesky and self.op.dense_nbytes() <= min(settings.max_dense_memory.value(), 2**27):
+                if not self.use_cholesky and self.op.dense_nbytes() <= dense_product_bytes():
                     K = self.op.to_dense()  # small enough: one evaluation instead of one per Lanczos step
                     matmul = K.__matmul__
                 root = love_inverse_root(matmul, self.batch_shape, self.n, k, ref.dtype, ref.device)
             self._roots[k] = root
         return self._roots[k]
+
+    def ski_cache(self, cross: InterpolatedCross, k: int | None) -> SKIPredictionCache | None:
+        """KISS-GP grid caches (:class:`~torchgp.models.love.SKIPredictionCache`) for this posterior, or None.
+
+        ``k`` is LOVE's rank (None: the mean cache only). Built once per posterior and rank; None when the
+        targets carry batch dimensions the training covariance lacks (fantasy batches), which then take the
+        row-by-row path.
+        """
+        if tuple(self.alpha.shape[:-2]) != tuple(cross.train.shape[:-2]):
+            return None
+        key = ("ski", k)
+        if key not in self._roots:
+            self._roots[key] = SKIPredictionCache(cross.train, self.train_matmul, self.alpha, k)
+        return self._roots[key]
 
     def predict(self, test_mean: torch.Tensor, K_sx, test_covar) -> tuple[torch.Tensor, Operator]:
         """Predictive mean ``(*batch, t)`` and lazy covariance ``(*batch, t, t)``.
@@ -162,6 +176,10 @@ class ExactPosterior:
             test_covar: ``K(X*, X*)`` operator ``(*batch, t, t)``.
         """
         cross = K_sx if isinstance(K_sx, CrossCovariance) else CrossCovariance.from_tensor(K_sx)
+        cache = self.ski_cache(cross, None) if isinstance(cross, InterpolatedCross) else None
+        if cache is not None:  # KISS-GP: k*ᵀα = w*ᵀ (K_UU Wᵀ α), O(4^d) per test point (Pleiss et al. 2018, §5)
+            mean = test_mean + cache.mean(cross.indices, cross.values)
+            return mean, PosteriorCovariance(self, cross, as_operator(test_covar))
         parts = []
         for _, _, K_b in cross.blocks(keep=True):
             parts.append((K_b @ self.alpha).squeeze(-1))  # R&W Alg. 2.1 line 4, one block of rows
@@ -201,12 +219,31 @@ class CrossCovariance:
             yield 0, self.t, self.kept
             return
         rows = block_rows(self.n)
-        for s in range(0, self.t, rows):
-            e = min(self.t, s + rows)
-            K_b = self.block_fn(s, e)
-            if keep and s == 0 and e == self.t:
-                self.kept = K_b
-            yield s, e, K_b
+        # a bar appears if the pass over the blocks is predicted to take more than ~10 s (torchgp._progress)
+        with progress(-(-self.t // rows), "torchgp: predicting", unit="block") as bar:
+            for s in range(0, self.t, rows):
+                e = min(self.t, s + rows)
+                K_b = self.block_fn(s, e)
+                if keep and s == 0 and e == self.t:
+                    self.kept = K_b
+                yield s, e, K_b
+                bar.update()
+
+
+class InterpolatedCross(CrossCovariance):
+    """``K(X*, X) = W* K_UU Wᵀ`` of a KISS-GP joint covariance ``(*batch, n + t, n + t)``.
+
+    Rows are evaluated block by block like any cross-covariance; it also keeps what the grid caches need:
+    the training covariance ``train`` ``(*batch, n, n)`` and the test points' interpolation weights
+    ``indices, values (*batch, t, 4^d)``.
+    """
+
+    def __init__(self, joint: InterpolatedOperator, n: int):
+        t = joint.shape[-1] - n
+        super().__init__(lambda s, e: joint[..., n + s : n + e, :n].to_dense(), t, n, joint.dtype)
+        # W K_UU Wᵀ on the training rows, built symmetric (one weight pair) as the grid caches need
+        self.train = InterpolatedOperator(joint.base, joint.left_indices[..., :n, :], joint.left_values[..., :n, :])
+        self.indices, self.values = joint.left_indices[..., n:, :], joint.left_values[..., n:, :]
 
 
 class PosteriorCovariance(Operator):
@@ -226,6 +263,13 @@ class PosteriorCovariance(Operator):
         self.love = settings.fast_pred_var.on()
         self.fast_samples = settings.fast_pred_samples.on()
         self._explained = None
+        self._ski = None  # KISS-GP under LOVE: the grid variance cache G, so w*ᵀ G is a row of the root
+        if self.love and not self.skip and isinstance(cross, InterpolatedCross):
+            self._ski = posterior.ski_cache(cross, int(settings.max_root_decomposition_size.value()))
+
+    def _ski_rows(self) -> torch.Tensor:
+        """``A = W* G`` ``(*batch, t, k)`` with ``K*ₓ K̂⁻¹ Kₓ* ≈ A Aᵀ`` (O(4^d k) per test point)."""
+        return interp_matmul(self.cross.indices, self.cross.values, self._ski.covar_cache)
 
     @property
     def K_sx(self) -> torch.Tensor:
@@ -247,6 +291,8 @@ class PosteriorCovariance(Operator):
     def diagonal(self):
         if self.skip:
             return torch.zeros(self.shape[:-1], dtype=self.dtype, device=self.device)
+        if self._explained is None and self._ski is not None:
+            self._explained = self._ski.variance_reduction(self.cross.indices, self.cross.values)
         if self._explained is None:
             parts = []
             for _, _, K_b in self.cross.blocks():
@@ -258,6 +304,9 @@ class PosteriorCovariance(Operator):
     def _dense(self):
         if self.skip:
             return torch.zeros(self.shape, dtype=self.dtype, device=self.device)
+        if self._ski is not None:
+            A = self._ski_rows()
+            return self.test_covar.to_dense() - A @ A.mT
         A = torch.cat([self._reduce_block(K_b, self.love) for _, _, K_b in self.cross.blocks()], -2)
         reduction = A @ A.mT if self._symmetric(self.love) else self.K_sx @ A.mT
         return self.test_covar.to_dense() - reduction  # R&W Alg. 2.1 line 6
@@ -268,6 +317,9 @@ class PosteriorCovariance(Operator):
             return torch.zeros(*self.shape[:-1], rhs.shape[-1], dtype=self.dtype, device=self.device)
         use_root = self.love if use_root is None else use_root
         out = self.test_covar.matmul(rhs)
+        if use_root and self._ski is not None:
+            A = self._ski_rows()
+            return out - A @ (A.mT @ rhs)
         if use_root:
             u = sum((self._reduce_block(K_b, True).mT @ rhs[..., s:e, :] for s, e, K_b in self.cross.blocks()))
             parts = [self._reduce_block(K_b, True) @ u for _, _, K_b in self.cross.blocks()]
