@@ -10,6 +10,7 @@ Launch with torchrun (gloo on CPU, NCCL on GPU); without torchrun it runs as one
     torchrun --standalone --nproc-per-node=1 benchmarks/distributed.py svgp --num-data 1000000
     torchrun --standalone --nproc-per-node=2 benchmarks/distributed.py svgp --num-data 1000000
 
+Every run takes ``--device cpu|cuda`` (default cpu; cuda: NCCL, one GPU per process) and ``--threads``.
 Rank 0 prints one JSON line: wall time (the slowest rank's) and every rank's peak RSS.
 """
 
@@ -61,9 +62,19 @@ def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
+def _device(a) -> torch.device:
+    """This rank's device: its ``LOCAL_RANK`` GPU under ``--device cuda``, else the CPU."""
+    if a.device == "cuda":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+_DEVICE = torch.device("cpu")
+
+
 def _gather(value: float) -> list[float]:
     """``value`` from every rank, in rank order (one all_reduce)."""
-    buf = torch.zeros(dist.world_size(), dtype=torch.float64, device="cuda" if torch.cuda.is_available() else "cpu")
+    buf = torch.zeros(dist.world_size(), dtype=torch.float64, device=_DEVICE)
     buf[dist.rank()] = value
     dist.all_reduce_([buf], "benchmark results")
     return buf.tolist()
@@ -73,8 +84,7 @@ def bench_exact(a) -> dict:
     gen = torch.Generator().manual_seed(0)
     X = torch.rand(a.n, a.d, generator=gen)
     y = torch.sin(3 * X[:, 0]) + X[:, 1] + 0.1 * torch.randn(a.n, generator=gen)
-    if torch.cuda.is_available():
-        X, y = X.cuda(), y.cuda()
+    X, y = X.to(_DEVICE), y.to(_DEVICE)
     likelihood = torchgp.likelihoods.GaussianLikelihood()
     model = ExactModel(X, y, likelihood).to(X.device)
     model.initialize(**{"covar_module.base_kernel.base_kernel.lengthscale": 0.5, "likelihood.noise": 0.01})
@@ -101,7 +111,7 @@ def bench_svgp(a) -> dict:
     gen = torch.Generator().manual_seed(0)
     X = torch.rand(a.n, a.d, generator=gen)
     y = torch.sin(4 * X[:, 0]) + torch.cos(3 * X[:, 1]) + 0.1 * torch.randn(a.n, generator=gen)
-    device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+    device = _DEVICE
     model = SVGP(X[: a.m].clone()).to(device)  # the batches follow the model to its device in dist.fit
     likelihood = torchgp.likelihoods.GaussianLikelihood().to(device)
     elbo = torchgp.mlls.VariationalELBO(likelihood, model, num_data=a.n)
@@ -123,18 +133,22 @@ def main():
     p.add_argument("--num-data", dest="n", type=int, default=None, help="n; default 20000 (exact), 1000000 (svgp)")
     p.add_argument("--d", type=int, default=8)
     p.add_argument("--threads", type=int, default=1, help="torch threads per process")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="cuda: NCCL, one GPU per process")
     p.add_argument("--m", type=int, default=256, help="inducing points (svgp)")
     p.add_argument("--batch", type=int, default=1024, help="global minibatch (svgp)")
     p.add_argument("--epochs", type=int, default=1, help="epochs (svgp)")
     a = p.parse_args()
     a.n = a.n or (20_000 if a.what == "exact" else 1_000_000)
     torch.set_num_threads(a.threads)
+    global _DEVICE
     if dist.launched_by_torchrun():
-        dist.init()
+        dist.init(backend="nccl" if a.device == "cuda" else "gloo")
+    _DEVICE = _device(a)
     out = bench_exact(a) if a.what == "exact" else bench_svgp(a)
     rss = _gather(_peak_rss_mib())
     if dist.rank() == 0:
-        record = {"what": a.what, "n": a.n, "d": a.d, "processes": dist.world_size(), "threads": a.threads, **out}
+        record = {"what": a.what, "n": a.n, "d": a.d, "processes": dist.world_size(), "threads": a.threads}
+        record.update(device=a.device, **out)
         record["peak_rss_mib_per_rank"] = [round(r) for r in rss]
         print(json.dumps(record), flush=True)
     if torch.distributed.is_initialized():

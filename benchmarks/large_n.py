@@ -1,15 +1,29 @@
-"""Exact GP on the iterative path at large n: one MLL + gradient, wall time and peak RSS.
+"""Exact GP on the iterative path at large n: one MLL + gradient (or a training run), wall time and peak RSS.
 
-Usage: ``python benchmarks/large_n.py [--n 100000] [--d 8] [--threads 1]`` (float32, ARD RBF, noise 0.01).
-The kernel matrix is never held: products and the backward run in tiles (settings.kernel_block_size).
-Also printed: CG iterations, the preconditioner's rank, and the time of the forward (preconditioner + CG + SLQ).
+Usage::
+
+    python benchmarks/large_n.py --n 100000 --threads 2                 # one MLL + gradient
+    python benchmarks/large_n.py --n 20000 --threads 2 --check --peer   # + float64 closed-form gradient, GPyTorch
+    python benchmarks/large_n.py --n 10000 --threads 2 --steps 20 --warm both   # Adam, warm vs cold CG starts
+
+Model: constant mean, ScaleKernel(ARD RBF), Gaussian likelihood; X uniform on [0, 1]^d, lengthscale 0.5, noise
+0.01, float32, ``max_cholesky_size(1)`` (the iterative path at every n). The kernel matrix is never held: products
+and the backward run in tiles (``settings.kernel_block_size``). Printed: CG iterations, the preconditioner's rank,
+forward / backward time and peak RSS (before any peer or reference runs).
+
+``--check``: the float64 closed-form gradient (R&W eq. 5.9, dense Cholesky; O(n²) memory, 3 × 8n² bytes) and its
+relative error. ``--peer``: GPyTorch 1.15's default MLL + gradient on the same model and data, in the same process
+after torchgp (its time and the ratio; its memory shows in the process peak only). ``--steps S``: S Adam steps
+(lr 0.01) from the same start, with CG warm starts on, off or both in turn (``--warm``): time and final loss.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import resource
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -20,21 +34,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torchgp  # noqa: E402
 import torchgp.linalg.iterative as iterative  # noqa: E402
 from torchgp import settings  # noqa: E402
+from torchgp.linalg import warm_start  # noqa: E402
 
-_STATS = {}
+_STATS = {"cg_iterations": 0, "pcg_s": 0.0, "precond_s": 0.0}
 
 
 def _recording(fn, key):
-    """Wrap ``fn`` to note what the iterative path did (CG iterations, preconditioner rank)."""
+    """Wrap ``fn`` to add up what the iterative path did (CG iterations, preconditioner rank and time)."""
 
     def wrapped(*args, **kwargs):
         t0 = time.perf_counter()
         out = fn(*args, **kwargs)
-        _STATS[f"{key}_s"] = time.perf_counter() - t0
+        _STATS[f"{key}_s"] += time.perf_counter() - t0
         if key == "pcg":
-            _STATS["cg_iterations"] = out[1].iterations
+            _STATS["cg_iterations"] += out[1].iterations
         else:
-            _STATS["rank"] = out.L.shape[-1]
+            _STATS["rank"] = out.rank
         return out
 
     return wrapped
@@ -44,47 +59,178 @@ iterative.pcg = _recording(iterative.pcg, "pcg")
 iterative.build_preconditioner = _recording(iterative.build_preconditioner, "precond")
 
 
-class Model(torchgp.models.ExactGP):
-    """Constant mean, ScaleKernel(ARD RBF), Gaussian likelihood: what a user writes."""
+def _reset_stats():
+    _STATS.update(cg_iterations=0, pcg_s=0.0, precond_s=0.0)
 
-    def __init__(self, X, y, likelihood):
-        super().__init__(X, y, likelihood)
-        self.mean_module = torchgp.means.ConstantMean()
-        self.covar_module = torchgp.kernels.ScaleKernel(torchgp.kernels.RBFKernel(ard_num_dims=X.shape[-1]))
 
-    def forward(self, x):
-        return torchgp.distributions.MultivariateNormal(self.mean_module(x), self.covar_module(x))
+def _model(lib, X, y, lengthscale):
+    """What a user writes, with ``lib`` torchgp or gpytorch (the same code)."""
+
+    class Model(lib.models.ExactGP):
+        def __init__(self):
+            likelihood = lib.likelihoods.GaussianLikelihood()
+            super().__init__(X, y, likelihood)
+            self.mean_module = lib.means.ConstantMean()
+            self.covar_module = lib.kernels.ScaleKernel(lib.kernels.RBFKernel(ard_num_dims=X.shape[-1]))
+
+        def forward(self, x):
+            return lib.distributions.MultivariateNormal(self.mean_module(x), self.covar_module(x))
+
+    model = Model().to(X.device)
+    model.initialize(**{"covar_module.base_kernel.lengthscale": lengthscale, "likelihood.noise": 0.01})
+    return model, lib.mlls.ExactMarginalLogLikelihood(model.likelihood, model)
+
+
+def _rss_gib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB → GiB (Linux)
+
+
+def one_step(model, mll, X, y):
+    """One -MLL + gradient on the iterative path; the loss, the gradient (flat) and the timings."""
+    _reset_stats()
+    model.zero_grad()
+    t0, c0 = time.perf_counter(), time.process_time()
+    with settings.max_cholesky_size(1):
+        loss = -mll(model(X), y)
+        t_fwd = time.perf_counter() - t0
+        loss.backward()
+    wall = time.perf_counter() - t0
+    _STATS["cpu_s"] = time.process_time() - c0
+    grad = torch.cat([p.grad.reshape(-1) for p in model.parameters()])
+    return loss.item(), grad, wall, t_fwd
+
+
+def closed_form_gradient(model, X, y, block: int = 2048) -> torch.Tensor:
+    r"""The gradient of -MLL/n in float64 by a dense Cholesky (R&W eq. 5.9), flat in ``model.parameters()`` order.
+
+    With ``M = K⁻¹ - ααᵀ``: ``∂/∂θ = ⟨M, ∂K/∂θ⟩ / 2n`` (the kernel's θ, through autograd on row blocks of K),
+    ``tr(M) ∂σ²/∂θ / 2n`` for the noise, ``-1ᵀα / n`` for the constant mean.
+    """
+    ref = copy.deepcopy(model).double()
+    X64, y64 = X.double(), y.double()
+    n = X64.shape[0]
+    with torch.no_grad():
+        K = ref.covar_module(X64).to_dense()
+        K.diagonal().add_(ref.likelihood.noise.detach())
+        L = torch.linalg.cholesky(K)
+        del K
+        r = (y64 - ref.mean_module.constant.detach()).unsqueeze(-1)
+        alpha = torch.cholesky_solve(r, L)
+        M = torch.cholesky_inverse(L)
+        del L
+        M.addmm_(alpha, alpha.mT, alpha=-1.0)
+    ref.zero_grad()
+    for s in range(0, n, block):
+        Kb = ref.covar_module(X64[s : s + block], X64).to_dense()
+        ((M[s : s + block] * Kb).sum() / (2 * n)).backward()
+    tail = ref.likelihood.noise.squeeze() * M.diagonal().sum() / (2 * n) - ref.mean_module.constant * alpha.sum() / n
+    tail.backward()
+    return torch.cat([p.grad.reshape(-1) for p in ref.parameters()]).float()
+
+
+def gpytorch_step(X, y, lengthscale):
+    import gpytorch
+
+    model, mll = _model(gpytorch, X, y, lengthscale)
+    t0, c0 = time.perf_counter(), time.process_time()
+    loss = -mll(model(X), y)
+    loss.backward()
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return wall, cpu, torch.cat([p.grad.reshape(-1) for p in model.parameters()])
+
+
+def train(X, y, lengthscale, steps: int, warm: bool):
+    """``steps`` Adam steps (lr 0.01) with warm starts on or off: wall time, final loss, total CG iterations."""
+    warm_start.cache.clear()
+    model, mll = _model(torchgp, X, y, lengthscale)
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    iterations = 0
+    t0, c0 = time.perf_counter(), time.process_time()
+    with settings.cg_warm_start(warm), settings.max_cholesky_size(1):
+        for _ in range(steps):
+            _reset_stats()
+            opt.zero_grad()
+            loss = -mll(model(X), y)
+            loss.backward()
+            opt.step()
+            iterations += _STATS["cg_iterations"]
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    with settings.cg_warm_start(False), settings.max_cholesky_size(1), torch.no_grad():
+        final = (-mll(model(X), y)).item()  # the final loss by a cold evaluation, the same for both runs
+    return wall, cpu, final, iterations
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, default=100_000)
     p.add_argument("--d", type=int, default=8)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--lengthscale", type=float, default=0.5)
+    p.add_argument("--probes", type=int, default=None, help="settings.num_trace_samples (default 32)")
+    p.add_argument("--max-rank", type=int, default=None, help="settings.max_preconditioner_size (default 2000)")
+    p.add_argument("--cg-tol", type=float, default=None, help="settings.cg_tolerance (default 1e-4)")
+    p.add_argument("--check", action="store_true", help="float64 closed-form gradient and its relative error")
+    p.add_argument(
+        "--ref",
+        default="auto",
+        help="file to keep the closed-form gradient in, reused when present (auto: in the temp dir, by n, d, ℓ)",
+    )
+    p.add_argument("--peer", action="store_true", help="GPyTorch's default MLL + gradient in the same run")
+    p.add_argument("--steps", type=int, default=0, help="Adam steps (0: one MLL + gradient)")
+    p.add_argument("--warm", choices=["on", "off", "both"], default="both", help="CG warm starts in --steps runs")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     gen = torch.Generator().manual_seed(0)
     X = torch.rand(a.n, a.d, generator=gen)
     y = torch.sin(3 * X[:, 0]) + X[:, 1] + 0.1 * torch.randn(a.n, generator=gen)
-    likelihood = torchgp.likelihoods.GaussianLikelihood()
-    model = Model(X, y, likelihood)
-    model.initialize(**{"covar_module.base_kernel.lengthscale": a.lengthscale, "likelihood.noise": 0.01})
-    mll = torchgp.mlls.ExactMarginalLogLikelihood(likelihood, model)
-    t0 = time.perf_counter()
-    with settings.max_cholesky_size(1):  # the iterative path at every n (it is automatic above 4096)
-        loss = -mll(model(X), y)
-        t_fwd = time.perf_counter() - t0
-        loss.backward()
-    wall = time.perf_counter() - t0
-    grad = torch.cat([p.grad.reshape(-1) for p in model.parameters()])
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB → GiB (Linux)
+    X, y = X.to(a.device), y.to(a.device)
+    head = f"n={a.n} d={a.d} float32 threads={torch.get_num_threads()} device={a.device}"
+    levers = {"probes": a.probes, "max_rank": a.max_rank, "cg_tol": a.cg_tol}
+    head += "".join(f" {k}={v}" for k, v in levers.items() if v is not None)
+    with (
+        settings.num_trace_samples(a.probes or settings.num_trace_samples.value()),
+        settings.max_preconditioner_size(a.max_rank or settings.max_preconditioner_size.value()),
+        settings.cg_tolerance(a.cg_tol or settings.cg_tolerance.value()),
+    ):
+        if a.steps:
+            for mode in ("off", "on") if a.warm == "both" else (a.warm,):
+                wall, cpu, final, its = train(X, y, a.lengthscale, a.steps, mode == "on")
+                print(
+                    f"{head}: {a.steps} Adam steps, warm starts {mode}: wall {wall:.1f} s ({wall / a.steps:.2f} s "
+                    f"per step; CPU {cpu:.1f} s), {its} CG iterations, final -MLL/n {final:.5f}, peak RSS {_rss_gib():.2f} GiB",
+                    flush=True,
+                )
+            return
+        model, mll = _model(torchgp, X, y, a.lengthscale)
+        loss, grad, wall, t_fwd = one_step(model, mll, X, y)
+    rss = _rss_gib()
     print(
-        f"n={a.n} d={a.d} float32 threads={torch.get_num_threads()}: -MLL/n={loss.item():.5f}, "
-        f"|grad|={grad.norm().item():.4f}, wall {wall:.1f} s (forward {t_fwd:.1f} s, backward {wall - t_fwd:.1f} s), "
-        f"CG {_STATS.get('cg_iterations')} iterations in {_STATS.get('pcg_s', 0):.1f} s, preconditioner rank "
-        f"{_STATS.get('rank')} in {_STATS.get('precond_s', 0):.1f} s, peak RSS {rss:.2f} GiB"
+        f"{head}: -MLL/n={loss:.5f}, |grad|={grad.norm().item():.4f}, wall {wall:.1f} s (forward {t_fwd:.1f} s, "
+        f"backward {wall - t_fwd:.1f} s; CPU {_STATS['cpu_s']:.1f} s), CG {_STATS['cg_iterations']} iterations in {_STATS['pcg_s']:.1f} s, "
+        f"preconditioner rank {_STATS.get('rank')} in {_STATS['precond_s']:.1f} s, peak RSS {rss:.2f} GiB",
+        flush=True,
     )
+    if a.check:
+        if a.ref == "auto":
+            a.ref = str(Path(tempfile.gettempdir()) / f"torchgp_large_n_grad_n{a.n}_d{a.d}_l{a.lengthscale}.pt")
+        if Path(a.ref).exists():
+            ref = torch.load(a.ref)
+        else:
+            ref = closed_form_gradient(model, X, y)
+            torch.save(ref, a.ref)
+        rel = (grad - ref).norm() / ref.norm()
+        worst = ((grad - ref).abs() / ref.abs().clamp_min(1e-3 * ref.abs().max())).max()
+        print(f"  gradient vs float64 closed form: {rel:.2e} relative (norm), worst entry {worst:.2e}", flush=True)
+    if a.peer:
+        t_gp, c_gp, g_gp = gpytorch_step(X, y, a.lengthscale)
+        msg = (
+            f"  GPyTorch 1.15 default: {t_gp:.1f} s (CPU {c_gp:.1f} s); torchgp / GPyTorch = {wall / t_gp:.2f} "
+            f"(CPU {_STATS['cpu_s'] / c_gp:.2f})"
+        )
+        if a.check:
+            msg += f"; GPyTorch gradient vs closed form {(g_gp - ref).norm() / ref.norm():.2e}"
+        print(msg, flush=True)
 
 
 if __name__ == "__main__":

@@ -80,3 +80,19 @@ def test_build_preconditioner_stops_once_good_enough():
     K = op.to_dense() + 10.0 * torch.eye(300, dtype=torch.float64)
     V = torch.randn(300, 2, dtype=torch.float64)
     torch.testing.assert_close(big.solve(K @ V), V, rtol=0, atol=1e-2)
+
+
+def test_given_pivots_reproduce_the_search_and_are_followed():
+    pchol = pivoted_cholesky
+    g = torch.Generator().manual_seed(8)
+    X = torch.rand(60, 2, generator=g, dtype=torch.float64)
+    K = torch.exp(-0.5 * torch.cdist(X, X).square() / 0.3**2)
+    L, piv = pchol(DenseOperator(K), 12, return_pivots=True)
+    assert piv.shape == (12,) and len(set(piv.tolist())) == 12
+    L2, piv2 = pchol(DenseOperator(K), 3, pivots=piv, return_pivots=True)  # rank is ignored: the pivots decide
+    assert torch.equal(piv2, piv)
+    torch.testing.assert_close(L2, L, rtol=1e-12, atol=1e-12)
+    # Other pivots (reversed): still an exact factor of K on those rows (L Lᵀ interpolates K there).
+    other = piv.flip(-1)
+    L3 = pchol(DenseOperator(K), 12, pivots=other)
+    torch.testing.assert_close((L3 @ L3.mT)[other][:, other], K[other][:, other], rtol=1e-9, atol=1e-9)

@@ -10,10 +10,13 @@ partial product, and one ``all_reduce`` gives every rank the whole ``K V``:
 
 with ``T_i(V)`` the contribution of tile ``i`` (``K_IJ V_J``, plus ``K_IJᵀ V_I`` for a mirrored
 tile). The gradients' bilinear forms ``Σ_j u_jᵀ (∂K/∂θ) v_j`` are split over the same tiles and
-summed with ``all_reduce``. The preconditioner, the CG and Lanczos recurrences and the
-predictions' small products are replicated: every rank sees the same reduced products, so it runs
-identical iterations and gets the same loss, gradients and predictions. Communication per CG
-iteration is ``n · (1 + probes)`` numbers per rank; computation ``O(n² / p)``.
+summed with ``all_reduce``. The pivoted-Cholesky preconditioner is split by rows: each rank computes
+and holds its row block of the ``n × k`` factor (:mod:`torchgp.linalg.sharded_preconditioner`; one
+small ``all_reduce`` per pivot, two per application), so memory per rank is ``O(n k / p + n d)``. The CG
+and Lanczos recurrences and the predictions' small products are replicated: every rank sees the same
+reduced products, so it runs identical iterations and gets the same loss, gradients and predictions.
+Communication per CG iteration is about ``2 n · (1 + probes)`` numbers per rank (the product and the
+preconditioner's rows); computation ``O(n² / p)``.
 """
 
 from __future__ import annotations

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 import torch
 
-from torchgp import _record, settings
-from torchgp.errors import ConvergenceError, ConvergenceWarning, NotPSDError
+from torchgp import _progress, _record, settings
+from torchgp.errors import ConvergenceError, ConvergenceWarning, NotPSDError, ShapeError
 
 __all__ = ["CGInfo", "pcg"]
 
@@ -56,7 +56,8 @@ class CGInfo:
     rz0: torch.Tensor
 
 
-def _nonconvergence(iterations: int, residual: torch.Tensor, tol: float, active: torch.Tensor):
+def _nonconvergence(iterations: int, residual: torch.Tensor, tol, active: torch.Tensor):
+    tol = float(torch.as_tensor(tol).max()) if isinstance(tol, torch.Tensor) else tol
     worst = residual[active].max().item()
     msg = (
         f"Conjugate gradients did not converge: after {iterations} iterations the relative residual is "
@@ -73,9 +74,10 @@ def pcg(
     matmul_fn: Callable[[torch.Tensor], torch.Tensor],
     B: torch.Tensor,
     precond_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
-    tol: float | None = None,
+    tol: float | torch.Tensor | None = None,
     max_iter: int | None = None,
     record: bool = False,
+    x0: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, CGInfo]:
     r"""Solve ``A X = B`` for every column of ``B`` at once by preconditioned CG.
 
@@ -87,9 +89,14 @@ def pcg(
         matmul_fn: ``V ↦ A V`` for ``V`` of shape ``(*batch, n, k)``; A symmetric positive definite.
         B: right-hand sides, ``(*batch, n, k)``.
         precond_fn: ``V ↦ P⁻¹ V`` (SPD ``P ≈ A``), or None for no preconditioning.
-        tol: relative residual ``‖b - Ax‖/‖b‖`` to reach (default ``settings.cg_tolerance``).
+        tol: relative residual ``‖b - Ax‖/‖b‖`` to reach (default ``settings.cg_tolerance``); a float, or a
+            tensor broadcastable to ``(*batch, k)`` for a tolerance per column.
         max_iter: iteration cap (default ``settings.max_cg_iterations``).
         record: keep α/β of every iteration (for Lanczos quadrature).
+        x0: initial guess ``(*batch, n, k)`` (a warm start; default zeros). CG then runs on the residual
+            ``B - A x0`` (one extra product), and stops on ``‖B - A X‖ / ‖B‖`` as from zero. With ``record``,
+            the α/β of a column started away from zero are those of its residual's Lanczos process, not of
+            ``b``'s: only the columns whose ``x0`` is zero give ``b``'s Lanczos matrices.
 
     Returns:
         ``X`` ``(*batch, n, k)`` and a :class:`CGInfo`.
@@ -104,21 +111,34 @@ def pcg(
         max_iter = int(settings.max_cg_iterations.value())  # not capped at n: round-off can need a few more
     precond = precond_fn if precond_fn is not None else (lambda V: V)
 
-    X = torch.zeros_like(B)
-    R = B.clone()
+    if x0 is None:
+        X = torch.zeros_like(B)
+        R = B.clone()
+    else:
+        if x0.shape != B.shape:
+            raise ShapeError(f"pcg: x0 must have the shape of B, {tuple(B.shape)}; got {tuple(x0.shape)}.")
+        X = x0.to(B.dtype).clone()
+        R = B - matmul_fn(X)  # warm start: CG on A (X - x0) = B - A x0
     Z = precond(R)
     Pdir = Z.clone()
     rz = (R * Z).sum(-2)  # (*batch, k)
     rz0 = rz.clone()
     b_norm = B.norm(dim=-2)
     safe_b = torch.where(b_norm > 0, b_norm, torch.ones_like(b_norm))
-    residual = torch.where(b_norm > 0, torch.ones_like(b_norm), torch.zeros_like(b_norm))
+    if x0 is None:
+        residual = torch.where(b_norm > 0, torch.ones_like(b_norm), torch.zeros_like(b_norm))
+    else:
+        residual = torch.where(b_norm > 0, R.norm(dim=-2) / safe_b, torch.zeros_like(b_norm))
+        zero = (b_norm == 0).unsqueeze(-2)  # B = 0 has the solution 0 whatever the guess
+        X.masked_fill_(zero, 0.0)
+        R.masked_fill_(zero, 0.0)
     num_steps = torch.zeros(b_norm.shape, dtype=torch.long, device=B.device)
     alphas, betas = [], []
     active = residual > tol
     best = residual.clone()  # stagnation: a column whose residual has not fallen 10 % below its best
     since_best = torch.zeros_like(num_steps)  # in _STALL iterations stops (it can only burn kernel passes)
     it = 0
+    bar = _progress.progress(max_iter, "torchgp: conjugate gradients")  # a no-op unless predicted > ~10 s
     for step in range(1, max_iter + 1):
         if not bool(active.any()):
             break
@@ -151,6 +171,8 @@ def pcg(
         best = torch.where(improved, residual, best)
         since_best = torch.where(improved, 0, since_best + 1)
         active = active & (residual > tol) & (since_best < _STALL)
+        bar.update()
+    bar.close()
     unconverged = residual > tol
     if bool(unconverged.any()):
         _nonconvergence(it, residual, tol, unconverged)

@@ -26,6 +26,10 @@ Hutchinson), since ``c = 1`` was measured to increase the error there (see ``_co
 The control variate uses the rank-``k_c`` leading part ``P_c`` of ``P`` (``k_c ≤ 256``, the first
 ``k_c`` columns of ``W``), so its ``O(n² k_c)`` backward cost does not grow with the adaptive rank of
 ``P``; the estimator stays unbiased for any fixed ``A = P_c⁻¹`` as ``E[(A z)(P⁻¹z)ᵀ] = A``.
+Warm starts (Lin et al. 2024; :mod:`torchgp.linalg.warm_start`, ``settings.cg_warm_start``): a later call on
+the same training inputs starts CG on ``[r, z]`` from the previous call's solutions, and runs cold copies
+of the probes in the same lockstep CG to a looser tolerance only for the Lanczos matrices (``_warm_pcg``).
+
 All terms are bilinear forms ``Σ_j u_jᵀ (∂K/∂θ) v_j``, differentiated block by block
 (:func:`torchgp.linalg.blockwise.operator_bilinear_grads`); the noise diagonal ``d`` of
 ``K + diag(d)`` gets ``-g_q α² + g_l diag(K⁻¹)`` with ``diag(K⁻¹)`` estimated the same way.
@@ -40,6 +44,7 @@ from torch.autograd.function import once_differentiable
 
 from torchgp import settings
 from torchgp.errors import ShapeError
+from torchgp.linalg import warm_start
 from torchgp.linalg.blockwise import (
     base_inputs,
     kernel_matmul_nograd,
@@ -120,8 +125,10 @@ class _System:
         d = self.diag.detach().to(dtype).unsqueeze(-1)
         return lambda V: mm(V) + d * V
 
-    def preconditioner(self):
-        return build_preconditioner(self.base, self.diag, preconditioner_rank(self.shape[-1]), self.precond_dtype)
+    def preconditioner(self, pivots=None):
+        """The pivoted-Cholesky preconditioner (reusing ``pivots``, ``(*batch, k)``, when given)."""
+        rank = preconditioner_rank(self.shape[-1])
+        return build_preconditioner(self.base, self.diag, rank, self.precond_dtype, pivots=pivots)
 
 
 def _control_coefficient(KinvZ: torch.Tensor, PinvZ: torch.Tensor, AZ: torch.Tensor) -> torch.Tensor:
@@ -147,6 +154,34 @@ def _control_coefficient(KinvZ: torch.Tensor, PinvZ: torch.Tensor, AZ: torch.Ten
     return (c.clamp(0, 1) * fade)[..., None, None]
 
 
+def _warm_pcg(system: _System, B: torch.Tensor, X0: torch.Tensor, Z: torch.Tensor, precond):
+    """PCG on ``B = [r, z]`` from ``X0`` and, in the same lockstep run, cold on the probes ``Z`` for SLQ.
+
+    Lanczos quadrature needs CG started from zero (its matrices are those of the start vector), so the
+    ``t`` probes run twice: warm to the solve tolerance (for ``K⁻¹z`` in the gradient) and cold to
+    ``√tol``, only for their Lanczos matrices. Gauss quadrature with ``m`` nodes is exact for polynomials
+    of degree ``2m - 1`` (Golub & Meurant 2010, ch. 6), so its error falls about as the square of
+    CG's: at ``√tol`` it is as accurate as the solve. The two groups share every kernel pass.
+
+    Returns:
+        ``X (*batch, n, k + 2t)`` and the :class:`~torchgp.linalg.cg.CGInfo` (recorded when ``Z`` has columns).
+    """
+    tol = float(settings.cg_tolerance.value())
+    t = Z.shape[-1]
+    if t == 0:
+        return pcg(system.matmul_fn(), B, precond.solve, x0=X0)
+    cols = B.shape[-1]
+    tols = torch.cat([B.new_full((cols,), tol), B.new_full((t,), math.sqrt(tol))])
+    return pcg(
+        system.matmul_fn(),
+        torch.cat([B, Z], -1),
+        precond.solve,
+        tol=tols,
+        record=True,
+        x0=torch.cat([X0, torch.zeros_like(Z)], -1),
+    )
+
+
 def _diag_grad(diag: torch.Tensor | None, g: torch.Tensor, needed: bool):
     if diag is None or not needed:
         return None
@@ -161,17 +196,28 @@ class _IterativeInvQuadLogdet(torch.autograd.Function):
         dtype, n = system.dtype, system.shape[-1]
         batch = torch.broadcast_shapes(system.shape[:-2], rhs.shape[:-2])
         k = rhs.shape[-1]
-        precond = system.preconditioner()
         t = int(settings.num_trace_samples.value()) if want_logdet else 0
+        key = warm_start.system_key(system.base, k, t, batch, dtype)
+        X0, pivots = warm_start.cache.get(key, k)
+        precond = system.preconditioner(pivots)
         rhs_w = rhs.detach().to(dtype).expand(*batch, n, k)
         Z = precond.sample(t, probe_generator()).to(dtype).expand(*batch, n, t) if t else rhs_w[..., :0]
-        # One batched PCG on [r, z₁..z_t] (Gardner et al. 2018, Alg. 2 / eq. (6)).
-        X, info = pcg(system.matmul_fn(), torch.cat([rhs_w, Z], -1), precond.solve, record=want_logdet)
+        precond.forget_factor()  # L served only the probes; solve and the backward use W (n × k fewer numbers)
+        B = torch.cat([rhs_w, Z], -1)
+        if X0 is None:
+            # One batched PCG on [r, z₁..z_t] (Gardner et al. 2018, Alg. 2 / eq. (6)).
+            X, info = pcg(system.matmul_fn(), B, precond.solve, record=want_logdet)
+            lanczos = k  # the probes' Lanczos matrices are those of columns k..k+t
+        else:
+            X, info = _warm_pcg(system, B, X0, Z if want_logdet else Z[..., :0], precond)
+            lanczos = k + t  # the cold copies of the probes come last
+        X = X[..., : k + t]
+        warm_start.cache.put(key, X, precond.pivots)
         alpha, KinvZ = X[..., :k], X[..., k:]
         inv_quad = (rhs_w * alpha).sum((-2, -1))
         if want_logdet:
-            T = lanczos_tridiag_from_cg(info)[..., k:, :, :]
-            quad = lanczos_quadrature(T, info.rz0[..., k:])  # ‖P^{-1/2}z‖² e₁ᵀ log(T) e₁ per probe
+            T = lanczos_tridiag_from_cg(info)[..., lanczos:, :, :]
+            quad = lanczos_quadrature(T, info.rz0[..., lanczos:])  # ‖P^{-1/2}z‖² e₁ᵀ log(T) e₁ per probe
             logdet = precond.logdet().to(dtype).expand(batch) + quad.mean(-1)
         else:
             logdet = torch.zeros(batch, dtype=dtype, device=rhs.device)
@@ -190,6 +236,9 @@ class _IterativeInvQuadLogdet(torch.autograd.Function):
         g_l = g_logdet.to(dtype)[..., None, None] if t else None
         need_rhs, need_diag = ctx.needs_input_grad[2], ctx.needs_input_grad[3]
         need_inputs = ctx.needs_input_grad[4:]
+        # The bilinear forms are evaluated in the kernel's dtype (kernel_bilinear_grads casts to it), so they are
+        # formed in it: at n = 10⁵ the n × (1 + t + 256) factors are 231 MB each in float64, half in float32.
+        bdtype = system.base.dtype if isinstance(system.base, KernelOperator) else dtype
 
         grad_rhs = (2 * g_q * alpha).sum_to_size(ctx.rhs_shape) if need_rhs else None  # ∂ rᵀK⁻¹r/∂r = 2α
         U, V = [-g_q * alpha], [alpha]
@@ -201,8 +250,9 @@ class _IterativeInvQuadLogdet(torch.autograd.Function):
             # its Woodbury factor is exactly the first k_c columns of W (R is lower triangular), and any fixed
             # A keeps the estimator unbiased, E[(A z)(P⁻¹z)ᵀ] = A P P⁻¹ = A. tr(A ∂K) costs a bilinear form
             # of rank k_c in the backward (O(n² k_c)), so k_c is capped (_CONTROL_RANK) however large P is.
-            Wc = precond.W[..., : min(precond.W.shape[-1], _CONTROL_RANK)].to(dtype)
-            if Wc.shape[-1] == precond.W.shape[-1]:
+            Wc_p = precond.leading_factor(_CONTROL_RANK)  # all n rows (assembled when sharded), P's dtype
+            Wc = Wc_p.to(dtype)
+            if Wc.shape[-1] == precond.rank:
                 AZ = PinvZ
             else:
                 AZ = precond.D_inv.to(dtype).unsqueeze(-1) * Z - Wc @ (Wc.mT @ Z)
@@ -213,10 +263,11 @@ class _IterativeInvQuadLogdet(torch.autograd.Function):
             U.append(g_l * delta / t)
             V.append(PinvZ)
             diag_A = precond.D_inv.to(dtype) - Wc.square().sum(-1)
+            del Wc
             if bool((c != 0).any()):  # else the rank-k_c control-variate columns would only add zeros (and cost)
-                Wc = Wc.expand(*delta.shape[:-1], Wc.shape[-1])
-                U.append(-(g_l * c) * Wc)
-                V.append(Wc)
+                Wc_b = Wc_p.to(bdtype).expand(*delta.shape[:-1], Wc_p.shape[-1])
+                U.append(-(g_l * c).to(bdtype) * Wc_b)
+                V.append(Wc_b)
                 diag_weight = (g_l * c)[..., 0] * precond.D_inv.to(dtype)
             # diag(K⁻¹) ≈ c diag(A) + (1/t) Σ (K⁻¹z - c A z) ⊙ P⁻¹z
             g_d = g_d + g_l[..., 0] * (c[..., 0] * diag_A + (delta * PinvZ).sum(-1) / t)
@@ -226,8 +277,10 @@ class _IterativeInvQuadLogdet(torch.autograd.Function):
         grads = iter([])
         if wanted:
             shape = torch.broadcast_shapes(*(u.shape[:-1] for u in U))
-            Uc = torch.cat([u.expand(*shape, u.shape[-1]) for u in U], -1)
-            Vc = torch.cat([v.expand(*shape, v.shape[-1]) for v in V], -1)
+            Uc = torch.cat([u.to(bdtype).expand(*shape, u.shape[-1]) for u in U], -1)
+            del U
+            Vc = torch.cat([v.to(bdtype).expand(*shape, v.shape[-1]) for v in V], -1)
+            del V
             grads = iter(operator_bilinear_grads(system.base, wanted, Uc, Vc, diag_weight))
         rest = [next(grads) if need else None for need in need_inputs]
         return (None, None, grad_rhs, grad_diag, *rest)
@@ -252,7 +305,8 @@ def iterative_inv_quad_logdet(op: Operator, rhs: torch.Tensor, logdet: bool = Tr
     (or the tensor of a :class:`~torchgp.linalg.operators.DenseOperator`). Accuracy is governed by
     ``settings.cg_tolerance``, ``num_trace_samples``, ``max_preconditioner_size`` and
     ``max_lanczos_quadrature_iterations``; with ``settings.deterministic_probes`` (default) repeated
-    calls give identical results.
+    calls give identical results, unless ``settings.cg_warm_start`` is on (then a call starts CG from the
+    previous one's solutions and reuses its preconditioner pivots: the same answer to the CG tolerance).
 
     Args:
         op: ``(*batch, n, n)``: ``AddedDiagOperator(KernelOperator | DenseOperator, d)``, a
