@@ -15,6 +15,7 @@ import torch
 from scipy.optimize import minimize
 
 from torchgp.errors import InputError, ShapeError
+from torchgp.optim._scipy_runner import _scipy_blas_one_thread
 
 _DEFAULT_OPTIONS = {"maxiter": 200, "batch_limit": 256, "seed": None, "ftol": 1e-9, "gtol": 1e-6}
 
@@ -109,14 +110,15 @@ def optimize_acqf(acq_function, bounds, q: int = 1, num_restarts: int = 8, raw_s
     box = np.stack(
         [lower.expand(shape).reshape(-1).double().numpy(), upper.expand(shape).reshape(-1).double().numpy()], 1
     )
-    result = minimize(
-        objective,
-        X0.detach().reshape(-1).double().numpy(),
-        jac=True,
-        method="L-BFGS-B",
-        bounds=box,
-        options={"maxiter": int(opts["maxiter"]), "ftol": opts["ftol"], "gtol": opts["gtol"]},
-    )
+    with _scipy_blas_one_thread():  # L-BFGS-B's vector BLAS on few entries: waking a thread pool costs more
+        result = minimize(
+            objective,
+            X0.detach().reshape(-1).double().numpy(),
+            jac=True,
+            method="L-BFGS-B",
+            bounds=box,
+            options={"maxiter": int(opts["maxiter"]), "ftol": opts["ftol"], "gtol": opts["gtol"]},
+        )
 
     # 4. Per restart keep the better of start and end (the joint line search may trade one restart for another).
     X_opt = torch.from_numpy(result.x).to(bounds).reshape(shape)

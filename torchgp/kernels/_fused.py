@@ -30,10 +30,18 @@ from torchgp.kernels.distance import _DIRECT_LIMIT
 
 
 def _centred(a: torch.Tensor, b: torch.Tensor | None):
-    """``a`` and ``b`` shifted by the mean of ``a``'s finite rows (differences, and so r², are unchanged)."""
+    """``a`` and ``b`` ``(*batch, ·, d)`` shifted by one finite point amid ``a``'s rows, or as they are when small.
+
+    Differences, and so r², do not change. The shift (the mean of ``a``'s finite entries) only keeps the Gram
+    form of large problems from losing digits to a common offset; small problems form the differences directly
+    (:func:`pairwise_sq_dist`), which needs none (and saves these few small operations per call).
+    """
+    m = a.shape[-2] if b is None else b.shape[-2]
+    if a.shape[-2] * m * a.shape[-1] <= _DIRECT_LIMIT:
+        return a, (a if b is None else b)
     finite = torch.isfinite(a)
     shift = torch.where(finite, a, 0).sum(-2, keepdim=True) / finite.sum(-2, keepdim=True).clamp_min(1)
-    ac = a - shift
+    ac = a - shift  # shift: (*batch, 1, d)
     return ac, (ac if b is None else b - shift)
 
 
@@ -56,6 +64,11 @@ def pairwise_sq_dist(ac: torch.Tensor, bc: torch.Tensor, symmetric: bool) -> tor
     if symmetric:
         r2.diagonal(dim1=-2, dim2=-1).zero_()
     return r2.clamp_min_(0)
+
+
+def _fits_in(big: torch.Size, small: torch.Size) -> bool:
+    """Whether ``small`` broadcasts to ``big`` unchanged (an in-place multiply keeps the shape); no tensor work."""
+    return len(small) <= len(big) and all(s == 1 or s == b for s, b in zip(reversed(small), reversed(big)))
 
 
 def _owns(dk: torch.Tensor, G: torch.Tensor, *kept: torch.Tensor | None) -> bool:
@@ -91,7 +104,7 @@ class StationaryCovariance(torch.autograd.Function):
             K = kernel.K_r2(r2, *theta)
         if scale is not None:
             s = scale[..., None, None]
-            in_place = (K is r2 or _owns(K, K, r2)) and torch.broadcast_shapes(K.shape, s.shape) == K.shape
+            in_place = (K is r2 or _owns(K, K, r2)) and _fits_in(K.shape, s.shape)
             K = K.mul_(s) if in_place else K * s  # K = s k(r²)
         keep_r2 = (kernel.dK_dr2_uses_r2 and dk is None) or theta_grads
         ctx.kernel, ctx.symmetric = kernel, symmetric
@@ -118,7 +131,7 @@ class StationaryCovariance(torch.autograd.Function):
                 else:
                     W = dk * G  # k'(r²) kept from the forward
                 if s is not None:
-                    W = W.mul_(s) if torch.broadcast_shapes(W.shape, s.shape) == W.shape else W * s
+                    W = W.mul_(s) if _fits_in(W.shape, s.shape) else W * s
                 factor = 1.0
             if ctx.symmetric:
                 bc = ac
@@ -148,7 +161,17 @@ class StationaryCovariance(torch.autograd.Function):
             grad_s = (dots / scale).sum_to_size(scale.shape)
         grad_theta = [None] * len(theta)
         wanted = [i for i, t in enumerate(theta) if ctx.needs_input_grad[4 + i]]
-        if wanted:
+        closed = getattr(kernel, "dK_dparams", None)
+        if wanted and closed is not None:
+            # ∂L/∂θ_i = Σ_ij G_ij s ∂κ/∂θ_i(r²_ij): the profile's closed form, no autograd pass through κ
+            derivs = closed(r2, K if s is None else K / s, *theta)
+            for i in wanted:
+                d = derivs[i]
+                d = d.mul_(G) if _owns(d, G, K, r2) else d * G
+                if s is not None:
+                    d = d.mul_(s) if _fits_in(d.shape, s.shape) else d * s
+                grad_theta[i] = d.sum_to_size(theta[i].shape)
+        elif wanted:
             with torch.enable_grad():
                 leaves = [t.detach().requires_grad_(i in wanted) for i, t in enumerate(theta)]
                 k = kernel.K_r2(r2, *leaves)

@@ -38,7 +38,8 @@ class StationaryKernel(Kernel):
 
     - ``K_r2(r2, *params)``: κ element-wise on ``r2 (*batch, n, m)``, out of place;
     - ``dK_dr2(r2, K, *params)``: ∂κ/∂r² from ``r2`` and ``K = κ(r2)``, same shape;
-    - ``profile_params()``: κ's own parameters (default none), shaped ``(*batch, 1, 1)``;
+    - ``profile_params()``: κ's own parameters (default none), shaped ``(*batch, 1, 1)``, and optionally
+      ``dK_dparams(r2, K, *params)``: their derivatives ∂κ/∂θ (else autograd through ``K_r2`` gives them);
     - ``dK_dr2_uses_r2 = False`` when ``dK_dr2`` reads only ``K`` (then ``r²`` is not kept);
       ``dK_dr2_factor = c`` when κ' = c κ (the exponential profiles), which saves a pass.
 
@@ -82,6 +83,10 @@ class StationaryKernel(Kernel):
     # Optional ``K_dK_r2(r2, *params) -> (K, ∂κ/∂r²)``: both at once where they share costly parts (the
     # fused node then keeps ∂κ/∂r² instead of r² and recomputes nothing in the backward).
     K_dK_r2 = None
+    # Optional ``dK_dparams(r2, K, *params) -> (∂κ/∂θ_1, ...)``, each broadcastable to ``(*batch, n, m)``: the
+    # closed-form derivatives in the profile's own parameters (else the fused node differentiates ``K_r2`` by
+    # autograd inside its backward).
+    dK_dparams = None
 
     def profile_params(self) -> tuple[torch.Tensor, ...]:
         """κ's own parameters, each broadcastable against ``(*batch, n, m)``."""
@@ -203,10 +208,17 @@ class RQKernel(StationaryKernel):
         return (self.alpha.unsqueeze(-1),)  # (*batch, 1, 1)
 
     def K_r2(self, r2, alpha):
-        return (1 + r2 / (2 * alpha)).pow(-alpha)
+        u = (r2 / (2 * alpha)).add_(1)  # u = 1 + r²/(2α), a fresh buffer
+        return u.pow(-alpha) if torch.is_grad_enabled() else u.pow_(-alpha)
 
     def dK_dr2(self, r2, K, alpha):
         return K / (r2 / (2 * alpha) + 1).mul_(-2)
+
+    def dK_dparams(self, r2, K, alpha):
+        """``(∂κ/∂α,)`` with ``∂ log κ/∂α = 1 − 1/u − log u``, ``u = 1 + r²/(2α)`` (from ``log κ = −α log u``)."""
+        u = (r2 / (2 * alpha)).add_(1)
+        d = u.reciprocal().neg_().add_(1)
+        return (d.sub_(u.log_()).mul_(K),)
 
 
 class PeriodicKernel(StationaryKernel):

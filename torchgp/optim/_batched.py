@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from torchgp.errors import InputError, NonFiniteError, NotPSDError
+from torchgp.optim._scipy_runner import lbfgsb_options
 
 
 def independent_blocks(params: list[torch.Tensor], sizes: list[int], losses: torch.Tensor) -> list[np.ndarray] | None:
@@ -153,7 +154,7 @@ def run_lockstep(run, vec, blocks, loss_vector, maxiter, ftol, gtol, patience, b
                 jac=True,
                 method="L-BFGS-B",
                 callback=callback,
-                options={"maxiter": maxiter, "ftol": ftol, "gtol": gtol, "maxfun": max(15000, 3 * maxiter)},
+                options=lbfgsb_options(maxiter, ftol, gtol),
             )
             m.message = str(res.message)
             m.status = {0: "converged", 1: "maxiter"}.get(res.status, "stalled")

@@ -26,11 +26,9 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import math
 import sys
 import time
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -38,93 +36,14 @@ import torch
 from torchgp import _record, settings
 from torchgp.errors import InputError, NonFiniteError, NotPSDError
 from torchgp.optim._batched import independent_blocks, run_lockstep
+from torchgp.optim._run import _ParamVector, _Run
+from torchgp.optim._scipy_runner import _scipy_blas_one_thread, run_scipy
+from torchgp.optim._torch_runner import optimizer_name, run_torch
+from torchgp.optim.result import FitResult
 
 __all__ = ["fit", "FitResult"]
 
 
-@dataclass
-class FitResult:
-    """What happened during :func:`fit`.
-
-    Attributes:
-        loss: final loss of the kept (best) run, ``-mll`` (per data point, GPyTorch's scaling).
-        iterations: optimiser iterations summed over all runs (epochs when training on a DataLoader).
-        function_evals: loss evaluations summed over all runs.
-        time: wall-clock seconds.
-        stop_reason: why the kept run stopped: ``"converged"`` (ftol/gtol), ``"maxiter"``,
-            ``"patience"``, ``"stalled"`` (the L-BFGS-B line search could not improve further, usually at
-            the optimum to rounding precision), ``"interrupted"`` (KeyboardInterrupt) or ``"failed"`` (every start failed).
-        warnings: messages of the library's warnings during the fit (jitter added, CG not converged, ...) and
-            of fit's own recoveries (restarts, backtracked trial points). They are recorded without touching
-            the process-wide warning filters; what is shown is still up to the user's filters.
-        history: loss after each iteration of the kept run.
-        restart_losses: final loss of each start (``nan`` for a start that failed).
-        best_restart: index of the kept start (0 is the model's own initial values).
-        optimizer: name of the optimiser used.
-        message: the optimiser's own message (scipy), if any.
-    """
-
-    loss: float
-    iterations: int
-    function_evals: int
-    time: float
-    stop_reason: str
-    warnings: list[str] = field(default_factory=list)
-    history: list[float] = field(default_factory=list)
-    restart_losses: list[float] = field(default_factory=list)
-    best_restart: int = 0
-    optimizer: str = ""
-    message: str = ""
-
-    @property
-    def success(self) -> bool:
-        """True when the fit ended normally (converged, maxiter or patience)."""
-        return self.stop_reason in ("converged", "maxiter", "patience", "stalled")
-
-    def __str__(self) -> str:
-        return (
-            f"FitResult({self.optimizer}: loss {self.loss:.6g}, {self.stop_reason}, {self.iterations} iterations, "
-            f"{self.function_evals} evaluations, {self.time:.2f} s, {len(self.restart_losses)} start(s), "
-            f"{len(self.warnings)} warning(s))"
-        )
-
-
-class _Stop(Exception):
-    """Raised from inside a scipy run to end it (patience exhausted)."""
-
-
-# --------------------------------------------------------------------------- parameters as one vector
-class _ParamVector:
-    """The trainable parameters of a module as one flat float64 NumPy vector (and back)."""
-
-    def __init__(self, params: list[torch.nn.Parameter]):
-        self.params = params
-        self.sizes = [p.numel() for p in params]
-
-    def get(self) -> np.ndarray:
-        if not self.params:
-            return np.zeros(0)
-        return torch.cat([p.detach().reshape(-1).to(torch.float64).cpu() for p in self.params]).numpy().copy()
-
-    def set(self, x: np.ndarray) -> None:
-        offset = 0
-        with torch.no_grad():
-            for p, size in zip(self.params, self.sizes):
-                chunk = torch.from_numpy(np.asarray(x[offset : offset + size], dtype=np.float64))
-                p.copy_(chunk.reshape(p.shape).to(dtype=p.dtype, device=p.device))
-                offset += size
-
-    def grad(self) -> np.ndarray:
-        chunks = [
-            torch.zeros(p.numel(), dtype=torch.float64)
-            if p.grad is None
-            else p.grad.detach().reshape(-1).to(torch.float64).cpu()
-            for p in self.params
-        ]
-        return torch.cat(chunks).numpy().copy() if chunks else np.zeros(0)
-
-
-# --------------------------------------------------------------------------- the loss
 def _model_of(mll):
     model = getattr(mll, "model", None)
     if model is None:
@@ -137,234 +56,6 @@ def _model_of(mll):
 
 def _is_exact(model) -> bool:
     return getattr(model, "train_inputs", None) is not None and getattr(model, "train_targets", None) is not None
-
-
-def _batches(data):
-    """Yield ``(X, y)`` pairs from a DataLoader / iterable of pairs, or one ``(X, y)`` tuple."""
-    if isinstance(data, (tuple, list)) and len(data) == 2 and all(torch.is_tensor(t) for t in data):
-        yield data[0], data[1]
-        return
-    for batch in data:
-        if not isinstance(batch, (tuple, list)) or len(batch) < 2:
-            raise InputError(
-                "fit(data=...) must yield (X, y) pairs (e.g. DataLoader(TensorDataset(X, y), batch_size=256)); "
-                f"got a batch of type {type(batch).__name__}."
-            )
-        yield batch[0], batch[1]
-
-
-def _loss_on(mll, model, X, y) -> torch.Tensor:
-    loss = -mll(model(X), y)
-    return loss.sum() if loss.dim() else loss
-
-
-def _full_loss(mll, model, data) -> torch.Tensor:
-    """``-mll`` on the whole training set: the exact GP's own data, or the mean over ``data``'s batches."""
-    if data is None:
-        return _loss_on(mll, model, *model.train_inputs, model.train_targets)
-    total, count = 0.0, 0
-    for X, y in _batches(data):
-        total = total + _loss_on(mll, model, X, y)
-        count += 1
-    if count == 0:
-        raise InputError("fit(data=...) yielded no batches; pass a non-empty DataLoader or (X, y).")
-    return total / count
-
-
-# --------------------------------------------------------------------------- optimiser choice
-def _torch_optimizer(optimizer, params, lr):
-    if isinstance(optimizer, torch.optim.Optimizer):
-        return [optimizer]
-    if isinstance(optimizer, (list, tuple)) and all(isinstance(o, torch.optim.Optimizer) for o in optimizer):
-        return list(optimizer)
-    if isinstance(optimizer, type) and issubclass(optimizer, torch.optim.Optimizer):
-        return [optimizer(params, lr=lr)]
-    if isinstance(optimizer, str):
-        names = {name.lower(): name for name in dir(torch.optim) if isinstance(getattr(torch.optim, name), type)}
-        name = names.get(optimizer.lower())
-        cls = getattr(torch.optim, name) if name else None
-        if cls is not None and issubclass(cls, torch.optim.Optimizer):
-            return [cls(params, lr=lr)]
-    raise InputError(
-        f"fit: unknown optimizer {optimizer!r}. Pass 'L-BFGS-B' (scipy), the name of a torch.optim optimiser "
-        "('adam', 'sgd', 'lbfgs', ...), a torch.optim.Optimizer class, or an instance (or a list of instances)."
-    )
-
-
-def _optimizer_name(optimizer) -> str:
-    if isinstance(optimizer, str):
-        return optimizer
-    if isinstance(optimizer, (list, tuple)):
-        return "+".join(type(o).__name__ for o in optimizer)
-    return optimizer.__name__ if isinstance(optimizer, type) else type(optimizer).__name__
-
-
-# --------------------------------------------------------------------------- one run
-class _Run:
-    """State of one start: best parameters seen, history, counters."""
-
-    def __init__(self, vec: _ParamVector):
-        self.vec = vec
-        self.best_loss = math.inf
-        self.best_x = vec.get()
-        self.history: list[float] = []
-        self.nfev = 0
-        self.nit = 0
-        self.stop_reason = "maxiter"
-        self.message = ""
-        self.since_improvement = 0
-        self.failed_points: list[str] = []
-
-    def record_eval(self, loss: float) -> None:
-        self.nfev += 1
-        if math.isfinite(loss) and loss < self.best_loss:
-            self.best_loss = loss
-            self.best_x = self.vec.get()
-
-    def record_iteration(self, loss: float, ftol: float, patience: int | None) -> None:
-        """Count an iteration; raise :class:`_Stop` when ``patience`` iterations brought no ftol-improvement."""
-        previous_best = min(self.history) if self.history else math.inf
-        self.history.append(loss)
-        self.nit += 1
-        if loss < previous_best - ftol * max(1.0, abs(previous_best) if math.isfinite(previous_best) else 1.0):
-            self.since_improvement = 0
-        else:
-            self.since_improvement += 1
-        if patience is not None and self.since_improvement >= patience:
-            self.stop_reason = "patience"
-            raise _Stop
-
-
-_SCIPY_BLAS = []  # the threadpoolctl controller of scipy's/numpy's own OpenBLAS, found once (loaded libraries stay)
-
-
-def _scipy_blas_one_thread():
-    """A context in which scipy's and numpy's bundled OpenBLAS use one thread (torch's BLAS is untouched).
-
-    L-BFGS-B's BLAS calls work on vectors as long as the parameter vector (tens of entries), where a
-    threaded OpenBLAS only pays for waking its pool: on a 2-core machine under load, 125 calls of scipy's
-    ``setulb`` for 9 parameters took 1.35 s with 2 threads and 0.01 s with one (a 100x gap that dominated
-    a whole small-n fit). Results are identical. Without threadpoolctl installed this does nothing.
-    """
-    if not _SCIPY_BLAS:
-        try:
-            from threadpoolctl import ThreadpoolController
-
-            _SCIPY_BLAS.append(ThreadpoolController().select(prefix=["libscipy_openblas", "libopenblas"]))
-        except Exception:  # threadpoolctl missing or unable to inspect the process: keep the default threads
-            _SCIPY_BLAS.append(None)
-    controller = _SCIPY_BLAS[0]
-    if controller is None or not controller.lib_controllers:
-        return contextlib.nullcontext()
-    return controller.limit(limits=1)
-
-
-def _run_scipy(run, mll, model, vec, data, maxiter, ftol, gtol, patience, bar) -> _Run:
-    from scipy.optimize import minimize
-
-    def objective(x):
-        vec.set(x)
-        for p in vec.params:
-            p.grad = None
-        try:
-            loss = _full_loss(mll, model, data)
-            loss.backward()
-        except (NotPSDError, NonFiniteError) as err:
-            if not math.isfinite(run.best_loss):
-                raise  # the start itself is bad: handled by the caller (more jitter / another start)
-            run.nfev += 1
-            run.failed_points.append(f"{type(err).__name__}: {err}")
-            # A failed trial point: report a high loss so the line search backtracks.
-            return abs(run.best_loss) * 10 + 1e3, np.zeros_like(x)
-        value = float(loss.detach())
-        grad = vec.grad()
-        run.record_eval(value)
-        if not (math.isfinite(value) and np.all(np.isfinite(grad))):
-            return abs(run.best_loss) * 10 + 1e3, np.zeros_like(x)
-        return value, grad
-
-    def callback(xk, *args):
-        loss = run.best_loss
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss:.5g}")
-        run.record_iteration(loss, ftol, patience)
-
-    try:
-        with _scipy_blas_one_thread():
-            res = minimize(
-                objective,
-                vec.get(),
-                jac=True,
-                method="L-BFGS-B",
-                callback=callback,
-                options={"maxiter": maxiter, "ftol": ftol, "gtol": gtol, "maxfun": max(15000, 3 * maxiter)},
-            )
-        run.message = str(res.message)
-        # scipy status: 0 converged (ftol/gtol), 1 iteration or evaluation limit, 2 line search stalled
-        run.stop_reason = {0: "converged", 1: "maxiter"}.get(res.status, "stalled")
-    except _Stop:
-        pass
-    return run
-
-
-def _run_torch(run, mll, model, vec, data, optimizer, lr, maxiter, ftol, gtol, patience, bar) -> _Run:
-    optimizers = _torch_optimizer(optimizer, vec.params, lr)
-    uses_closure = any(isinstance(o, torch.optim.LBFGS) for o in optimizers)
-    full_batch = data is None or (
-        isinstance(data, (tuple, list)) and len(data) == 2 and all(torch.is_tensor(t) for t in data)
-    )
-
-    def step(X, y) -> float:
-        def closure():
-            for o in optimizers:
-                o.zero_grad()
-            loss = _loss_on(mll, model, X, y)
-            loss.backward()
-            return loss
-
-        if uses_closure:
-            losses = [float(o.step(closure)) for o in optimizers]
-            run.nfev += 1
-            return losses[-1]
-        loss = closure()
-        for o in optimizers:
-            o.step()
-        run.nfev += 1
-        return float(loss.detach())
-
-    try:
-        for _ in range(maxiter):
-            if full_batch:
-                X, y = (model.train_inputs[0], model.train_targets) if data is None else data
-                before = vec.get()
-                loss = step(X, y)
-                grad_max = float(np.max(np.abs(vec.grad()))) if vec.params else 0.0
-                if math.isfinite(loss) and loss < run.best_loss:
-                    run.best_loss, run.best_x = loss, before
-            else:
-                losses = [step(X, y) for X, y in _batches(data)]
-                loss = float(np.mean(losses))
-                grad_max = math.inf
-                if math.isfinite(loss) and loss < run.best_loss:
-                    run.best_loss, run.best_x = loss, vec.get()
-            if not math.isfinite(loss):
-                raise NonFiniteError(
-                    f"The loss became {loss} at iteration {run.nit}; lower the learning rate (lr={lr})."
-                )
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss:.5g}")
-            previous = run.history[-1] if run.history else math.inf
-            run.record_iteration(loss, ftol, patience)
-            if grad_max < gtol or (
-                patience is None and abs(previous - loss) < ftol * max(1.0, abs(loss)) and full_batch
-            ):
-                run.stop_reason = "converged"
-                break
-    except _Stop:
-        pass
-    return run
 
 
 # --------------------------------------------------------------------------- the public function
@@ -414,6 +105,11 @@ def fit(
     Returns:
         A :class:`FitResult`. The model holds the best parameters found, also after a
         ``KeyboardInterrupt`` (then ``stop_reason == "interrupted"``).
+
+    Warns:
+        GPInputWarning: the model's own check at its first training-mode call (inputs spanning less than 1e-3 or
+            more than 1e3 times a kernel's lengthscale, where the default model fits nothing); like every library
+            warning during the fit, it is also recorded in :attr:`FitResult.warnings`.
 
     Raises:
         InputError: no model behind ``mll``, no trainable parameters, or no data for a variational model.
@@ -473,7 +169,7 @@ def fit(
         bar = tqdm(total=maxiter * (restarts + 1), desc="fit", leave=False)
     interrupted = False
     run = None
-    name = "L-BFGS-B" if scipy_opt else _optimizer_name(optimizer)
+    name = "L-BFGS-B" if scipy_opt else optimizer_name(optimizer)
     try:
         for start in range(restarts + 1):
             x_start = x0 if start == 0 else x0 + perturbation * generator.standard_normal(x0.shape)
@@ -489,9 +185,9 @@ def fit(
                             with _scipy_blas_one_thread():
                                 run_lockstep(run, vec, blocks, loss_vector, maxiter, ftol, gtol, patience, bar)
                         elif scipy_opt:
-                            _run_scipy(run, mll, model, vec, data, maxiter, ftol, gtol, patience, bar)
+                            run_scipy(run, mll, model, vec, data, maxiter, ftol, gtol, patience, bar)
                         else:
-                            _run_torch(run, mll, model, vec, data, optimizer, lr, maxiter, ftol, gtol, patience, bar)
+                            run_torch(run, mll, model, vec, data, optimizer, lr, maxiter, ftol, gtol, patience, bar)
                     caught.extend(wlist)
                     if run.failed_points:
                         caught.append(
