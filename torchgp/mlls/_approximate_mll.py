@@ -7,7 +7,8 @@ r"""Base of the variational objectives: likelihood term (per minibatch) − KL /
 bound divided by the number of data points ``N`` (GPyTorch's normalisation); :math:`a_j` are the
 model's added loss terms (:class:`~torchgp.mlls.AddedLossTerm`), already per datum. Under
 ``settings.observation_nan_policy('mask')`` / ``'fill'`` the sum runs over the observed targets
-(a point missing in any batch member is left out of all, as in GPyTorch; ``b`` still counts it).
+(a point missing in any batch member is left out of all, as in GPyTorch; ``b`` still counts it);
+under the default 'ignore' a NaN/inf target raises an :class:`~torchgp.errors.InputError` naming its rows.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ import torch
 from torchgp.distributions import MultivariateNormal
 from torchgp.errors import InputError, ModelTypeError, ShapeError
 from torchgp.mlls.marginal_log_likelihood import MarginalLogLikelihood
+from torchgp.models._diagnostics import warn_eval_mode_objective
 from torchgp.models.missing_data import masking_on, observed_points
+from torchgp.models.validation import nonfinite_rows
 
 
 class _ApproximateMarginalLogLikelihood(MarginalLogLikelihood):
@@ -61,6 +64,7 @@ class _ApproximateMarginalLogLikelihood(MarginalLogLikelihood):
                 f"{type(self).__name__} expects the model's output q(f) (a MultivariateNormal); got "
                 f"{type(approximate_dist_f).__name__}. Call mll(model(x), y), not mll(likelihood(model(x)), y)."
             )
+        warn_eval_mode_objective(self, stacklevel=5)  # eval mode: frozen caches, dropout off: not the ELBO
         event = approximate_dist_f.event_shape
         b = event[0]
         if len(event) == 2:  # a multitask q(f) over (b, t): targets (*batch, b, t)
@@ -81,10 +85,11 @@ class _ApproximateMarginalLogLikelihood(MarginalLogLikelihood):
                 f"The minibatch has {b} points but num_data = {self.num_data}; num_data must be the total number "
                 "of training points (train_y.size(0))."
             )
-        if (
-            len(event) == 1 and masking_on(self.likelihood) and torch.isnan(target).any()
-        ):  # NaN targets are missing observations
+        masking = masking_on(self.likelihood)
+        if len(event) == 1 and masking and torch.isnan(target).any():  # NaN targets are missing observations
             approximate_dist_f, target = observed_points(approximate_dist_f, target)
+        elif not masking and not bool(torch.isfinite(target).all()):  # one reduction and one sync per call
+            raise InputError(_nonfinite_minibatch_message(target, -2 if len(event) == 2 else -1))
         log_lik = self._log_likelihood_term(approximate_dist_f, target, **kwargs).div(b)  # b counts missing ones
         kl = self.model.variational_strategy.kl_divergence().div(self.num_data / self.beta)
         log_prior = self._log_prior()
@@ -102,3 +107,15 @@ class _ApproximateMarginalLogLikelihood(MarginalLogLikelihood):
         if terms:
             return log_lik, kl, log_prior, added_loss
         return log_lik, kl, log_prior
+
+
+def _nonfinite_minibatch_message(target: torch.Tensor, point_dim: int) -> str:
+    """The error for NaN/inf targets in a minibatch under ``observation_nan_policy('ignore')``, naming the rows."""
+    rows = nonfinite_rows(target, point_dim)
+    return (
+        f"The minibatch targets hold NaN or inf at {len(rows)} row(s) of the batch (first: {rows[:10]}): the "
+        "objective would be NaN, and an optimiser step on it would make the parameters NaN (a later Cholesky "
+        "failure would then blame them). Drop those rows from the data (keep = torch.isfinite(y); X, y = X[keep], "
+        "y[keep]), or, if NaN marks a missing observation, train under "
+        "`with torchgp.settings.observation_nan_policy('mask'):`."
+    )

@@ -19,6 +19,7 @@ from torchgp.distributions import MultivariateNormal
 from torchgp.errors import ModelTypeError, NonFiniteError
 from torchgp.likelihoods.gaussian import _GaussianLikelihoodBase
 from torchgp.mlls.marginal_log_likelihood import MarginalLogLikelihood
+from torchgp.models._diagnostics import warn_eval_mode_objective
 from torchgp.models.exact_gp import finite_or_explained
 from torchgp.models.missing_data import masked_log_prob, masking_on, nan_targets_message
 from torchgp.models.validation import check_train_targets
@@ -57,6 +58,7 @@ class ExactMarginalLogLikelihood(MarginalLogLikelihood):
             raise ModelTypeError(
                 f"mll expects the model's MultivariateNormal output; got {type(function_dist).__name__}."
             )
+        warn_eval_mode_objective(self, stacklevel=5)  # eval mode: the output is the posterior, not the prior
         train_x = self.model.train_inputs[0] if getattr(self.model, "train_inputs", None) else None
         if train_x is not None:
             target = check_train_targets(

@@ -22,6 +22,7 @@ from torchgp.distributions import MultivariateNormal
 from torchgp.errors import ModelTypeError
 from torchgp.linalg.cholesky import psd_safe_cholesky
 from torchgp.mlls.exact_marginal_log_likelihood import ExactMarginalLogLikelihood
+from torchgp.models._diagnostics import warn_eval_mode_objective
 from torchgp.models.exact_gp import finite_or_explained
 from torchgp.models.validation import check_train_targets
 
@@ -42,6 +43,7 @@ class LeaveOneOutPseudoLikelihood(ExactMarginalLogLikelihood):
             raise ModelTypeError(
                 f"mll expects the model's MultivariateNormal output; got {type(function_dist).__name__}."
             )
+        warn_eval_mode_objective(self, stacklevel=5)  # eval mode: the output is the posterior, not the prior
         train_x = self.model.train_inputs[0] if getattr(self.model, "train_inputs", None) else None
         if train_x is not None:
             target = check_train_targets(target, train_x, False, check_finite=False)

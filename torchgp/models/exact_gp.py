@@ -10,6 +10,11 @@ Prediction runs in blocks of test points (``settings.prediction_block_size``), s
 them takes bounded memory; variances are exact, or by LOVE under ``settings.fast_pred_var``
 (:mod:`torchgp.models.love`). ``get_fantasy_model`` updates the cached factor by a block Cholesky
 update (:mod:`torchgp.models.fantasy`). Forward (pre-)hooks run around ``model(X)`` in both modes.
+
+A :class:`~torchgp.utils.warnings.GPInputWarning` says when an input is almost surely a mistake
+(:mod:`torchgp.models._diagnostics`): the first training-mode call on new training inputs whose spread
+is more than 10³ times off a kernel's lengthscale, NaN/inf test rows, and (under ``settings.debug``, as
+in GPyTorch) an eval-mode call on the training inputs.
 """
 
 from __future__ import annotations
@@ -23,6 +28,12 @@ from torchgp.distributions import MultivariateNormal
 from torchgp.errors import InputError, ModelTypeError, NonFiniteError, NotPSDError
 from torchgp.likelihoods.gaussian import _GaussianLikelihoodBase
 from torchgp.linalg.operators import AddedDiagOperator
+from torchgp.models._diagnostics import (
+    InputScaleWatch,
+    input_key,
+    warn_eval_on_train_inputs,
+    warn_nonfinite_test_rows,
+)
 from torchgp.models.gp import GP, call_with_hooks
 from torchgp.models.missing_data import exact_posterior
 from torchgp.models.multitask_posterior import integer_inputs, multitask_fantasy_model, multitask_posterior_at
@@ -153,10 +164,17 @@ class ExactGP(GP):
                     "In train mode the model must be called on its training inputs (it returns the prior there). "
                     "Call model.eval() to predict at new inputs, or model.set_train_data() to change the data."
                 )
-            return self._prior(*self.train_inputs, **kwargs)
+            watch = InputScaleWatch.start(self, input_key(self.train_inputs))
+            if watch is None:
+                return self._prior(*self.train_inputs, **kwargs)
+            with watch:  # first training-mode call on these inputs: their scale against the lengthscales
+                return self._prior(*self.train_inputs, **kwargs)
         inputs = tuple(check_test_inputs(a, train_x) for a in args)
         if settings.prior_mode.on():
             return self._prior(*inputs, **kwargs)
+        if settings.debug.on() and self.train_inputs is not None:
+            warn_eval_on_train_inputs(inputs, self.train_inputs, stacklevel=5)  # GPyTorch's GPInputWarning
+        warn_nonfinite_test_rows(inputs, stacklevel=5)
         return self._posterior_at(inputs, **kwargs)
 
     def posterior(self, X, observation_noise=False, **kwargs) -> MultivariateNormal:
@@ -187,6 +205,7 @@ class ExactGP(GP):
         train_x = None if self.train_inputs is None else self.train_inputs[0]
         inputs = tuple(check_test_inputs(a, train_x) for a in inputs)
         lik_kwargs = {k: kwargs.pop(k) for k in ("noise",) if k in kwargs}
+        warn_nonfinite_test_rows(inputs, stacklevel=3)
         post = self._posterior_at(inputs, **kwargs)
         if observation_noise is False or observation_noise is None:
             return post
