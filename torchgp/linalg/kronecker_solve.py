@@ -32,6 +32,7 @@ import torch
 
 from torchgp._shapes import any_nonzero, broadcast_shapes
 from torchgp.errors import ShapeError
+from torchgp.linalg._lapack import congruence, sym_eigh
 from torchgp.linalg.cholesky import psd_safe_cholesky
 from torchgp.linalg.kronecker_parts import KroneckerSum, is_kronecker_sum, kronecker_sum
 
@@ -49,15 +50,15 @@ __all__ = [
 def _factor_eig(K, S, diag: bool):
     """``(λ (*b, p), P (*b, p, p), log|S| (*b) or 0)`` with ``Pᵀ K P = diag λ`` and ``Pᵀ S P = I``."""
     if S is None:
-        lam, Q = torch.linalg.eigh(K)
+        lam, Q = sym_eigh(K)
         return lam.clamp_min(0), Q, 0.0
     if diag:  # S = diag(s): P = S^{-1/2} Q, with Q the eigenvectors of S^{-1/2} K S^{-1/2}
         r = S.rsqrt()
-        lam, Q = torch.linalg.eigh(K * r.unsqueeze(-1) * r.unsqueeze(-2))
+        lam, Q = sym_eigh(K * r.unsqueeze(-1) * r.unsqueeze(-2))
         return lam.clamp_min(0), Q * r.unsqueeze(-1), S.log().sum(-1)
     L = psd_safe_cholesky(S)  # S = L Lᵀ: P = L⁻ᵀ Q, with Q the eigenvectors of L⁻¹ K L⁻ᵀ
     M = torch.linalg.solve_triangular(L, torch.linalg.solve_triangular(L, K, upper=False).mT, upper=False)
-    lam, Q = torch.linalg.eigh((M + M.mT) / 2)
+    lam, Q = sym_eigh((M + M.mT) / 2)
     P = torch.linalg.solve_triangular(L.mT, Q, upper=True)
     return lam.clamp_min(0), P, 2 * L.diagonal(dim1=-2, dim2=-1).log().sum(-1)
 
@@ -101,8 +102,8 @@ class KroneckerEig:
 
 
 def _congruence(P, v):
-    """``P diag(v) Pᵀ`` for ``P (*b, p, p)``, ``v (*b, p)``."""
-    return (P * v.unsqueeze(-2)) @ P.mT
+    """``P diag(v) Pᵀ`` for ``P (*b, p, p)``, ``v (*b, p)`` (:func:`torchgp.linalg._lapack.congruence`)."""
+    return congruence(P, v)
 
 
 def _quad_term(A, M, diag: bool, left: bool):
