@@ -1,6 +1,6 @@
 """Exact GP marginal likelihood, forward + backward: torchgp vs bare Cholesky, autograd, GPyTorch, sklearn.
 
-Usage: ``python benchmarks/exact_mll.py [--quick] [--repeats R] [--sizes 100 500 ...] [--device cuda]``
+Usage: ``python benchmarks/exact_mll.py [--quick] [--repeats R] [--sizes 100 500 ...] [--device cuda] [--skip NAME ...]``
 (single thread). ScaleKernel(ARD RBF) on d = 4, noise 0.01; float64 and float32. Ratios are to the
 exact gradient's linear-algebra floor, one Cholesky plus one ``cholesky_inverse`` of the same matrix,
 measured in the same run. Not run in CI.
@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _common import ard_rbf, data, gauss_const, interleaved, raw_params  # noqa: E402
 
 from torchgp import settings  # noqa: E402
+from torchgp.linalg import cholesky as _cholesky  # noqa: E402
 from torchgp.linalg import inv_quad_logdet  # noqa: E402
 
 
@@ -53,6 +54,19 @@ def bare_cholesky(K):
 def floor(K):
     """The exact gradient's linear-algebra floor: one Cholesky and one ``cholesky_inverse`` (R&W eq. 5.9 needs K⁻¹)."""
     return torch.cholesky_inverse(torch.linalg.cholesky(K))
+
+
+def with_torch_inverse(fn):
+    """``fn`` with the Cholesky backward's inverse forced to ``torch.cholesky_inverse`` (the route before potri)."""
+
+    def run():
+        saved, _cholesky.POTRI_MIN_N = _cholesky.POTRI_MIN_N, {}
+        try:
+            return fn()
+        finally:
+            _cholesky.POTRI_MIN_N = saved
+
+    return run
 
 
 def synced(fn, device):
@@ -127,7 +141,7 @@ def sklearn_setup(X, y):
     return gpr, gpr.kernel_.theta.copy()
 
 
-def run(sizes, dtypes, repeats, device="cpu"):
+def run(sizes, dtypes, repeats, device="cpu", skip=()):
     rows = []
     for dtype in dtypes:
         for n in sizes:
@@ -141,6 +155,7 @@ def run(sizes, dtypes, repeats, device="cpu"):
             c = {
                 "floor": lambda: floor(K),
                 "torchgp_model": lambda: torchgp_model_step(tg_model, tg_mll, X, y),
+                "torchgp_model_torchinv": with_torch_inverse(lambda: torchgp_model_step(tg_model, tg_mll, X, y)),
                 "gpytorch_cholesky": lambda: gpytorch_step(model, mll, X, y, True),
                 "gpytorch_default": lambda: gpytorch_step(model, mll, X, y, False),
                 "bare_cholesky": lambda: bare_cholesky(K),
@@ -150,7 +165,7 @@ def run(sizes, dtypes, repeats, device="cpu"):
             if dtype == torch.float64 and device == "cpu":
                 gpr, theta = sklearn_setup(X, y)
                 c["sklearn"] = lambda: gpr.log_marginal_likelihood(theta, eval_gradient=True)
-            c = {k: synced(fn, device) for k, fn in c.items()}
+            c = {k: synced(fn, device) for k, fn in c.items() if k not in skip}
             with settings.max_cholesky_size(10**9), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 med = interleaved(c, repeats if n <= 1000 else max(1, repeats // 2))
@@ -158,10 +173,11 @@ def run(sizes, dtypes, repeats, device="cpu"):
             line = f"{str(dtype)[6:]:8s} n={n:5d} " + " ".join(
                 f"{k}={v * 1e3:.2f}ms({v / base:.2f}x)" for k, v in med.items()
             )
-            line += f"  | torchgp/gpytorch_cholesky = {med['torchgp_model'] / med['gpytorch_cholesky']:.2f}"
+            if "gpytorch_cholesky" in med:
+                line += f"  | torchgp/gpytorch_cholesky = {med['torchgp_model'] / med['gpytorch_cholesky']:.2f}"
             print(line, flush=True)
             rows.append(line)
-            if dtype == torch.float64 and device == "cpu":
+            if "sklearn" in med:
                 with settings.max_cholesky_size(10**9):
                     g = torch.cat([t.reshape(-1) for t in torchgp_step(X, y, params)]).numpy()
                 lml, g_sk = gpr.log_marginal_likelihood(theta, eval_gradient=True)
@@ -234,6 +250,8 @@ def main():
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--dtypes", nargs="*", default=["float64", "float32"])
+    p.add_argument("--skip", nargs="*", default=[], help="contenders to leave out, e.g. gpytorch_default sklearn")
+    p.add_argument("--no-extras", action="store_true", help="skip the Adam-step and iterative-path checks")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     sizes, repeats = ([100, 500, 1000], 3) if a.quick else (a.sizes, a.repeats)
@@ -241,8 +259,8 @@ def main():
         f"torch {torch.__version__}, threads={torch.get_num_threads()}, device={a.device}; times are medians of "
         "forward+backward; ratios are to the floor = one Cholesky + one cholesky_inverse of the same matrix"
     )
-    run(sizes, [getattr(torch, t) for t in a.dtypes], repeats, a.device)
-    if a.device == "cpu":
+    run(sizes, [getattr(torch, t) for t in a.dtypes], repeats, a.device, skip=set(a.skip))
+    if a.device == "cpu" and not a.no_extras:
         adam_step()
         iterative_error()
 

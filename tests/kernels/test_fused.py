@@ -369,3 +369,21 @@ def test_mauna_loa_composite_uses_the_fused_node_for_every_component():
     torch.testing.assert_close(results[1][0], results[0][0], rtol=1e-12, atol=1e-12)
     for a, b in zip(results[1][1], results[0][1]):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("nu", [1.5, 2.5])
+def test_outputscale_gradient_with_column_major_upstream_gradient(nu):
+    """``∂L/∂s = Σ G∘k`` for a column-major, asymmetric ``G`` (the layout of a batched Cholesky inverse)."""
+    base = _randomise(kernels.MaternKernel(nu=nu, ard_num_dims=3, batch_shape=torch.Size([2])).double())
+    s = torch.tensor([0.7, 1.3], dtype=torch.float64, requires_grad=True)
+    g = torch.Generator().manual_seed(9)
+    x = torch.randn(2, 110, 3, generator=g, dtype=torch.float64)  # r² in Gram form: K symmetric to rounding
+    G = torch.randn(2, 110, 110, generator=g, dtype=torch.float64)
+    G_col = G.mT.contiguous().mT
+    assert not G_col.is_contiguous() and torch.equal(G_col, G)
+    K = base.evaluate_block(x, x, outputscale=s)
+    (ds_col,) = torch.autograd.grad(K, s, G_col, retain_graph=True)
+    (ds_row,) = torch.autograd.grad(K, s, G)
+    expected = (G * (K.detach() / s.detach()[:, None, None])).sum((-2, -1))
+    torch.testing.assert_close(ds_col, expected, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(ds_row, expected, rtol=1e-12, atol=1e-12)

@@ -152,9 +152,13 @@ class StationaryCovariance(torch.autograd.Function):
                 grad_a = grad_a.sum_to_size(ctx.a_shape) if need_a else None
                 grad_b = grad_b.sum_to_size(ctx.b_shape) if need_b else None
         if need_s and grad_s is None:
-            # ∂L/∂s = Σ_ij G_ij K_ij / s as a batched dot product (no n × m buffer)
+            # ∂L/∂s = Σ_ij G_ij K_ij / s as a batched dot product (no n × m buffer). A column-major G (the
+            # Cholesky backward's inverse) of a symmetric K is read as Gᵀ: Σ G_ij K_ij = Σ (Gᵀ)_ij K_ij when K = Kᵀ.
+            Gf = G.expand(K.shape)
+            if ctx.symmetric and not Gf.is_contiguous() and Gf.mT.is_contiguous():
+                Gf = Gf.mT
             flat_G, flat_K = (
-                G.expand(K.shape).reshape(-1, 1, K.shape[-2] * K.shape[-1]),
+                Gf.reshape(-1, 1, K.shape[-2] * K.shape[-1]),
                 K.reshape(-1, K.shape[-2] * K.shape[-1], 1),
             )
             dots = torch.bmm(flat_G, flat_K).reshape(K.shape[:-2])

@@ -166,11 +166,11 @@ class MaternKernel(StationaryKernel):
         return poly * torch.exp(-sr)
 
     def K_dK_r2(self, r2):
-        r = r2.clamp_min(1e-30).sqrt_()
         if self.nu == 0.5:
+            r = r2.clamp_min(1e-30).sqrt_()
             K = torch.exp(-r)
             return K, torch.where(r2 >= 1e-30, K / (-2 * r), 0.0)
-        sr = r.mul_(math.sqrt(2 * self.nu))
+        sr = r2.sqrt().mul_(math.sqrt(2 * self.nu))  # r² ≥ 0 from the fused node; both profiles are smooth at 0
         e = sr.neg().exp_()
         if self.nu == 1.5:
             return (sr + 1).mul_(e), e.mul_(-1.5)

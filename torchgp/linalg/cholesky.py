@@ -1,6 +1,8 @@
-"""Cholesky factorisation with jitter escalation and a diagnosis when it fails."""
+"""Cholesky factorisation with jitter escalation and a diagnosis when it fails; the inverse from the factor."""
 
 from __future__ import annotations
+
+import contextlib
 
 import torch
 
@@ -86,3 +88,81 @@ def psd_safe_cholesky(A: torch.Tensor, jitter: float | None = None, max_tries: i
         )
         + f": {diagnose_not_psd(A)}"
     )
+
+
+# Smallest n, per dtype, at which LAPACK's ``potri`` through scipy beats ``torch.cholesky_inverse`` on CPU. Measured
+# on a 2-core AMD EPYC VM, one thread, torch 2.13 (MKL) against scipy's bundled OpenBLAS, symmetrisation included,
+# interleaved medians of 41 (potri ÷ torch): float64 n = 256 / 384 / 512 / 768: 1.14 / 0.95 / 0.63 / 0.89, float32
+# 1.40 / 1.18 / 0.99 / 0.87; at n = 2000 0.79 (float64) and 0.80 (float32). Below it torch's routine is as fast or
+# faster, and batches of small matrices (32 × 100 × 100: 1.9 ms against 2.0 ms) gain nothing.
+POTRI_MIN_N = {torch.float64: 512, torch.float32: 768}
+_POTRI = {}  # dtype → scipy's potri, or None when scipy is unavailable (looked up once)
+_OPENBLAS = []  # threadpoolctl's controller of scipy's OpenBLAS, or None (found once)
+_LOWER_MASKS: dict = {}  # (n, device) → boolean lower-triangle mask, the last few sizes only
+
+
+def _potri(dtype):
+    if dtype not in _POTRI:
+        try:
+            from scipy.linalg import lapack
+
+            _POTRI[dtype] = {torch.float64: lapack.dpotri, torch.float32: lapack.spotri}.get(dtype)
+        except Exception:  # scipy missing or broken: torch's routine serves
+            _POTRI[dtype] = None
+    return _POTRI[dtype]
+
+
+def _openblas_threads(threads: int):
+    """A context in which scipy's bundled OpenBLAS uses ``threads`` threads (torch's own count), when controllable."""
+    if not _OPENBLAS:
+        try:
+            from threadpoolctl import ThreadpoolController
+
+            _OPENBLAS.append(ThreadpoolController().select(prefix=["libscipy_openblas", "libopenblas"]))
+        except Exception:  # threadpoolctl missing or unable to inspect the process: OpenBLAS keeps its threads
+            _OPENBLAS.append(None)
+    controller = _OPENBLAS[0]
+    if controller is None or not controller.lib_controllers:
+        return contextlib.nullcontext()
+    return controller.limit(limits=threads)
+
+
+def _lower_mask(n: int, device) -> torch.Tensor:
+    key = (n, str(device))
+    mask = _LOWER_MASKS.get(key)
+    if mask is None:
+        if len(_LOWER_MASKS) >= 2:
+            _LOWER_MASKS.clear()
+        mask = _LOWER_MASKS[key] = torch.ones(n, n, dtype=torch.bool, device=device).tril_()
+    return mask
+
+
+def cholesky_inverse(L: torch.Tensor) -> torch.Tensor:
+    """``A⁻¹ = L⁻ᵀ L⁻¹`` from the lower Cholesky factor ``L`` of ``A``, by the fastest exact route.
+
+    On CPU, for float32/float64 and ``n ≥ POTRI_MIN_N[dtype]``, LAPACK's ``potri`` (scipy) inverts a column-major copy of
+    each batch member's factor in place, with scipy's OpenBLAS held to torch's thread count, and the lower triangle
+    it fills is mirrored in one pass; otherwise, on CUDA, and whenever autograd must differentiate through it (grad
+    mode on and ``L`` requiring a gradient), it is :func:`torch.cholesky_inverse`. Both give ``A⁻¹`` to rounding.
+
+    Args:
+        L: lower-triangular factors, ``(*batch, n, n)``.
+
+    Returns:
+        The symmetric inverses, ``(*batch, n, n)``.
+    """
+    n = L.shape[-1]
+    potri = _potri(L.dtype) if L.device.type == "cpu" and n >= POTRI_MIN_N.get(L.dtype, n + 1) else None
+    if potri is None or (torch.is_grad_enabled() and L.requires_grad):
+        return torch.cholesky_inverse(L)
+    flat = L.detach().reshape(-1, n, n)
+    mask = _lower_mask(n, L.device)
+    out = torch.empty((flat.shape[0], n, n), dtype=L.dtype)
+    with _openblas_threads(torch.get_num_threads()):
+        for b in range(flat.shape[0]):
+            buf = flat[b].mT.clone(memory_format=torch.contiguous_format).mT  # column-major copy of L
+            _, info = potri(buf.numpy(), lower=1, overwrite_c=1)  # lower triangle of A⁻¹, in place
+            if info != 0:
+                return torch.cholesky_inverse(L)
+            torch.where(mask, buf, buf.mT, out=out[b])  # A⁻¹ is symmetric: mirror the lower triangle
+    return out.reshape(L.shape)

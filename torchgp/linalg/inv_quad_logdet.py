@@ -8,8 +8,9 @@ The solver is chosen in one place, :mod:`torchgp.linalg.solvers` (Cholesky for n
     \frac{\partial}{\partial K}\big[g_q\, r^\top K^{-1} r + g_l \log|K|\big] = g_l K^{-1} - g_q\,\alpha\alpha^\top,
     \qquad \frac{\partial}{\partial r} = 2 g_q \alpha,\quad \alpha = K^{-1} r
 
-computed with one ``cholesky_inverse``; autograd carries ``∂/∂K`` through the kernel's forward to
-every hyperparameter. Nothing is differentiated through the factorisation itself.
+computed with one inverse from the factor (:func:`~torchgp.linalg.cholesky.cholesky_inverse`); autograd carries
+``∂/∂K`` through the kernel's forward to every hyperparameter. Nothing is differentiated through the factorisation
+itself.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import torch
 
 from torchgp._shapes import any_nonzero
 from torchgp.errors import ShapeError
-from torchgp.linalg.cholesky import psd_safe_cholesky
+from torchgp.linalg.cholesky import cholesky_inverse, psd_safe_cholesky
 from torchgp.linalg.operators import Operator, as_operator
 
 
@@ -51,7 +52,9 @@ class CholeskyInvQuadLogdet(torch.autograd.Function):
             # ∂/∂A = g_l A⁻¹ − g_q ααᵀ, built in place in the buffer of A⁻¹ (one cholesky_inverse).
             scaled = alpha * (-g_quad)[..., None, None]
             if g_logdet is not None and any_nonzero(g_logdet):
-                grad_A = torch.cholesky_inverse(L).mul_(g_logdet[..., None, None])
+                # torch's own routine when this backward is itself recorded (create_graph), else the fastest route.
+                inverse = torch.cholesky_inverse if torch.is_grad_enabled() else cholesky_inverse
+                grad_A = inverse(L).mul_(g_logdet[..., None, None])
                 n, k = alpha.shape[-2], alpha.shape[-1]
                 flat = grad_A.view(-1, n, n)
                 flat.baddbmm_(scaled.reshape(-1, n, k), alpha.mT.reshape(-1, k, n))
