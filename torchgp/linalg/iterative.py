@@ -84,7 +84,11 @@ def preconditioner_rank(n: int) -> int:
 
 
 class _System:
-    """What the Functions need besides their tensor inputs: ``K = base + diag(d)`` and the solve dtype."""
+    """What the Functions need besides their tensor inputs: ``K = base + diag(d)`` and the solve dtype.
+
+    :class:`_IterativeSolve` needs of its ``system`` only ``shape``, ``diag``, ``solve_dtype``, ``matmul_fn()``,
+    ``preconditioner()`` and ``bilinear_grads(U, V, needed)``; ``structured_solve._Holder`` provides them too.
+    """
 
     def __init__(self, op: Operator):
         self.base, self.diag = split_operator(op)
@@ -101,7 +105,7 @@ class _System:
         # 2.5e-4); in float64 the residual CG stops on is the real one, at no measurable cost.
         if solve_dtype is None and self.blockwise and op.dtype == torch.float32:
             solve_dtype = torch.float64
-        self.dtype = solve_dtype or op.dtype
+        self.dtype = self.solve_dtype = solve_dtype or op.dtype
         # The preconditioner (n × rank) stays in the kernel's dtype unless a solve dtype was asked for.
         self.precond_dtype = settings.solve_dtype.value() or op.dtype
         self.shape = op.shape
@@ -129,6 +133,12 @@ class _System:
         """The pivoted-Cholesky preconditioner (reusing ``pivots``, ``(*batch, k)``, when given)."""
         rank = preconditioner_rank(self.shape[-1])
         return build_preconditioner(self.base, self.diag, rank, self.precond_dtype, pivots=pivots)
+
+    def bilinear_grads(self, U, V, needed) -> list:
+        """Gradients of ``Σ_j u_jᵀ K(θ) v_j`` (``U, V (*batch, n, k)``) w.r.t. each input that is ``needed`` (else None)."""
+        wanted = [x for x, need in zip(self.inputs, needed) if need]
+        grads = iter(operator_bilinear_grads(self.base, wanted, U, V) if wanted else [])
+        return [next(grads) if need else None for need in needed]
 
 
 def _control_coefficient(KinvZ: torch.Tensor, PinvZ: torch.Tensor, AZ: torch.Tensor) -> torch.Tensor:
@@ -328,15 +338,18 @@ def iterative_inv_quad_logdet(op: Operator, rhs: torch.Tensor, logdet: bool = Tr
 
 
 class _IterativeSolve(torch.autograd.Function):
-    """``(system, rhs (*b,n,k), diag, *inputs) → K⁻¹ rhs``; backward is another solve (K symmetric)."""
+    """``(system, rhs (*b,n,k), diag, *inputs) → K⁻¹ rhs``; backward is another solve (K symmetric).
+
+    ``system`` is a :class:`_System` or any object with its solve interface (see there).
+    """
 
     @staticmethod
-    def forward(ctx, system: _System, rhs, diag, *inputs):
+    def forward(ctx, system, rhs, diag, *inputs):
         precond = system.preconditioner()
         batch = torch.broadcast_shapes(system.shape[:-2], rhs.shape[:-2])
-        B = rhs.detach().to(system.dtype).expand(*batch, *rhs.shape[-2:])
+        B = rhs.detach().to(system.solve_dtype).expand(*batch, *rhs.shape[-2:])
         X, _ = pcg(system.matmul_fn(), B, precond.solve, tol=settings.eval_cg_tolerance.value())
-        ctx.system, ctx.precond, ctx.rhs_shape = system, precond, rhs.shape
+        ctx.system, ctx.precond, ctx.rhs_shape, ctx.rhs_dtype = system, precond, rhs.shape, rhs.dtype
         ctx.save_for_backward(X)
         return X.to(rhs.dtype)
 
@@ -346,14 +359,11 @@ class _IterativeSolve(torch.autograd.Function):
         (X,) = ctx.saved_tensors
         system = ctx.system
         # d(K⁻¹b) = K⁻¹ db - K⁻¹ dK K⁻¹ b: with Y = K⁻¹G, ∂/∂b = Y, ∂/∂K = -Y Xᵀ.
-        Y, _ = pcg(system.matmul_fn(), G.to(X.dtype), ctx.precond.solve, tol=settings.eval_cg_tolerance.value())
-        grad_rhs = Y.to(G.dtype).sum_to_size(ctx.rhs_shape) if ctx.needs_input_grad[1] else None
+        G = G.to(X.dtype).expand(X.shape)
+        Y, _ = pcg(system.matmul_fn(), G, ctx.precond.solve, tol=settings.eval_cg_tolerance.value())
+        grad_rhs = Y.to(ctx.rhs_dtype).sum_to_size(ctx.rhs_shape) if ctx.needs_input_grad[1] else None
         grad_diag = _diag_grad(system.diag, -(Y * X).sum(-1), ctx.needs_input_grad[2])
-        need_inputs = ctx.needs_input_grad[3:]
-        wanted = [x for x, need in zip(system.inputs, need_inputs) if need]
-        grads = iter(operator_bilinear_grads(system.base, wanted, -Y, X) if wanted else [])
-        rest = [next(grads) if need else None for need in need_inputs]
-        return (None, grad_rhs, grad_diag, *rest)
+        return (None, grad_rhs, grad_diag, *system.bilinear_grads(-Y, X, ctx.needs_input_grad[3:]))
 
 
 def iterative_solve(op: Operator, rhs: torch.Tensor) -> torch.Tensor:

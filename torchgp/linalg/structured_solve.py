@@ -39,6 +39,7 @@ from torch.autograd.function import once_differentiable
 from torchgp import settings
 from torchgp.linalg.cg import pcg
 from torchgp.linalg.interpolated import InterpolatedOperator
+from torchgp.linalg.iterative import _diag_grad, _IterativeSolve
 from torchgp.linalg.lanczos import lanczos_quadrature, lanczos_tridiag_from_cg, probe_generator
 from torchgp.linalg.operators import (
     AddedDiagOperator,
@@ -139,7 +140,8 @@ def structured_pivoted_cholesky(base: Operator, rank: int, abs_tol=None, dtype=N
 
 
 class _Holder:
-    """``A = base + diag(d)``, its preconditioner and the tensors behind ``base``."""
+    """``A = base + diag(d)``, its preconditioner and the tensors behind ``base`` (the solve interface of
+    :class:`~torchgp.linalg.iterative._System`, for ``_IterativeSolve``)."""
 
     def __init__(self, op: Operator):
         if isinstance(op, AddedDiagOperator):
@@ -260,10 +262,6 @@ def _control_weight(AinvZ: torch.Tensor, PinvZ: torch.Tensor) -> torch.Tensor:
     return ((0.05 - rho) / 0.04).clamp(0, 1)[..., None, None]
 
 
-def _diag_grad(diag, g):
-    return None if diag is None else g.to(diag.dtype).sum_to_size(diag.shape)
-
-
 # Bytes of one CG right-hand-side block (in the solve dtype): the columns [r, z_1..z_t] are solved in blocks of
 # ``_columns_per_block(n)``, so CG's six n × block work matrices stay O(n) at any t (float64: 10 columns at
 # n = 10⁵, one at n = 10⁶, instead of all 33 at once: 6 · 264 MB at n = 10⁶). Every cost of a structured product is
@@ -356,35 +354,8 @@ class _StructuredInvQuadLogdet(torch.autograd.Function):
             (pair for block in blocks for pair in block), ctx.needs_input_grad[4:], diag_weight
         )
         grad_rhs = (2 * g_q * alpha).to(ctx.rhs_dtype).sum_to_size(ctx.rhs_shape) if ctx.needs_input_grad[2] else None
-        grad_diag = _diag_grad(holder.diag, sum(g_d)) if ctx.needs_input_grad[3] else None
+        grad_diag = _diag_grad(holder.diag, sum(g_d), ctx.needs_input_grad[3])
         return (None, None, grad_rhs, grad_diag, *grads)
-
-
-class _StructuredSolve(torch.autograd.Function):
-    """``(holder, rhs (*b, n, k), diag, *tensors) → A⁻¹ rhs``; backward ``Y = A⁻¹G``, ``∂B = -Y Xᵀ`` (A symmetric)."""
-
-    @staticmethod
-    def forward(ctx, holder: _Holder, rhs, diag, *tensors):
-        batch = torch.broadcast_shapes(holder.shape[:-2], rhs.shape[:-2])
-        B = rhs.detach().to(holder.solve_dtype).expand(*batch, *rhs.shape[-2:])
-        precond = holder.preconditioner()
-        X, _ = pcg(holder.matmul_fn(), B, precond.solve, tol=settings.eval_cg_tolerance.value())
-        ctx.holder, ctx.rhs_shape, ctx.rhs_dtype = holder, rhs.shape, rhs.dtype
-        ctx.save_for_backward(X)
-        return X.to(rhs.dtype)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, G):
-        (X,) = ctx.saved_tensors
-        holder = ctx.holder
-        precond = holder.preconditioner()
-        G = G.to(X.dtype).expand(X.shape)
-        Y, _ = pcg(holder.matmul_fn(), G, precond.solve, tol=settings.eval_cg_tolerance.value())
-        grad_rhs = Y.to(ctx.rhs_dtype).sum_to_size(ctx.rhs_shape) if ctx.needs_input_grad[1] else None
-        grad_diag = _diag_grad(holder.diag, -(Y * X).sum(-1)) if ctx.needs_input_grad[2] else None
-        grads = holder.bilinear_grads(-Y, X, ctx.needs_input_grad[3:])
-        return (None, grad_rhs, grad_diag, *grads)
 
 
 class StructuredFactor(Factor):
@@ -402,7 +373,7 @@ class StructuredFactor(Factor):
 
     def solve(self, rhs):
         h = self.holder
-        return _StructuredSolve.apply(h, rhs, h.diag, *h.tensors)
+        return _IterativeSolve.apply(h, rhs, h.diag, *h.tensors)  # CG through B's products, backward by CG
 
     def inv_quad_logdet(self, rhs=None, logdet=True, reduce=True):
         if not reduce and rhs is not None:
