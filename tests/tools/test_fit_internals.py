@@ -75,10 +75,10 @@ def _mll(x, kernel=None):
 
 
 def _advice(mll):
-    """The input-scale warnings a fit issues, and its result."""
+    """The input-scale warnings a fit that optimises the lengthscales as given issues, and its result."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        r = fit(mll, maxiter=2, progress=False)
+        r = fit(mll, maxiter=2, progress=False, standardize_inputs=False)
     return [str(w.message) for w in caught if "lengthscale" in str(w.message)], r
 
 

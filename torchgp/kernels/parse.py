@@ -19,6 +19,7 @@ input dimension (ARD) when ``ard_num_dims`` is given and ``ard=True``.
 
 from __future__ import annotations
 
+import math
 import re
 
 import torch
@@ -179,10 +180,23 @@ def parse_kernel(
     return _Parser(spec, ard_num_dims, ard, batch_shape).parse()
 
 
+def _inside(value: torch.Tensor, constraint) -> torch.Tensor:
+    """``value`` moved into ``constraint``'s open interval (by ``1e-6`` of its width, or of a half-open bound)."""
+    lo = constraint.lower_bound.to(value)
+    hi = constraint.upper_bound.to(value)
+    margin = torch.where(
+        torch.isfinite(hi - lo), 1e-6 * (hi - lo), 1e-6 * torch.where(torch.isfinite(lo), lo, hi).abs()
+    )
+    lo_in = torch.maximum(lo + margin, torch.nextafter(lo, torch.full_like(lo, math.inf)))
+    hi_in = torch.minimum(hi - margin, torch.nextafter(hi, torch.full_like(hi, -math.inf)))
+    return torch.maximum(torch.minimum(value, hi_in), lo_in)
+
+
 def init_from_data(kernel: Kernel, X: torch.Tensor, y_var: float = 1.0) -> Kernel:
     """Data-driven starting values: lengthscales from the inputs' spread, output scales sharing ``y_var``.
 
-    Every lengthscale is set to its input column's standard deviation, and each ``ScaleKernel``'s
+    Every lengthscale is set to its input column's standard deviation (a constant column takes the geometric
+    mean of the others'; the value is moved inside the lengthscale's constraint), and each ``ScaleKernel``'s
     output scale to ``y_var / (number of ScaleKernels)``. Works in place and returns ``kernel``.
 
     Args:
@@ -191,15 +205,21 @@ def init_from_data(kernel: Kernel, X: torch.Tensor, y_var: float = 1.0) -> Kerne
         y_var: variance of the training targets.
     """
     with torch.no_grad():
-        spread = X.std(0) if X.shape[0] > 1 else torch.ones(X.shape[-1], dtype=X.dtype)
-        spread = torch.where(torch.isfinite(spread) & (spread > 1e-6), spread, torch.ones_like(spread))
+        spread = X.std(0) if X.shape[0] > 1 else torch.full((X.shape[-1],), math.nan, dtype=X.dtype)
+        # scale-free: a column is constant when its spread is within rounding of its magnitude
+        magnitude = X.abs().amax(0) if X.shape[0] else torch.zeros_like(spread)
+        varied = torch.isfinite(spread) & (spread > 16 * torch.finfo(X.dtype).eps * magnitude) & (spread > 0)
+        # constant columns take the other columns' typical spread (their lengthscale does not matter to the fit)
+        fill = spread[varied].log().mean().exp() if bool(varied.any()) else torch.ones((), dtype=X.dtype)
+        spread = torch.where(varied, spread, fill)
         scales = [m for m in kernel.modules() if isinstance(m, ScaleKernel)]
         for module in kernel.modules():
             if getattr(module, "has_lengthscale", False) and "lengthscale" in module._constrained:
                 ls = module.lengthscale
                 cols = spread if module.active_dims is None else spread[module.active_dims]
                 value = cols if ls.shape[-1] == cols.numel() else cols.mean().expand(ls.shape[-1])
-                module.lengthscale = value.to(ls).expand_as(ls).clamp_min(1e-4)
+                constraint = module.raw_lengthscale_constraint
+                module.lengthscale = _inside(value.to(ls).expand_as(ls), constraint)
         for s in scales:
             s.outputscale = torch.full_like(s.outputscale, max(y_var, 1e-6) / max(len(scales), 1))
     return kernel

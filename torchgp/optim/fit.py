@@ -37,6 +37,7 @@ from torchgp import _record, settings
 from torchgp.errors import InputError, NonFiniteError, NotPSDError
 from torchgp.optim._batched import independent_blocks, run_lockstep
 from torchgp.optim._run import _ParamVector, _Run
+from torchgp.optim._scale import standardize_lengthscales
 from torchgp.optim._scipy_runner import _scipy_blas_one_thread, run_scipy
 from torchgp.optim._torch_runner import optimizer_name, run_torch
 from torchgp.optim.result import FitResult
@@ -75,6 +76,7 @@ def fit(
     max_jitter_retries: int = 3,
     progress: bool | None = None,
     batch_independent: bool | None = None,
+    standardize_inputs: bool = True,
 ) -> FitResult:
     r"""Fit all trainable parameters of the model behind ``mll`` (maximise ``mll``).
 
@@ -101,6 +103,13 @@ def fit(
             evaluated together in one batched pass per round, so each follows the iterates of fitting it alone
             (stopping rules apply per model; ``iterations`` is then the largest per model). ``None`` (default):
             whenever the shapes allow it; ``False``: one L-BFGS-B on the summed loss.
+        standardize_inputs: for an exact GP (a model holding its training data; a variational model's first call
+            initialises its variational distribution, so it is not probed), fit each lengthscale that is still at
+            its default, and whose inputs' standard deviation ``s`` (per column for ARD, averaged otherwise, per
+            batch member) is outside ``[1e-2, 1e2]`` times it, in units of ``s``: the same as fitting on
+            standardised inputs, with the result reported in the inputs' own units (a note in
+            :attr:`FitResult.warnings` names each such kernel). Lengthscales set by the user, periods and
+            ``PeriodicKernel`` are never touched. ``False``: optimise the parameters as given.
 
     Returns:
         A :class:`FitResult`. The model holds the best parameters found, also after a
@@ -108,8 +117,9 @@ def fit(
 
     Warns:
         GPInputWarning: the model's own check at its first training-mode call (inputs spanning less than 1e-3 or
-            more than 1e3 times a kernel's lengthscale, where the default model fits nothing); like every library
-            warning during the fit, it is also recorded in :attr:`FitResult.warnings`.
+            more than 1e3 times a kernel's lengthscale, where the default model fits nothing; with
+            ``standardize_inputs`` only for lengthscales it did not rescale, e.g. ones set by the user); like every
+            library warning during the fit, it is also recorded in :attr:`FitResult.warnings`.
 
     Raises:
         InputError: no model behind ``mll``, no trainable parameters, or no data for a variational model.
@@ -117,6 +127,31 @@ def fit(
     """
     model = _model_of(mll)
     exact = _is_exact(model)
+    rescaling, probed = None, []
+    if standardize_inputs and exact:
+        mll.train()
+        model.train()
+        with _record.recording() as probed:  # warnings of the model's probing call belong to the fit too
+            rescaling = standardize_lengthscales(model, model.train_inputs)
+    notes = rescaling.messages() if rescaling is not None else []
+    try:
+        result = _fit(
+            mll, model, exact, optimizer, data, maxiter, lr, ftol, gtol, patience, restarts, perturbation, seed,
+            max_jitter_retries, progress, batch_independent,
+        )  # fmt: skip
+    finally:
+        if rescaling is not None:
+            rescaling.undo()
+    result.warnings[:0] = list(probed)
+    result.warnings.extend(notes)
+    return result
+
+
+def _fit(
+    mll, model, exact, optimizer, data, maxiter, lr, ftol, gtol, patience, restarts, perturbation, seed,
+    max_jitter_retries, progress, batch_independent,
+) -> FitResult:  # fmt: skip
+    """The body of :func:`fit` (arguments as there)."""
     if data is None and not exact:
         raise InputError(
             f"fit: {type(model).__name__} holds no training data; pass data=(X, y) or a DataLoader of (X, y) batches."

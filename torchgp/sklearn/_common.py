@@ -87,3 +87,19 @@ def _fit_result(d: dict):
     from torchgp.optim.fit import FitResult
 
     return FitResult(**d)
+
+
+def _fit_standardized(kernel: Kernel, X: torch.Tensor, objective, *args, **kwargs):
+    """``torchgp.fit(objective, *args, **kwargs)`` with ``kernel``'s lengthscales in units of ``X (n, d)``'s spread.
+
+    The estimators thereby fit as on standardised inputs (any scale of ``X`` follows the same optimisation
+    path), while their fitted kernels report lengthscales in the inputs' own units.
+    """
+    from torchgp.optim._scale import lengthscales_in_units
+    from torchgp.optim.fit import fit
+
+    rescaling = lengthscales_in_units(kernel, X)
+    try:
+        return fit(objective, *args, **kwargs)
+    finally:
+        rescaling.undo()

@@ -44,8 +44,7 @@ def fit_multioutput(est, X: np.ndarray, y: np.ndarray, dtype):
     from torchgp.likelihoods import MultitaskGaussianLikelihood
     from torchgp.mlls import ExactMarginalLogLikelihood
     from torchgp.models.builders import IndependentMultitaskGPModel, MultitaskExactGPModel
-    from torchgp.optim.fit import fit
-    from torchgp.sklearn._common import _build_kernel, _seed
+    from torchgp.sklearn._common import _build_kernel, _fit_standardized, _seed
 
     check_multioutput(est)
     n, t = y.shape
@@ -81,8 +80,8 @@ def fit_multioutput(est, X: np.ndarray, y: np.ndarray, dtype):
             model = MultitaskExactGPModel(Xt, Yt, likelihood, kernel=kernel, mean=est.mean, rank=int(est.icm_rank))
         model = model.to(dtype)
     mll = ExactMarginalLogLikelihood(likelihood, model)
-    result = fit(
-        mll, est.optimizer, maxiter=est.max_iter, restarts=est.n_restarts_optimizer, seed=_seed(est.random_state),
+    result = _fit_standardized(
+        kernel, Xt, mll, est.optimizer, maxiter=est.max_iter, restarts=est.n_restarts_optimizer, seed=_seed(est.random_state),
         progress=est.progress,
     )  # fmt: skip
     model.train()

@@ -11,8 +11,16 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from torchgp.kernels.parse import init_from_data as _init_from_data
 from torchgp.models.builders import ApproximateGPModel
 from torchgp.models.laplace_classifier import LaplaceGPClassifier, LaplaceMarginalLogLikelihood, LaplacePosterior
-from torchgp.optim.fit import fit as _fit
-from torchgp.sklearn._common import _build_kernel, _dtype, _fit_result, _fitted_state, _params_state, _restore, _seed
+from torchgp.sklearn._common import (
+    _build_kernel,
+    _dtype,
+    _fit_result,
+    _fit_standardized,
+    _fitted_state,
+    _params_state,
+    _restore,
+    _seed,
+)
 
 __all__ = ["GaussianProcessClassifier"]
 
@@ -108,8 +116,14 @@ class GaussianProcessClassifier(ClassifierMixin, BaseEstimator):
             else:
                 model = LaplaceGPClassifier(Xt, t, kernel)
                 objective = LaplaceMarginalLogLikelihood(model)
-                result = _fit(
-                    objective, maxiter=self.max_iter, restarts=self.n_restarts_optimizer, seed=seed, progress=False
+                result = _fit_standardized(
+                    kernel,
+                    Xt,
+                    objective,
+                    maxiter=self.max_iter,
+                    restarts=self.n_restarts_optimizer,
+                    seed=seed,
+                    progress=False,
                 )
                 with torch.no_grad():
                     value, f_hat = model.log_marginal_likelihood(objective.warm_start)
@@ -144,7 +158,9 @@ class GaussianProcessClassifier(ClassifierMixin, BaseEstimator):
         epochs = max(1, min(int(self.max_iter), 100))
         with torch.random.fork_rng(devices=[]):  # q(u)'s initial noise: reproducible from random_state
             torch.manual_seed(seed)
-            result = _fit(elbo, "adam", data=loader, maxiter=epochs, lr=0.05, seed=seed, progress=False)
+            result = _fit_standardized(
+                kernel, Xt, elbo, "adam", data=loader, maxiter=epochs, lr=0.05, seed=seed, progress=False
+            )
         model.train()
         likelihood.train()
         with torch.no_grad():

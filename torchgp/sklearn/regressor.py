@@ -14,11 +14,11 @@ from torchgp.kernels.parse import init_from_data as _init_from_data
 from torchgp.mlls import ExactMarginalLogLikelihood
 from torchgp.models.builders import ApproximateGPModel, ExactGPModel
 from torchgp.models.exact_gp import ExactGP
-from torchgp.optim.fit import fit as _fit
 from torchgp.sklearn._common import (
     _build_kernel,
     _dtype,
     _fit_result,
+    _fit_standardized,
     _fitted_state,
     _Normalizer,
     _params_state,
@@ -145,7 +145,9 @@ class GaussianProcessRegressor(RegressorMixin, BaseEstimator):
         if approx is None:
             model = ExactGPModel(Xt, yt, likelihood, kernel=kernel, mean=self.mean).to(dtype)
             mll = ExactMarginalLogLikelihood(likelihood, model)
-            result = _fit(
+            result = _fit_standardized(
+                kernel,
+                Xt,
                 mll,
                 self.optimizer,
                 maxiter=self.max_iter,
@@ -180,7 +182,9 @@ class GaussianProcessRegressor(RegressorMixin, BaseEstimator):
         epochs = max(1, min(self.max_iter, 50))
         with torch.random.fork_rng(devices=[]):  # q(u)'s initial noise: reproducible from random_state
             torch.manual_seed(seed)
-            result = _fit(mll, optimizer, data=loader, maxiter=epochs, lr=0.01, seed=seed, progress=self.progress)
+            result = _fit_standardized(
+                kernel, Xt, mll, optimizer, data=loader, maxiter=epochs, lr=0.01, seed=seed, progress=self.progress
+            )
         model.train()
         likelihood.train()
         with torch.no_grad():
