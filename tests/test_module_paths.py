@@ -131,3 +131,40 @@ def test_a_single_file_namespace_gets_its_paths_too(monkeypatch):
     alias = importlib.import_module(f"{fake.__name__}.thing_module")
     assert alias.Thing is fake.Thing and alias.__all__ == ["Thing"]
     sys.modules.pop(f"{fake.__name__}.thing_module", None)
+
+
+def test_module_path_exclusions_are_still_needed():
+    """A path listed as not provided that torchgp now imports hides nothing: its entry should be deleted."""
+    resolved = []
+    for prefix in surface.MODULE_PATHS_NOT_PROVIDED:
+        try:
+            importlib.import_module("torchgp" + prefix[len("gpytorch") :])
+        except ImportError:
+            continue
+        resolved.append(prefix)
+    assert not resolved, (
+        f"MODULE_PATHS_NOT_PROVIDED entries torchgp now imports: delete them from tests/_gpytorch_surface.py: "
+        f"{resolved}"
+    )
+
+
+def test_path_names_elsewhere_are_still_needed():
+    """Each entry must be a name GPyTorch defines at that path, still absent from torchgp's module there."""
+    stale = []
+    for entry in surface.PATH_NAMES_ELSEWHERE:
+        ours_path, _, name = entry.rpartition(".")
+        theirs_path = "gpytorch" + ours_path[len("torchgp") :]
+        try:
+            defined = name in _defined_names(theirs_path)
+        except ImportError:
+            defined = False
+        try:
+            present = hasattr(importlib.import_module(ours_path), name)
+        except ImportError:
+            present = False
+        if not defined or present:
+            stale.append(entry)
+    assert not stale, (
+        "PATH_NAMES_ELSEWHERE entries whose reason no longer holds (GPyTorch does not define the name at that "
+        f"path, or torchgp's module there now has it): delete them from tests/_gpytorch_surface.py: {stale}"
+    )

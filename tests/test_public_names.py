@@ -180,3 +180,27 @@ def test_the_signature_check_itself():
     assert len(signature_problems(theirs, reordered)) == 2
     assert signature_problems(theirs, no_d) == ["keyword 'd' is not accepted"]
     assert signature_problems(theirs, extra_required) == ["requires 'z', which GPyTorch does not have"]
+
+
+def test_signature_exceptions_are_still_needed():
+    """An exception whose name now takes GPyTorch's arguments (or is not a GPyTorch name) hides nothing."""
+    walked = {_qual(ns, n): obj for ns, n, obj in _public_names()}
+    stale = []
+    for qual in surface.SIGNATURE_EXCEPTIONS:
+        ns, _, name = qual.rpartition(".")
+        ours_mod = _torchgp(ns)
+        ours = getattr(ours_mod, name, None) if ours_mod is not None else None
+        if qual not in walked or ours is None or not signature_problems(walked[qual], ours):
+            stale.append(qual)
+    assert not stale, (
+        f"SIGNATURE_EXCEPTIONS entries whose reason no longer holds (the name is not a GPyTorch public name, is "
+        f"missing from torchgp, or now accepts GPyTorch's arguments): delete them from tests/_gpytorch_surface.py: "
+        f"{stale}"
+    )
+
+
+def test_every_family_not_built_still_has_a_missing_name():
+    unused = sorted(set(surface.FAMILIES_NOT_BUILT) - set(surface.MISSING_BY_FAMILY.values()))
+    assert not unused, f"FAMILIES_NOT_BUILT keys no missing name refers to: delete them: {unused}"
+    unknown = sorted(set(surface.MISSING_BY_FAMILY.values()) - set(surface.FAMILIES_NOT_BUILT))
+    assert not unknown, f"MISSING_BY_FAMILY names families FAMILIES_NOT_BUILT lacks: {unknown}"
