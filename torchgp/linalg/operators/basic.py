@@ -165,6 +165,19 @@ class ConstantDiagOperator(DiagOperator):
         super().__init__(diag_values.expand(*diag_values.shape[:-1], diag_shape))
 
 
+def diag_tensor(diag) -> torch.Tensor:
+    """The ``(*batch, n)`` (or broadcastable) diagonal of an added-diagonal operator, from a tensor or a
+    :class:`DiagOperator` / :class:`ConstantDiagOperator` (GPyTorch passes a diagonal operator there)."""
+    if isinstance(diag, (DiagOperator, ConstantDiagOperator)):
+        return diag.diagonal()
+    if isinstance(diag, Operator):
+        raise TypeError(
+            f"AddedDiagOperator: the diagonal must be a (*batch, n) tensor or a DiagOperator; got "
+            f"{type(diag).__name__}. Use SumOperator (or +) to add a general operator."
+        )
+    return diag
+
+
 class AddedDiagOperator(Operator):
     """``base + diag(d)``: a kernel matrix plus (homo- or heteroskedastic) noise.
 
@@ -190,7 +203,7 @@ class AddedDiagOperator(Operator):
         from torchgp.linalg.operators import as_operator
 
         self.base = as_operator(base)
-        self.diag = diag
+        self.diag = diag = diag_tensor(diag)
         batch = broadcast_shapes(self.base.shape[:-1], diag.shape)
         self.shape = torch.Size([*batch, self.base.shape[-1]])
         self.dtype, self.device = self.base.dtype, self.base.device

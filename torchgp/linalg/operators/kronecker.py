@@ -18,7 +18,7 @@ import torch
 from torchgp._shapes import broadcast_shapes
 from torchgp.errors import ShapeError
 from torchgp.linalg.operators.base import Operator
-from torchgp.linalg.operators.basic import AddedDiagOperator, ConstantDiagOperator, DiagOperator
+from torchgp.linalg.operators.basic import AddedDiagOperator, ConstantDiagOperator, DiagOperator, diag_tensor
 from torchgp.linalg.operators.indexing import index_batch
 
 
@@ -197,6 +197,7 @@ class KroneckerProductAddedDiag(AddedDiagOperator):
         if not isinstance(base, KroneckerProductOperator):
             raise TypeError(f"KroneckerProductAddedDiag needs a KroneckerProductOperator; got {type(base).__name__}.")
         sizes = [f.shape[-1] for f in base.factors]
+        diag = None if diag is None else diag_tensor(diag)
         if diag_factors is None:
             if diag is None:
                 raise ValueError("KroneckerProductAddedDiag needs diag or diag_factors.")
