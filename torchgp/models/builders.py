@@ -53,7 +53,23 @@ def make_mean(mean, d: int, batch_shape: torch.Size = torch.Size([])):
     return makers[mean]()
 
 
-class ExactGPModel(ExactGP):
+class _KernelMeanSpec:
+    """Saving support shared by the exact builders whose constructor is
+    ``(train_x, train_y, likelihood, kernel=, mean=)``: what :mod:`torchgp.io` stores and how it rebuilds."""
+
+    def _spec(self) -> dict:
+        """Constructor arguments besides the training data (parts as modules)."""
+        return {"likelihood": self.likelihood, "kernel": self.covar_module, "mean": self.mean_module}
+
+    @classmethod
+    def _from_spec(cls, args: dict, *, train_inputs=None, train_targets=None, state=None):
+        """Rebuild from :meth:`_spec`'s arguments and the training data stored beside them."""
+        if not train_inputs:
+            raise InputError("an exact GP is rebuilt from its training data, and none was given.")
+        return cls(train_inputs[0], train_targets, args["likelihood"], kernel=args["kernel"], mean=args["mean"])
+
+
+class ExactGPModel(_KernelMeanSpec, ExactGP):
     """Exact GP regression from a mean, a kernel and a Gaussian likelihood (no subclassing needed).
 
     Args:
@@ -88,17 +104,6 @@ class ExactGPModel(ExactGP):
     def forward(self, x):
         """The prior ``MultivariateNormal(m(x), K(x))`` ``(*batch, n)`` for ``x (*batch, n, d)``."""
         return MultivariateNormal(self.mean_module(x), self.covar_module(x))
-
-    def _spec(self) -> dict:
-        """Constructor arguments besides the training data (parts as modules)."""
-        return {"likelihood": self.likelihood, "kernel": self.covar_module, "mean": self.mean_module}
-
-    @classmethod
-    def _from_spec(cls, args: dict, *, train_inputs=None, train_targets=None, state=None):
-        """Rebuild from :meth:`_spec`'s arguments and the training data stored beside them."""
-        if not train_inputs:
-            raise InputError("an exact GP is rebuilt from its training data, and none was given.")
-        return cls(train_inputs[0], train_targets, args["likelihood"], kernel=args["kernel"], mean=args["mean"])
 
 
 class ApproximateGPModel(ApproximateGP):
@@ -180,7 +185,7 @@ def _check_likelihood_tasks(likelihood, t: int, name: str) -> None:
         )
 
 
-class MultitaskExactGPModel(ExactGP):
+class MultitaskExactGPModel(_KernelMeanSpec, ExactGP):
     """Exact multitask GP over ``t`` outputs observed at every input: ICM (``K_x ⊗ B``) or LCM (``Σ_q K_q ⊗ B_q``).
 
     Its covariance keeps the Kronecker structure, so training and prediction run through
@@ -234,17 +239,8 @@ class MultitaskExactGPModel(ExactGP):
         """The prior ``MultitaskMultivariateNormal`` ``(*batch, n, t)`` for ``x (*batch, n, d)``."""
         return MultitaskMultivariateNormal(self.mean_module(x), self.covar_module(x))
 
-    def _spec(self) -> dict:
-        return {"likelihood": self.likelihood, "kernel": self.covar_module, "mean": self.mean_module}
 
-    @classmethod
-    def _from_spec(cls, args: dict, *, train_inputs=None, train_targets=None, state=None):
-        if not train_inputs:
-            raise InputError("an exact GP is rebuilt from its training data, and none was given.")
-        return cls(train_inputs[0], train_targets, args["likelihood"], kernel=args["kernel"], mean=args["mean"])
-
-
-class IndependentMultitaskGPModel(ExactGP):
+class IndependentMultitaskGPModel(_KernelMeanSpec, ExactGP):
     """``t`` independent exact GPs, one per output, as one batch (GPyTorch's batch-independent multi-output model).
 
     Args:
@@ -279,15 +275,6 @@ class IndependentMultitaskGPModel(ExactGP):
         """The prior over ``t`` independent outputs, ``MultitaskMultivariateNormal`` ``(n, t)``, for ``x (n, d)``."""
         mvn = MultivariateNormal(self.mean_module(x), self.covar_module(x))
         return MultitaskMultivariateNormal.from_batch_mvn(mvn)
-
-    def _spec(self) -> dict:
-        return {"likelihood": self.likelihood, "kernel": self.covar_module, "mean": self.mean_module}
-
-    @classmethod
-    def _from_spec(cls, args: dict, *, train_inputs=None, train_targets=None, state=None):
-        if not train_inputs:
-            raise InputError("an exact GP is rebuilt from its training data, and none was given.")
-        return cls(train_inputs[0], train_targets, args["likelihood"], kernel=args["kernel"], mean=args["mean"])
 
 
 class HadamardGPModel(ExactGP):
