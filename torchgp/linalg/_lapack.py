@@ -9,11 +9,34 @@ routes are exact to rounding. scipy's OpenBLAS is held to torch's thread count.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
-from torchgp.linalg.cholesky import _openblas_threads
+__all__ = ["sym_eigh", "congruence", "openblas_threads", "EIGH_SCIPY_MIN_N"]
 
-__all__ = ["sym_eigh", "congruence", "EIGH_SCIPY_MIN_N"]
+_OPENBLAS = []  # threadpoolctl's controller of scipy's (and numpy's) bundled OpenBLAS, or None (found once)
+
+
+def openblas_threads(threads: int):
+    """A context in which scipy's and numpy's bundled OpenBLAS use ``threads`` threads (torch's BLAS is untouched).
+
+    Used with torch's own thread count around the LAPACK routes here and in :mod:`torchgp.linalg.cholesky`, and
+    with one thread around scipy's L-BFGS-B (:mod:`torchgp.optim`). A no-op when threadpoolctl is missing or cannot
+    inspect the process.
+    """
+    if not _OPENBLAS:
+        try:
+            from threadpoolctl import ThreadpoolController
+
+            _OPENBLAS.append(ThreadpoolController().select(prefix=["libscipy_openblas", "libopenblas"]))
+        except Exception:  # threadpoolctl missing or unable to inspect the process: OpenBLAS keeps its threads
+            _OPENBLAS.append(None)
+    controller = _OPENBLAS[0]
+    if controller is None or not controller.lib_controllers:
+        return contextlib.nullcontext()
+    return controller.limit(limits=threads)
+
 
 # Smallest size at which LAPACK's divide-and-conquer ``syevd`` through scipy (its bundled OpenBLAS) beats
 # ``torch.linalg.eigh`` on CPU. Measured on a 2-core AMD EPYC VM, one thread, torch 2.13 (MKL), interleaved medians
@@ -47,7 +70,7 @@ def sym_eigh(M: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     flat = M.detach().reshape(-1, p, p)
     lam = torch.empty(flat.shape[:-1], dtype=M.dtype)
     Q = torch.empty(flat.shape, dtype=M.dtype)
-    with _openblas_threads(torch.get_num_threads()):
+    with openblas_threads(torch.get_num_threads()):
         for b in range(flat.shape[0]):
             w, V = eigh(flat[b].numpy(), driver="evd", check_finite=False)
             lam[b], Q[b] = torch.from_numpy(w), torch.from_numpy(V)
@@ -84,7 +107,7 @@ def congruence(P: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         return (P * v.unsqueeze(-2)) @ P.mT
     B = (P * v.abs().sqrt().unsqueeze(-2)).reshape(-1, p, p)
     out = torch.empty_like(B)
-    with _openblas_threads(torch.get_num_threads()):
+    with openblas_threads(torch.get_num_threads()):
         for b in range(B.shape[0]):
             # B[b] row-major is Bᵀ column-major: syrk(trans=1) on it gives (Bᵀ)ᵀ Bᵀ = B Bᵀ, lower triangle
             C = torch.from_numpy(syrk(sign, B[b].numpy().T, trans=1, lower=1))

@@ -7,15 +7,13 @@ succeeded) returns a high loss so that the line search backtracks.
 
 from __future__ import annotations
 
-import contextlib
 import math
 
 import numpy as np
 
 from torchgp.errors import NonFiniteError, NotPSDError
+from torchgp.linalg._lapack import openblas_threads
 from torchgp.optim._run import _full_loss, _Run, _Stop
-
-_SCIPY_BLAS = []  # the threadpoolctl controller of scipy's/numpy's own OpenBLAS, found once (loaded libraries stay)
 
 
 def _scipy_blas_one_thread():
@@ -26,17 +24,7 @@ def _scipy_blas_one_thread():
     ``setulb`` for 9 parameters took 1.35 s with 2 threads and 0.01 s with one (a 100x gap that dominated
     a whole small-n fit). Results are identical. Without threadpoolctl installed this does nothing.
     """
-    if not _SCIPY_BLAS:
-        try:
-            from threadpoolctl import ThreadpoolController
-
-            _SCIPY_BLAS.append(ThreadpoolController().select(prefix=["libscipy_openblas", "libopenblas"]))
-        except Exception:  # threadpoolctl missing or unable to inspect the process: keep the default threads
-            _SCIPY_BLAS.append(None)
-    controller = _SCIPY_BLAS[0]
-    if controller is None or not controller.lib_controllers:
-        return contextlib.nullcontext()
-    return controller.limit(limits=1)
+    return openblas_threads(1)
 
 
 def lbfgsb_options(maxiter: int, ftol: float, gtol: float) -> dict:
