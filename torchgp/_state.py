@@ -74,6 +74,30 @@ class StateKey:
         return f"StateKey({len(self.meta[0])} tensors, {n} bytes, grad={self.meta[1]})"
 
 
+class _TracingKey:
+    """The key under ``torch.jit.trace``: equal to any key while tracing, to none afterwards.
+
+    A trace records one call's tensor operations; comparing values would be baked into it as constants.
+    So a cache built before tracing (GPyTorch's recipe: predict once, then trace) is used as it is, and
+    becomes a constant of the traced graph; one built while tracing is rebuilt on the next ordinary call.
+    """
+
+    __slots__ = ()
+    __hash__ = None
+
+    def __eq__(self, other: object) -> bool:
+        return torch.jit.is_tracing() and isinstance(other, (StateKey, _TracingKey))
+
+    def __ne__(self, other: object) -> bool:
+        return not self.__eq__(other)
+
+    def __repr__(self) -> str:
+        return "StateKey(<tracing>)"
+
+
+_TRACING = _TracingKey()
+
+
 def state_key(
     module: nn.Module | None,
     *extra_tensors: torch.Tensor | None,
@@ -98,6 +122,8 @@ def state_key(
     Shapes:
         Any; ``n`` tensors of total ``N`` elements cost one O(N) copy.
     """
+    if torch.jit.is_tracing():
+        return _TRACING
     tensors: list[torch.Tensor] = []
     if module is not None:
         # parameters() yields a shared parameter once, in registration order.

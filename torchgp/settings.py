@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import os
 
 import torch
@@ -117,14 +118,37 @@ class fused_kernels(_Flag):
     """Stationary kernels build their matrix and its gradient in one fused autograd node (default on).
 
     Off: autograd differentiates each kernel's element-wise profile, which is slower and keeps more
-    n × n intermediates but can be differentiated twice (Hessians of the MLL).
+    n × n intermediates but can be differentiated twice (Hessians of the MLL). Also off under
+    :class:`trace_mode` and while ``torch.jit.trace`` records, whatever the flag says: a custom autograd
+    node cannot be saved in a TorchScript graph.
     """
 
     _default = True
 
+    @classmethod
+    def on(cls) -> bool:
+        return bool(cls.value()) and not trace_mode.on() and not torch.jit.is_tracing()
+
+    @classmethod
+    def off(cls) -> bool:
+        return not cls.on()
+
 
 class trace_mode(_Flag):
-    """Accepted for compatibility (TorchScript tracing needs no special path here)."""
+    """Plain torch operations only, so that ``torch.jit.trace`` records a graph that can be saved.
+
+    Under it (and, in torchgp, whenever ``torch.jit.is_tracing()``), kernels skip their fused custom
+    autograd node (:class:`fused_kernels`), and caches are not value-checked while tracing: a cache built
+    by one ordinary call before tracing (GPyTorch's recipe: predict once, then trace) becomes a constant of
+    the trace, so the traced model predicts from the state it was traced in. Slower than the ordinary path;
+    use it for export only.
+
+    Example:
+        >>> import torch, torchgp
+        >>> with torch.no_grad(), torchgp.settings.trace_mode():  # doctest: +SKIP
+        ...     model(test_x)  # builds the caches
+        ...     traced = torch.jit.trace(MeanVarModule(model), test_x)
+    """
 
 
 class use_toeplitz(_Flag):
@@ -132,8 +156,19 @@ class use_toeplitz(_Flag):
 
 
 class verbose_linalg(_Flag):
-    """Accepted, no effect yet: GPyTorch logs each linear-algebra call under it; torchgp's solver choice
-    (Cholesky or iterative, ``torchgp.linalg.solvers``) does not log."""
+    """Log every linear-algebra call of :mod:`torchgp.linalg` at DEBUG on the ``torchgp.linalg`` logger (default off).
+
+    As GPyTorch's flag: under it the solver choice (:func:`torchgp.linalg.solvers.factorize`: the kind and the
+    operator's shape), each Cholesky factorisation of the marginal likelihood, each CG run (its right-hand sides
+    at the start; iterations and worst residual at the end), each pivoted-Cholesky factor and each batch of
+    Lanczos tridiagonal eigendecompositions is recorded. The logger (``settings.verbose_linalg.logger``) has
+    level DEBUG and no handler of its own, so its records reach the application's handlers
+    (``logging.basicConfig()`` prints them; GPyTorch instead attaches a handler to stdout).
+    """
+
+    logger = logging.getLogger("torchgp.linalg")
+    if logger.level == logging.NOTSET:
+        logger.setLevel(logging.DEBUG)
 
 
 # --------------------------------------------------------------------------- values

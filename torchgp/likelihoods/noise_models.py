@@ -59,7 +59,14 @@ class FixedGaussianNoise(Module):
                 stacklevel=3,
             )
             noise = noise.clamp_min(floor)
-        self.register_buffer("noise", noise)
+        self.register_buffer("noise", noise)  # saved with the model (GPyTorch keeps it out of state_dict)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing, unexpected, errors):
+        # GPyTorch's state dicts hold no ``noise``: loading one keeps the noise this module was built with.
+        absent = prefix + "noise" not in state_dict
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing, unexpected, errors)
+        if absent and prefix + "noise" in missing:
+            missing.remove(prefix + "noise")
 
     def forward(self, *params, shape: torch.Size | None = None, noise: torch.Tensor | None = None, **kwargs):
         if noise is not None:

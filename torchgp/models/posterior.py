@@ -139,19 +139,21 @@ class ExactPosterior:
         Built on first use and kept with the posterior.
         """
         k = int(settings.max_root_decomposition_size.value())
-        if k not in self._roots:
-            ref = self.alpha
-            if self.use_cholesky and self.n <= k:
-                eye = torch.eye(self.n, dtype=ref.dtype, device=ref.device).expand_as(self.L)
-                root = torch.linalg.solve_triangular(self.L, eye, upper=False).mT
-            else:
-                matmul = self.train_matmul
-                if not self.use_cholesky and self.op.dense_nbytes() <= dense_product_bytes():
-                    K = self.op.to_dense()  # small enough: one evaluation instead of one per Lanczos step
-                    matmul = K.__matmul__
-                root = love_inverse_root(matmul, self.batch_shape, self.n, k, ref.dtype, ref.device)
+        if k in self._roots:
+            return self._roots[k]
+        ref = self.alpha
+        if self.use_cholesky and self.n <= k:
+            eye = torch.eye(self.n, dtype=ref.dtype, device=ref.device).expand_as(self.L)
+            root = torch.linalg.solve_triangular(self.L, eye, upper=False).mT
+        else:
+            matmul = self.train_matmul
+            if not self.use_cholesky and self.op.dense_nbytes() <= dense_product_bytes():
+                K = self.op.to_dense()  # small enough: one evaluation instead of one per Lanczos step
+                matmul = K.__matmul__
+            root = love_inverse_root(matmul, self.batch_shape, self.n, k, ref.dtype, ref.device)
+        if not torch.jit.is_tracing():  # built while tracing, it is part of that trace: every trace rebuilds it
             self._roots[k] = root
-        return self._roots[k]
+        return root
 
     def ski_cache(self, cross: InterpolatedCross, k: int | None) -> SKIPredictionCache | None:
         """KISS-GP grid caches (:class:`~torchgp.models.love.SKIPredictionCache`) for this posterior, or None.

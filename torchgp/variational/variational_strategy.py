@@ -324,6 +324,11 @@ class UnwhitenedVariationalStrategy(_VariationalStrategy):
     Same arguments and shapes as :class:`VariationalStrategy`. The KL term needs ``chol(K_zz)``;
     it reuses the factor from the forward pass of the same step. In float32 the default jitter on
     ``K_zz`` is 1e-3 (float64: ``settings.variational_cholesky_jitter``).
+
+    One jitter serves the forward pass, the KL term and the initialisation of ``q(u)``, so ``p(u)`` is
+    the same Gaussian in all three. GPyTorch 1.15 uses ``jitter_val`` in its forward pass but
+    ``K_zz + 10⁻³ I`` in its KL term and initialisation, whatever the dtype: in float64 its ELBO (and its
+    initial ``S``) therefore differ from torchgp's by that jitter's effect.
     """
 
     _whitened = False
