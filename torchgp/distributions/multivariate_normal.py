@@ -19,7 +19,7 @@ from torchgp.errors import ShapeError
 from torchgp.linalg.cholesky import psd_safe_cholesky
 from torchgp.linalg.inv_quad_logdet import inv_quad_logdet
 from torchgp.linalg.minres import ciq_mvn_samples
-from torchgp.linalg.operators import AddedDiagOperator, DenseOperator, Operator, as_operator
+from torchgp.linalg.operators import AddedDiagOperator, DenseOperator, DiagOperator, Operator, as_operator
 
 
 class MultivariateNormal(Distribution):
@@ -52,7 +52,8 @@ class MultivariateNormal(Distribution):
                 f"shape {tuple(cov.shape)}; it must be (*batch, {n}, {n})."
             )
         batch = broadcast_shapes(mean.shape[:-1], cov.shape[:-2])
-        self._mean = mean.expand(*batch, n)
+        # no expand (and no autograd node for it) when the mean already has the batch shape
+        self._mean = mean if mean.shape[:-1] == batch else mean.expand(*batch, n)
         self._covar = cov
         self._chol = None
         super().__init__(batch_shape=batch, event_shape=torch.Size([n]), validate_args=False)
@@ -170,13 +171,42 @@ class MultivariateNormal(Distribution):
         return MultivariateNormal(self.mean.expand(*batch_shape, *self.event_shape), cov)
 
     def __getitem__(self, idx):
-        """Index the batch dimensions, e.g. ``mvn[0]`` of a batch of GPs."""
+        """``mvn[idx]`` indexes the mean ``(*batch, n)`` as a tensor; the covariance follows (GPyTorch's rule).
+
+        Indices of batch dimensions only (``mvn[0]`` of a batch of GPs) select GPs. An index of the last
+        (point) dimension selects points: a slice or an index tensor keeps their joint covariance
+        (``mvn[..., 2:5]``: ``K[2:5, 2:5]``), an integer keeps only the marginal variance of that point, so
+        ``mvn[..., 3]`` of a batch ``(b, n)`` is a diagonal ``(b,)`` MVN over the batch members' values.
+        """
         if not isinstance(idx, tuple):
             idx = (idx,)
-        if len(idx) > len(self.batch_shape):
-            raise IndexError("MultivariateNormal indexing applies to batch dimensions only.")
-        n = self.event_shape[0]
-        return MultivariateNormal(self.mean[idx], self._covar.expand(*self.batch_shape, n, n)[idx])
+        nb, n = len(self.batch_shape), self.event_shape[0]
+        if idx.count(Ellipsis) > 1:
+            raise IndexError(f"MultivariateNormal index {idx} has more than one Ellipsis.")
+        if Ellipsis in idx:  # spell the Ellipsis out as full slices of the dimensions it stands for
+            at = idx.index(Ellipsis)
+            fill = nb + 1 - (len(idx) - 1)
+            idx = idx[:at] + (slice(None),) * max(fill, 0) + idx[at + 1 :]
+        if len(idx) > nb + 1:
+            raise IndexError(
+                f"MultivariateNormal index {idx} has too many dimensions for its mean of shape {tuple(self.mean.shape)}."
+            )
+        mean = self.mean[idx]
+        if len(idx) <= nb:
+            return MultivariateNormal(mean, self._covar.expand(*self.batch_shape, n, n)[idx])
+        rest, last = idx[:-1], idx[-1]
+        if isinstance(last, int):
+            if mean.dim() == 0:
+                raise IndexError(
+                    f"MultivariateNormal index {idx} selects one value, which leaves no dimension for a "
+                    f"distribution; index a range (e.g. mvn[..., {last}:{last + 1}]) for a one-point "
+                    "MultivariateNormal, or read mvn.mean[idx] and mvn.variance[idx]."
+                )
+            return MultivariateNormal(mean, DiagOperator(self.variance[(*rest, last)]))
+        K = self.covariance_matrix
+        if isinstance(last, slice):
+            return MultivariateNormal(mean, K[(*rest, last, last)])
+        return MultivariateNormal(mean, K[(*rest, last, slice(None))][..., last])
 
     def to_data_independent_dist(self) -> Normal:
         """The independent-marginals Normal ``(*batch, n)`` (drops correlations)."""
