@@ -1,12 +1,14 @@
 """Fantasy updates of an exact GP: block Cholesky update vs refactorising, torchgp vs GPyTorch 1.15.2.
 
-Usage: ``python benchmarks/fantasy.py [--n 4000] [--q 1 10] [--repeats 3] [--threads 1]``
+Usage: ``python benchmarks/fantasy.py [--n 4000] [--q 1 10] [--repeats 3] [--threads 1] [--device cpu|cuda]``
 
 ConstantMean + ScaleKernel(ARD RBF), d = 4, noise 0.01, float64, n training points with a cached
 posterior. Timed, each including one prediction at 10 test points (the moment the factor is needed):
 ``get_fantasy_model`` (torchgp: L_new = [[L, 0], [S, chol(C − SSᵀ)]] in O(n²q)), the same data by
 refitting (a copy with ``set_train_data``: an O((n+q)³) Cholesky), and GPyTorch's ``get_fantasy_model``.
-It also prints the largest difference between the fantasy and refit predictions. Not run in CI.
+It also prints the largest difference between the fantasy and refit predictions and the peak memory (CUDA:
+``max_memory_allocated`` over the run; CPU: RSS). Models and data of both libraries live on ``--device``; CUDA is
+synchronised before each clock reading. Not run in CI.
 """
 
 # ruff: noqa: B023  (the timing lambdas are called inside the iteration that defines them)
@@ -23,12 +25,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import data, interleaved  # noqa: E402
+from _common import add_device_args, data, describe, interleaved, peak_memory, setup_device  # noqa: E402
 
 import torchgp  # noqa: E402
 
 
 def build(lib, X, y):
+    """``lib``'s exact GP on ``X (n, 4)``, ``y (n,)`` with fixed hyperparameters, on their device, in eval mode."""
+
     class Model(lib.models.ExactGP):
         def __init__(self, X, y, lik):
             super().__init__(X, y, lik)
@@ -38,12 +42,12 @@ def build(lib, X, y):
         def forward(self, x):
             return lib.distributions.MultivariateNormal(self.mean_module(x), self.covar_module(x))
 
-    model = Model(X, y, lib.likelihoods.GaussianLikelihood()).double()
+    model = Model(X, y, lib.likelihoods.GaussianLikelihood()).to(X)
     model.initialize(
         **{
-            "likelihood.noise": torch.tensor(0.01, dtype=torch.float64),
-            "covar_module.base_kernel.lengthscale": torch.tensor([0.5, 0.7, 0.9, 1.1], dtype=torch.float64),
-            "covar_module.outputscale": torch.tensor(1.0, dtype=torch.float64),
+            "likelihood.noise": torch.tensor(0.01, dtype=X.dtype, device=X.device),
+            "covar_module.base_kernel.lengthscale": torch.tensor([0.5, 0.7, 0.9, 1.1], dtype=X.dtype, device=X.device),
+            "covar_module.outputscale": torch.tensor(1.0, dtype=X.dtype, device=X.device),
         }
     )
     return model.eval()
@@ -54,19 +58,20 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=4000)
     ap.add_argument("--q", type=int, nargs="+", default=[1, 10])
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=1)
+    add_device_args(ap)
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+    device = setup_device(args)
     warnings.simplefilter("ignore")
     import gpytorch
 
-    X, y = data(args.n, torch.float64)
-    Xs = torch.rand(10, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    X, y = (t.to(device) for t in data(args.n, torch.float64))
+    Xs = torch.rand(10, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(3)).to(device)
+    print(describe(device))
     ours, theirs = build(torchgp, X, y), build(gpytorch, X, y)
     with torch.no_grad(), gpytorch.settings.max_cholesky_size(10**6):
         ours(Xs).variance, theirs(Xs).variance  # cached posteriors (GPyTorch: forced onto Cholesky)
         for q in args.q:
-            Xq, yq = data(q, torch.float64, seed=q + 1)
+            Xq, yq = (t.to(device) for t in data(q, torch.float64, seed=q + 1))
 
             def fantasy():
                 return ours.get_fantasy_model(Xq, yq)(Xs).variance
@@ -79,12 +84,14 @@ def main() -> None:
             def gpytorch_fantasy():
                 return theirs.get_fantasy_model(Xq, yq)(Xs).variance
 
-            times = interleaved({"fantasy": fantasy, "refit": refit, "gpytorch": gpytorch_fantasy}, args.repeats)
+            times = interleaved(
+                {"fantasy": fantasy, "refit": refit, "gpytorch": gpytorch_fantasy}, args.repeats, device
+            )
             diff = (fantasy() - refit()).abs().max().item()
             print(
                 f"n={args.n} q={q}: torchgp fantasy {times['fantasy'] * 1e3:.0f} ms, refit (refactorise) "
                 f"{times['refit'] * 1e3:.0f} ms ({times['refit'] / times['fantasy']:.1f}x), GPyTorch fantasy "
-                f"{times['gpytorch'] * 1e3:.0f} ms; max |fantasy - refit| variance {diff:.1e}"
+                f"{times['gpytorch'] * 1e3:.0f} ms; max |fantasy - refit| variance {diff:.1e}; {peak_memory(device)}"
             )
 
 

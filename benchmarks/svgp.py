@@ -6,12 +6,15 @@ the same data, inducing points (the first m training points) and minibatch order
 
 Each (library, m) runs in its own subprocess (clean peak RSS, no shared caches) with
 ``torch.set_num_threads(threads)`` (1 by default); contenders are interleaved (torchgp, gpytorch,
-gpytorch, torchgp, ... over repeats) so machine drift hits both alike.
+gpytorch, torchgp, ... over repeats) so machine drift hits both alike. With ``--device cuda`` data, model and
+likelihood live on the GPU, each epoch's clock is read after a synchronisation and the memory column is CUDA's
+``max_memory_allocated`` (MB) instead of the peak RSS.
 
 Usage:
     python benchmarks/svgp.py                 # n = 10^6, m in {256, 512}, 2 epochs, 1 repeat
     python benchmarks/svgp.py --quick         # n = 10^5
     python benchmarks/svgp.py --n 200000 --epochs 3 --repeats 2 --threads 1
+    python benchmarks/svgp.py --quick --device cuda
 """
 
 from __future__ import annotations
@@ -52,17 +55,23 @@ def build(lib: str, Z: torch.Tensor):
     return gp, Model(), gp.likelihoods.GaussianLikelihood()
 
 
-def run_one(lib: str, n: int, m: int, epochs: int, batch: int, threads: int) -> dict:
+def run_one(lib: str, n: int, m: int, epochs: int, batch: int, threads: int, device: str = "cpu") -> dict:
+    """Train ``lib``'s SVGP for ``epochs`` on ``device``: epoch times, test NLPD and the peak memory (MB)."""
     torch.set_num_threads(threads)
-    X, y = make_data(n)
-    Xte, yte = make_data(10_000, seed=1)
+    dev = torch.device(device)
+    cuda = dev.type == "cuda"
+    X, y = (t.to(dev) for t in make_data(n))
+    Xte, yte = (t.to(dev) for t in make_data(10_000, seed=1))
     gp, model, lik = build(lib, X[:m])
+    model, lik = model.to(dev), lik.to(dev)
     mll = gp.mlls.VariationalELBO(lik, model, num_data=n)
     opt = torch.optim.Adam([*model.parameters(), *lik.parameters()], lr=0.01)
     g = torch.Generator().manual_seed(0)
     epoch_times = []
     for _ in range(epochs):
-        perm = torch.randperm(n, generator=g)
+        perm = torch.randperm(n, generator=g).to(dev)
+        if cuda:
+            torch.cuda.synchronize(dev)
         t0 = time.perf_counter()
         for i in range(0, n, batch):
             idx = perm[i : i + batch]
@@ -70,6 +79,8 @@ def run_one(lib: str, n: int, m: int, epochs: int, batch: int, threads: int) -> 
             loss = -mll(model(X[idx]), y[idx])
             loss.backward()
             opt.step()
+        if cuda:
+            torch.cuda.synchronize(dev)
         epoch_times.append(time.perf_counter() - t0)
     model.eval()
     lik.eval()
@@ -80,7 +91,10 @@ def run_one(lib: str, n: int, m: int, epochs: int, batch: int, threads: int) -> 
             mean, var = out.mean, out.variance + lik.noise.reshape(())
             nlpd += (0.5 * torch.log(2 * math.pi * var) + 0.5 * (yte[i : i + 2000] - mean) ** 2 / var).sum().item()
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return dict(lib=lib, m=m, n=n, epoch_s=epoch_times, nlpd=nlpd / len(yte), peak_rss_mb=peak_rss_mb)
+    out = dict(lib=lib, m=m, n=n, epoch_s=epoch_times, nlpd=nlpd / len(yte), peak_rss_mb=peak_rss_mb)
+    if cuda:
+        out["peak_cuda_mb"] = torch.cuda.max_memory_allocated(dev) / 2**20
+    return out
 
 
 def main():
@@ -91,14 +105,19 @@ def main():
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--batch", type=int, default=1024)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (or cuda:N); default cpu")
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--_worker", nargs=2, metavar=("LIB", "M"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     n = args.n or (100_000 if args.quick else 1_000_000)
+    if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"--device {args.device}: torch sees no CUDA device here; run with --device cpu")
+    mem = "peak_cuda_mb" if torch.device(args.device).type == "cuda" else "peak_rss_mb"
     if args._worker:
         lib, m = args._worker
-        print(json.dumps(run_one(lib, n, int(m), args.epochs, args.batch, args.threads)))
+        print(json.dumps(run_one(lib, n, int(m), args.epochs, args.batch, args.threads, args.device)))
         return
+    unit, label = ("CUDA MB", "peak CUDA memory") if mem == "peak_cuda_mb" else ("RSS MB", "peak RSS")
     results = []
     for r in range(args.repeats):
         for m in args.ms:
@@ -118,21 +137,24 @@ def main():
                     str(args.batch),
                     "--threads",
                     str(args.threads),
+                    "--device",
+                    args.device,
                 ]
                 out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
                 res = json.loads(out)
                 results.append(res)
                 print(
                     f"  {lib:8s} m={m:4d}: epochs {[f'{t:.2f}' for t in res['epoch_s']]} s, "
-                    f"NLPD {res['nlpd']:.4f}, peak RSS {res['peak_rss_mb']:.0f} MB",
+                    f"NLPD {res['nlpd']:.4f}, {label} {res[mem]:.0f} MB",
                     flush=True,
                 )
     print(
         f"\nn = {n}, d = 4, batch {args.batch}, {args.epochs} epochs, torch.set_num_threads({args.threads}), "
-        f"torch {torch.__version__}"
+        f"device {args.device}, torch {torch.__version__}"
     )
     print(
-        "| m | torchgp s/epoch | GPyTorch s/epoch | speed-up | torchgp NLPD | GPyTorch NLPD | torchgp RSS MB | GPyTorch RSS MB |"
+        f"| m | torchgp s/epoch | GPyTorch s/epoch | speed-up | torchgp NLPD | GPyTorch NLPD | torchgp {unit} | "
+        f"GPyTorch {unit} |"
     )
     print("|---|---|---|---|---|---|---|---|")
     for m in args.ms:
@@ -143,7 +165,7 @@ def main():
             for lib, rs in rows.items()
         }
         nl = {lib: sum(r["nlpd"] for r in rs) / len(rs) for lib, rs in rows.items()}
-        rss = {lib: max(r["peak_rss_mb"] for r in rs) for lib, rs in rows.items()}
+        rss = {lib: max(r[mem] for r in rs) for lib, rs in rows.items()}
         print(
             f"| {m} | {t['torchgp']:.2f} | {t['gpytorch']:.2f} | {t['gpytorch'] / t['torchgp']:.2f}x | "
             f"{nl['torchgp']:.4f} | {nl['gpytorch']:.4f} | {rss['torchgp']:.0f} | {rss['gpytorch']:.0f} |"

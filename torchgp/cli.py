@@ -1,7 +1,7 @@
 r"""The ``torchgp`` command: ``torchgp demo``, ``torchgp fit DATA.csv --target y``, ``torchgp predict MODEL DATA.csv``.
 
 Several targets (``--target a --target b`` or ``--target a,b``) fit one multitask GP (:mod:`torchgp.cli_multitask`);
-tables are read by :mod:`torchgp.cli_tables`.
+tables are read by :mod:`torchgp.cli_tables`; the steps of a fit are :mod:`torchgp.cli_fit`'s.
 
 Run ``torchgp COMMAND --help`` for the options. Bad input (missing file or column, non-numeric
 values, missing values without ``--dropna``, an empty file) ends with exit status 2 and a
@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
 import sys
 
 import torch
 
+from torchgp.cli_fit import data_kernel, fit_and_report, save_with_metrics, select_columns, split_and_standardise
 from torchgp.cli_multitask import fit_multitask, predict_multitask, split_targets
 from torchgp.cli_tables import CLIError, numeric_columns, read_table
 
@@ -33,91 +33,36 @@ def _cmd_demo(args) -> int:
 
 
 def _cmd_fit(args) -> int:
-    from torchgp.demo import hyperparameter_lines, predictive_metrics
-    from torchgp.errors import NotPSDError
-    from torchgp.io import ExactGPModel, save
-    from torchgp.kernels.parse import init_from_data, parse_kernel
-    from torchgp.mlls import ExactMarginalLogLikelihood
-    from torchgp.optim.fit import fit
+    from torchgp.demo import predictive_metrics
+    from torchgp.io import ExactGPModel
 
     targets = split_targets(args.target)
     if len(targets) > 1:
         return fit_multitask(args, targets)
     args.target = targets[0]
-    header, rows = read_table(args.data)
-    if args.target not in header:
-        raise CLIError(f"target column {args.target!r} not in {args.data}; its columns are: {', '.join(header)}")
-    features = (
-        [f.strip() for f in args.features.split(",") if f.strip()]
-        if args.features
-        else [c for c in header if c != args.target]
-    )
-    if not features:
-        raise CLIError(
-            f"{args.data} has no feature columns besides the target {args.target!r}; name them with --features"
-        )
-    if args.target in features:
-        raise CLIError(f"the target {args.target!r} is also listed in --features; remove it there")
-    if not 0 <= args.test_fraction < 1:
-        raise CLIError(f"--test-fraction must be in [0, 1); got {args.test_fraction}")
+    header, rows, features = select_columns(args, targets)
     data, _ = numeric_columns(args.data, header, rows, features + [args.target], args.dropna)
-    X_all, y_all = data[:, :-1], data[:, -1]
-    n = len(y_all)
-    gen = torch.Generator().manual_seed(args.seed)
-    perm = torch.randperm(n, generator=gen)
-    n_test = int(round(args.test_fraction * n))
-    if n - n_test < 2:
-        raise CLIError(
-            f"only {n - n_test} training row(s) after holding out {n_test}; give more rows or lower --test-fraction"
-        )
-    test, train = perm[:n_test], perm[n_test:]
-    X, y = X_all[train], y_all[train]
-    x_mean, x_std = X.mean(0), X.std(0)
-    x_std = torch.where(x_std > 0, x_std, torch.ones_like(x_std))
-    y_mean, y_std = float(y.mean()), float(y.std()) or 1.0
-    Xn, yn = (X - x_mean) / x_std, (y - y_mean) / y_std
-    try:
-        kernel = parse_kernel(args.kernel, ard_num_dims=X.shape[1]).double()
-    except ValueError as err:
-        raise CLIError(str(err)) from None
-    init_from_data(kernel, Xn, 1.0)
-    model = ExactGPModel(Xn, yn, kernel=kernel).double()
+    d = split_and_standardise(data[:, :-1], data[:, -1], args.test_fraction, args.seed)
+    X_all, y_all, train, test = d.X_all, d.Y_all, d.train, d.test
+    x_mean, x_std, y_mean, y_std = d.x_mean, d.x_std, float(d.y_mean), float(d.y_std)
+    model = ExactGPModel(d.Xn, d.Yn, kernel=data_kernel(args.kernel, d.Xn)).double()
     model.likelihood.noise = 0.1
     if getattr(args, "distributed", False):  # kernel products shared by the torchrun ranks
         from torchgp.distributed.launch import shard_model
 
         shard_model(model)
-    mll = ExactMarginalLogLikelihood(model.likelihood, model)
     print(
-        f"{args.data}: {n} rows, features {features}, target {args.target!r}; {len(train)} for training, {n_test} held out"
+        f"{args.data}: {len(y_all)} rows, features {features}, target {args.target!r}; {len(train)} for training, "
+        f"{d.n_test} held out"
     )
-    try:
-        result = fit(
-            mll,
-            maxiter=args.max_iter,
-            restarts=args.restarts,
-            seed=args.seed,
-            progress=None if args.progress else False,
-        )
-    except NotPSDError as err:
-        raise CLIError(f"the fit failed numerically: {err}") from None
-    model.train()
-    with torch.no_grad():
-        train_mll = float(mll(model(Xn), yn)) * len(train)
-    model.eval()
-    print(f"fit: {result}")
-    print("learned hyperparameters (inputs and target standardised):")
-    for line in hyperparameter_lines(model):
-        print(f"  {line}")
-    print(f"training log marginal likelihood: {train_mll:.3f} ({train_mll / len(train):.4f} per point)")
-    metrics = {"train_mll": train_mll, "n_train": len(train), "n_test": n_test}
+    _, result, metrics = fit_and_report(args, model, d)
 
     def predict(Xraw):
         with torch.no_grad():
             pred = model.likelihood(model((Xraw - x_mean) / x_std))
             return pred.mean.detach() * y_std + y_mean, pred.variance.detach().clamp_min(0).sqrt() * y_std
 
-    if n_test:
+    if d.n_test:
         mean, std = predict(X_all[test])
         metrics.update(predictive_metrics(mean, std, y_all[test]))
         print(
@@ -128,24 +73,16 @@ def _cmd_fit(args) -> int:
         from torchgp.distributed.launch import unshard_model
 
         unshard_model(model)
-    os.makedirs(args.out, exist_ok=True)
-    model_path = os.path.join(args.out, "model.safetensors")
-    save(
-        model,
-        model_path,
-        metadata={
-            "features": features,
-            "target": args.target,
-            "x_mean": x_mean.tolist(),
-            "x_std": x_std.tolist(),
-            "y_mean": y_mean,
-            "y_std": y_std,
-            "kernel": args.kernel,
-        },
-    )
-    with open(os.path.join(args.out, "metrics.json"), "w") as f:
-        json.dump(metrics, f, indent=2)
-    print(f"model saved to {model_path}")
+    metadata = {
+        "features": features,
+        "target": args.target,
+        "x_mean": x_mean.tolist(),
+        "x_std": x_std.tolist(),
+        "y_mean": y_mean,
+        "y_std": y_std,
+        "kernel": args.kernel,
+    }
+    save_with_metrics(args.out, model, metadata, metrics)
     if not args.no_plot:
         _plot_fit(args, model, X_all, y_all, train, test, x_mean, x_std, y_mean, y_std, features, predict, result)
     return 0

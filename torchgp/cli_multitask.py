@@ -9,12 +9,12 @@ for every target.
 from __future__ import annotations
 
 import csv
-import json
 import os
 import sys
 
 import torch
 
+from torchgp.cli_fit import data_kernel, fit_and_report, save_with_metrics, select_columns, split_and_standardise
 from torchgp.cli_tables import CLIError, numeric_columns, read_table
 
 __all__ = ["fit_multitask", "predict_multitask", "split_targets"]
@@ -35,113 +35,53 @@ def split_targets(values) -> list[str]:
 
 def fit_multitask(args, targets: list[str]) -> int:
     """Fit, report and save a multitask GP on the ``targets`` columns of ``args.data``; returns the exit status."""
-    from torchgp.demo import hyperparameter_lines, predictive_metrics
-    from torchgp.errors import InputError, NotPSDError
-    from torchgp.io import save
-    from torchgp.kernels.parse import init_from_data, parse_kernel
-    from torchgp.mlls import ExactMarginalLogLikelihood
+    from torchgp.demo import predictive_metrics
+    from torchgp.errors import InputError
     from torchgp.models.builders import MultitaskExactGPModel
-    from torchgp.optim.fit import fit
 
     if getattr(args, "distributed", False):
         raise CLIError("--distributed fits one target; give a single --target (or drop --distributed)")
-    header, rows = read_table(args.data)
-    missing = [t for t in targets if t not in header]
-    if missing:
-        raise CLIError(f"target column(s) {missing} not in {args.data}; its columns are: {', '.join(header)}")
-    if args.features:
-        features = [f.strip() for f in args.features.split(",") if f.strip()]
-    else:
-        features = [c for c in header if c not in targets]
-    if not features:
-        raise CLIError(f"{args.data} has no feature columns besides the targets {targets}; name them with --features")
-    both = [t for t in targets if t in features]
-    if both:
-        raise CLIError(f"the target(s) {both} are also listed in --features; remove them there")
-    if not 0 <= args.test_fraction < 1:
-        raise CLIError(f"--test-fraction must be in [0, 1); got {args.test_fraction}")
+    header, rows, features = select_columns(args, targets)
     t = len(targets)
     if not 1 <= args.task_rank <= t:
         raise CLIError(f"--task-rank must be between 1 and the number of targets ({t}); got {args.task_rank}")
     data, _ = numeric_columns(args.data, header, rows, features + targets, args.dropna)
-    X_all, Y_all = data[:, :-t], data[:, -t:]
-    n = len(Y_all)
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(args.seed))
-    n_test = int(round(args.test_fraction * n))
-    if n - n_test < 2:
-        raise CLIError(
-            f"only {n - n_test} training row(s) after holding out {n_test}; give more rows or lower --test-fraction"
-        )
-    test, train = perm[:n_test], perm[n_test:]
-    X, Y = X_all[train], Y_all[train]
-    x_mean, x_std = X.mean(0), X.std(0)
-    x_std = torch.where(x_std > 0, x_std, torch.ones_like(x_std))
-    y_mean, y_std = Y.mean(0), Y.std(0)
-    y_std = torch.where(y_std > 0, y_std, torch.ones_like(y_std))
-    Xn, Yn = (X - x_mean) / x_std, (Y - y_mean) / y_std
-    try:
-        kernel = parse_kernel(args.kernel, ard_num_dims=X.shape[1]).double()
-    except ValueError as err:
-        raise CLIError(str(err)) from None
-    init_from_data(kernel, Xn, 1.0)
+    d = split_and_standardise(data[:, :-t], data[:, -t:], args.test_fraction, args.seed)
+    kernel = data_kernel(args.kernel, d.Xn)
     with torch.random.fork_rng(devices=[]):  # the task factor starts random: reproducible from --seed
         torch.manual_seed(args.seed)
         try:
-            model = MultitaskExactGPModel(Xn, Yn, kernel=kernel, rank=args.task_rank).double()
+            model = MultitaskExactGPModel(d.Xn, d.Yn, kernel=kernel, rank=args.task_rank).double()
         except InputError as err:
             raise CLIError(str(err)) from None
     model.likelihood.noise = 0.05
     model.likelihood.task_noises = torch.full((t,), 0.05, dtype=torch.float64)
-    mll = ExactMarginalLogLikelihood(model.likelihood, model)
     print(
-        f"{args.data}: {n} rows, features {features}, targets {targets} (a multitask GP, task rank "
-        f"{args.task_rank}); {len(train)} for training, {n_test} held out"
+        f"{args.data}: {len(d.Y_all)} rows, features {features}, targets {targets} (a multitask GP, task rank "
+        f"{args.task_rank}); {len(d.train)} for training, {d.n_test} held out"
     )
-    try:
-        result = fit(
-            mll,
-            maxiter=args.max_iter,
-            restarts=args.restarts,
-            seed=args.seed,
-            progress=None if args.progress else False,
-        )
-    except NotPSDError as err:
-        raise CLIError(f"the fit failed numerically: {err}") from None
-    model.train()
-    with torch.no_grad():
-        train_mll = float(mll(model(Xn), Yn)) * Yn.numel()  # the MLL is per observation
-    model.eval()
-    print(f"fit: {result}")
-    print("learned hyperparameters (inputs and targets standardised):")
-    for line in hyperparameter_lines(model):
-        print(f"  {line}")
-    print(f"training log marginal likelihood: {train_mll:.3f} ({train_mll / Yn.numel():.4f} per observation)")
-    metrics = {"train_mll": train_mll, "n_train": len(train), "n_test": n_test, "targets": {}}
-    if n_test:
-        mean, std = _predict(model, X_all[test], x_mean, x_std, y_mean, y_std)
+    _, result, metrics = fit_and_report(args, model, d, several=True)
+    metrics["targets"] = {}
+    if d.n_test:
+        mean, std = _predict(model, d.X_all[d.test], d.x_mean, d.x_std, d.y_mean, d.y_std)
         for j, name in enumerate(targets):
-            m = predictive_metrics(mean[:, j], std[:, j], Y_all[test, j])
+            m = predictive_metrics(mean[:, j], std[:, j], d.Y_all[d.test, j])
             metrics["targets"][name] = m
             print(
                 f"{name}: test RMSE: {m['rmse']:.4g}   test NLPD: {m['nlpd']:.4g}   "
                 f"95% interval coverage: {100 * m['coverage95']:.1f}%"
             )
-    os.makedirs(args.out, exist_ok=True)
-    model_path = os.path.join(args.out, "model.safetensors")
     meta = {
         "features": features,
         "targets": targets,
-        "x_mean": x_mean.tolist(),
-        "x_std": x_std.tolist(),
-        "y_mean": y_mean.tolist(),
-        "y_std": y_std.tolist(),
+        "x_mean": d.x_mean.tolist(),
+        "x_std": d.x_std.tolist(),
+        "y_mean": d.y_mean.tolist(),
+        "y_std": d.y_std.tolist(),
         "kernel": args.kernel,
         "task_rank": args.task_rank,
     }
-    save(model, model_path, metadata=meta)
-    with open(os.path.join(args.out, "metrics.json"), "w") as f:
-        json.dump(metrics, f, indent=2)
-    print(f"model saved to {model_path}")
+    save_with_metrics(args.out, model, meta, metrics)
     if not args.no_plot:
         try:
             from torchgp import plot

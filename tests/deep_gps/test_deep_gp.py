@@ -8,49 +8,24 @@ import torch
 
 import torchgp
 from tests._tol import assert_close
-from tests.deep_gps._models import deep_gp_class, layer_class, randomize
+from tests.deep_gps._models import (
+    DT,
+    OneLayer,
+    OneLayerDeepGP,
+    deep_gp_class,
+    layer_class,
+    multitask_deep_gp,
+    randomize,
+    toy_data,
+)
 from tests.variational._helpers import SVGP
 from torchgp.errors import InputError, ModelTypeError, ShapeError
 from torchgp.mlls import DeepApproximateMLL, VariationalELBO
 from torchgp.models.deep_gps import AbstractDeepGP, AbstractDeepGPLayer, DeepGP, DeepLikelihood
 
-DT = torch.float64
-
-
-class OneLayer(torchgp.models.deep_gps.DeepGPLayer):
-    """The SVGP of ``tests/variational/_helpers.py`` as a deep GP layer (same parameter names)."""
-
-    def __init__(self, Z, output_dims=None):
-        batch_shape = torch.Size([]) if output_dims is None else torch.Size([output_dims])
-        q = torchgp.variational.CholeskyVariationalDistribution(Z.shape[-2], batch_shape=batch_shape)
-        super().__init__(torchgp.variational.VariationalStrategy(self, Z, q), Z.shape[-1], output_dims)
-        self.mean_module = torchgp.means.ConstantMean(batch_shape=batch_shape)
-        self.covar_module = torchgp.kernels.ScaleKernel(
-            torchgp.kernels.RBFKernel(batch_shape=batch_shape), batch_shape=batch_shape
-        )
-
-    def forward(self, x):
-        return torchgp.distributions.MultivariateNormal(self.mean_module(x), self.covar_module(x))
-
-
-class OneLayerDeepGP(DeepGP):
-    def __init__(self, layer):
-        super().__init__()
-        self.layer = layer
-
-    def forward(self, x):
-        return self.layer(x)
-
-
-def _data(n=12, d=1, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    X = torch.rand(n, d, generator=g, dtype=DT) * 4 - 2
-    y = torch.sin(2 * X.sum(-1)) + 0.1 * torch.randn(n, generator=g, dtype=DT)
-    return X, y
-
 
 def test_one_layer_deep_gp_equals_svgp():
-    X, y = _data()
+    X, y = toy_data(12)
     torch.manual_seed(0)
     svgp = SVGP(X[:5].clone()).to(DT)
     svgp.covar_module.base_kernel.lengthscale = 0.7
@@ -75,7 +50,7 @@ def test_one_layer_deep_gp_equals_svgp():
 
 def test_layer_outputs_equal_a_batch_of_svgps():
     # output_dims = h GPs: the multitask output's task k is GP k of a batch SVGP with batch_shape (h,)
-    X, _ = _data(n=7, d=2)
+    X, _ = toy_data(n=7, d=2)
     h = 3
     torch.manual_seed(1)
     Z = torch.randn(h, 4, 2, dtype=DT)
@@ -130,7 +105,7 @@ def _copy_to_gpytorch(model_tg, d, hidden):
 @pytest.mark.parametrize("num_samples", [1, 3])
 def test_elbo_and_predictions_match_gpytorch(num_samples):
     # same parameters, same seed: the samples drawn between layers are the same draws in both libraries
-    X, y = _data(n=9, d=2, seed=3)
+    X, y = toy_data(n=9, d=2, seed=3)
     torch.manual_seed(0)
     model = deep_gp_class(torchgp)(2, 2).to(DT)
     randomize(model, 3)
@@ -163,7 +138,7 @@ def test_elbo_and_predictions_match_gpytorch(num_samples):
 
 def test_tutorial_shapes():
     # GPyTorch's deep GP tutorial, tiny: shapes of the outputs, predictions and log marginals
-    X, y = _data(n=10, d=3, seed=4)
+    X, y = toy_data(n=10, d=3, seed=4)
     torch.manual_seed(0)
     model = deep_gp_class(torchgp)(3, hidden=2).to(DT)
     mll = DeepApproximateMLL(VariationalELBO(model.likelihood, model, num_data=10))
@@ -188,7 +163,7 @@ def test_tutorial_shapes():
 
 
 def test_two_layer_deep_gp_trains():
-    X, y = _data(n=30, d=1, seed=5)
+    X, y = toy_data(n=30, d=1, seed=5)
     torch.manual_seed(0)
     model = deep_gp_class(torchgp)(1, hidden=2).to(DT)
     mll = DeepApproximateMLL(VariationalELBO(model.likelihood, model, num_data=30))
@@ -211,7 +186,7 @@ def test_two_layer_deep_gp_trains():
 
 def test_gradcheck_through_sampling():
     # reparameterised gradients through the samples passed between layers (fixed seed inside)
-    X, y = _data(n=4, d=1, seed=6)
+    X, y = toy_data(n=4, d=1, seed=6)
     torch.manual_seed(0)
     model = deep_gp_class(torchgp)(1, hidden=2, num_inducing=3).to(DT)
     randomize(model, 6)
@@ -238,7 +213,7 @@ def test_gradcheck_through_sampling():
 
 
 def test_errors_and_deprecated_names():
-    X, y = _data(n=5, d=2)
+    X, y = toy_data(n=5, d=2)
     layer = layer_class(torchgp)(3, 2).to(DT)
     with pytest.raises(ShapeError, match="input_dims = 3"):
         layer(X)
@@ -265,23 +240,7 @@ def test_errors_and_deprecated_names():
 
 def test_multitask_deep_gp_matches_gpytorch():
     # a last layer of t GPs gives a multitask output for a multitask likelihood, as in GPyTorch's multitask DGP
-    Layer = {lib: layer_class(lib) for lib in (torchgp, gpytorch)}
-
-    def build(lib):
-        class MultitaskDeepGP(lib.models.deep_gps.DeepGP):
-            def __init__(self):
-                super().__init__()
-                self.hidden_layer = Layer[lib](1, 2, 5, mean_type="linear")
-                self.last_layer = Layer[lib](2, 2, 5)
-                self.likelihood = lib.likelihoods.MultitaskGaussianLikelihood(num_tasks=2)
-
-            def forward(self, x):
-                return self.last_layer(self.hidden_layer(x))
-
-        torch.manual_seed(0)
-        return MultitaskDeepGP().to(DT)
-
-    model, ref = build(torchgp), build(gpytorch)
+    model, ref = multitask_deep_gp(torchgp), multitask_deep_gp(gpytorch)
     randomize(model, 7)
     ref.load_state_dict(model.state_dict())
     X = torch.linspace(-1, 1, 7, dtype=DT).unsqueeze(-1)
@@ -307,7 +266,7 @@ def test_sample_copies_share_one_lazy_covariance():
     torch.manual_seed(8)
     layer = layer_class(torchgp)(2, 3).to(DT)
     randomize(layer, 8)
-    X, _ = _data(n=5, d=2, seed=8)
+    X, _ = toy_data(n=5, d=2, seed=8)
     with torchgp.settings.num_likelihood_samples(4):
         out = layer(X)
     cov = out.lazy_covariance_matrix

@@ -8,49 +8,20 @@ import torch
 
 import torchgp
 from tests._tol import assert_close
-from tests.deep_gps._models import dspp_classes, randomize
+from tests.deep_gps._models import DT, OneDSPPLayer, OneLayerDSPP, dspp_classes, randomize, toy_data
 from tests.variational._helpers import SVGP
 from torchgp.errors import InputError, ModelTypeError
 from torchgp.mlls import DeepPredictiveLogLikelihood, PredictiveLogLikelihood
 from torchgp.models.deep_gps import DeepGP
-from torchgp.models.deep_gps.dspp import DSPP, DSPPLayer
-
-DT = torch.float64
-
-
-class OneLayer(DSPPLayer):
-    def __init__(self, Z, num_quad_sites=1):
-        q = torchgp.variational.CholeskyVariationalDistribution(Z.shape[-2])
-        super().__init__(torchgp.variational.VariationalStrategy(self, Z, q), Z.shape[-1], None, num_quad_sites)
-        self.mean_module = torchgp.means.ConstantMean()
-        self.covar_module = torchgp.kernels.ScaleKernel(torchgp.kernels.RBFKernel())
-
-    def forward(self, x):
-        return torchgp.distributions.MultivariateNormal(self.mean_module(x), self.covar_module(x))
-
-
-class OneLayerDSPP(DSPP):
-    def __init__(self, layer):
-        super().__init__(layer.num_quad_sites)
-        self.layer = layer
-
-    def forward(self, x):
-        return self.layer(x)
-
-
-def _data(n=10, d=1, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    X = torch.rand(n, d, generator=g, dtype=DT) * 4 - 2
-    y = torch.sin(2 * X.sum(-1)) + 0.1 * torch.randn(n, generator=g, dtype=DT)
-    return X, y
+from torchgp.models.deep_gps.dspp import DSPP
 
 
 def test_one_site_dspp_equals_ppgpr():
-    X, y = _data()
+    X, y = toy_data(10)
     torch.manual_seed(0)
     svgp = SVGP(X[:4].clone()).to(DT)
     randomize(svgp)
-    model = OneLayerDSPP(OneLayer(X[:4].clone()).to(DT)).to(DT)
+    model = OneLayerDSPP(OneDSPPLayer(X[:4].clone()).to(DT)).to(DT)
     keys = model.layer.load_state_dict(svgp.state_dict(), strict=False)
     assert keys.missing_keys == ["quad_sites"] and not keys.unexpected_keys
     lik = torchgp.likelihoods.GaussianLikelihood().to(DT)
@@ -72,7 +43,7 @@ def test_mixture_weights_and_quadrature_inputs():
     model = Model(2, hidden=2).to(DT)
     randomize(model, 1)
     assert_close(model.quad_weights.exp().sum(), torch.tensor(1.0, dtype=DT))
-    X, _ = _data(n=6, d=2, seed=1)
+    X, _ = toy_data(n=6, d=2, seed=1)
     hidden = model.hidden_layer(X)
     assert hidden.batch_shape == (3,) and hidden.event_shape == (6, 2)
     out = model.last_layer(hidden)
@@ -88,7 +59,7 @@ def test_mixture_weights_and_quadrature_inputs():
 
 @pytest.mark.parametrize("Q", [1, 3])
 def test_objective_matches_gpytorch(Q):
-    X, y = _data(n=8, d=2, seed=2)
+    X, y = toy_data(n=8, d=2, seed=2)
     torch.manual_seed(0)
     model = dspp_classes(torchgp, Q)[1](2).to(DT)
     randomize(model, 2)
@@ -110,7 +81,7 @@ def test_objective_matches_gpytorch(Q):
 
 
 def test_two_layer_dspp_trains():
-    X, y = _data(n=30, seed=3)
+    X, y = toy_data(n=30, seed=3)
     torch.manual_seed(0)
     model = dspp_classes(torchgp, Q=3)[1](1).to(DT)
     mll = DeepPredictiveLogLikelihood(model.likelihood, model, num_data=30)
@@ -132,11 +103,11 @@ def test_two_layer_dspp_trains():
 def test_errors():
     with pytest.raises(InputError, match="num_quad_sites"):
         DSPP(0)
-    X, y = _data()
+    X, y = toy_data(10)
     lik = torchgp.likelihoods.GaussianLikelihood()
     with pytest.raises(ModelTypeError, match="DSPP"):
         DeepPredictiveLogLikelihood(lik, DeepGP(), num_data=10)
-    model = OneLayerDSPP(OneLayer(X[:3].clone()).to(DT))
+    model = OneLayerDSPP(OneDSPPLayer(X[:3].clone()).to(DT))
     with pytest.raises(InputError, match="combine_terms"):
         DeepPredictiveLogLikelihood(lik, model, num_data=10, combine_terms=False)
     Layer, _ = dspp_classes(torchgp, Q=2)

@@ -7,28 +7,9 @@ import torch
 
 import torchgp
 from tests._tol import assert_close
-from tests.deep_gps._models import layer_class, randomize
+from tests.deep_gps._models import DT, multitask_deep_gp, randomize
 
-DT = torch.float64
 T = 3  # tasks
-
-
-def multitask_deep_gp(lib, d=1, hidden=2, num_inducing=5):
-    """Hidden layer of ``hidden`` GPs, last layer of ``T`` GPs (``output_dims=T``), multitask Gaussian likelihood."""
-    Layer = layer_class(lib)
-
-    class MultitaskDeepGP(lib.models.deep_gps.DeepGP):
-        def __init__(self):
-            super().__init__()
-            self.hidden_layer = Layer(d, hidden, num_inducing, mean_type="linear")
-            self.last_layer = Layer(hidden, T, num_inducing, mean_type="linear")
-            self.likelihood = lib.likelihoods.MultitaskGaussianLikelihood(num_tasks=T)
-
-        def forward(self, x):
-            return self.last_layer(self.hidden_layer(x))
-
-    torch.manual_seed(0)
-    return MultitaskDeepGP().to(DT)
 
 
 def _data(n=16, seed=0):
@@ -46,7 +27,10 @@ def _loss(lib, model, X, Y, seed):
 
 def test_step_zero_loss_and_gradients_match_gpytorch():
     X, Y = _data()
-    model, ref = multitask_deep_gp(torchgp), multitask_deep_gp(gpytorch)
+    model, ref = (
+        multitask_deep_gp(torchgp, tasks=T, last_mean="linear"),
+        multitask_deep_gp(gpytorch, tasks=T, last_mean="linear"),
+    )
     randomize(model, 1)
     ref.load_state_dict(model.state_dict())
     for S in (1, 3):  # seeded draws between the layers: the same draws in both libraries
@@ -64,8 +48,8 @@ def test_step_zero_loss_and_gradients_match_gpytorch():
 
 def test_multitask_deep_gp_trains():
     X, Y = _data(n=20, seed=2)
-    model = multitask_deep_gp(torchgp)
-    ref = multitask_deep_gp(gpytorch)
+    model = multitask_deep_gp(torchgp, tasks=T, last_mean="linear")
+    ref = multitask_deep_gp(gpytorch, tasks=T, last_mean="linear")
     ref.load_state_dict(model.state_dict())
     opt = torch.optim.Adam(model.parameters(), lr=0.05)
     losses = []

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from tests._tol import assert_close
+from torchgp.linalg import _lapack, inv_quad_logdet
 from torchgp.linalg import cholesky as chol
-from torchgp.linalg import inv_quad_logdet
 
 
 def _spd(batch, n, dtype, seed=0):
@@ -22,7 +22,7 @@ def potri_calls(monkeypatch):
     monkeypatch.setattr(chol, "POTRI_MIN_N", {torch.float64: 4, torch.float32: 4})
     calls = []
     for dtype in (torch.float32, torch.float64):
-        real = chol._potri(dtype)
+        real = _lapack.scipy_routine("potri", dtype)
         if real is None:
             pytest.skip("scipy's LAPACK is not available")
 
@@ -30,7 +30,7 @@ def potri_calls(monkeypatch):
             calls.append(1)
             return _real(*args, **kwargs)
 
-        monkeypatch.setitem(chol._POTRI, dtype, counted)
+        monkeypatch.setitem(_lapack._ROUTINES, ("potri", dtype), counted)
     return calls
 
 

@@ -29,8 +29,8 @@ def test_scipy_route_reconstructs_and_matches_torch(dtype, tol, batch):
 
 def test_the_scipy_route_is_taken_only_where_it_applies(monkeypatch):
     calls = []
-    real = _lapack._scipy_eigh()
-    monkeypatch.setattr(_lapack, "_SCIPY_EIGH", [lambda *a, **k: calls.append(1) or real(*a, **k)])
+    real = _lapack.scipy_routine("eigh", torch.float64)
+    monkeypatch.setitem(_lapack._ROUTINES, ("eigh", torch.float64), lambda *a, **k: calls.append(1) or real(*a, **k))
     sym_eigh(_spd((), EIGH_SCIPY_MIN_N, torch.float64))
     assert len(calls) == 1
     sym_eigh(_spd((), EIGH_SCIPY_MIN_N - 1, torch.float64))  # small: torch's routine
@@ -54,3 +54,14 @@ def test_congruence_by_syrk_equals_the_general_product(dtype, tol, sign):
     assert torch.allclose(out.double(), ref, atol=tol * float(ref.abs().max()), rtol=0)
     if sign:  # the syrk route mirrors one triangle: exactly symmetric
         assert torch.equal(out, out.mT)
+
+
+def test_scipy_routine_finds_each_routine_once_by_name_and_dtype():
+    scipy_linalg = pytest.importorskip("scipy.linalg")
+    assert _lapack.scipy_routine("potri", torch.float64) is scipy_linalg.lapack.dpotri
+    assert _lapack.scipy_routine("potri", torch.float32) is scipy_linalg.lapack.spotri
+    assert _lapack.scipy_routine("syrk", torch.float32) is scipy_linalg.blas.ssyrk
+    assert _lapack.scipy_routine("eigh", torch.float32) is scipy_linalg.eigh
+    assert _lapack.scipy_routine("potri", torch.float16) is None  # no LAPACK routine: torch's serves
+    assert _lapack.scipy_routine("no_such_routine", torch.float64) is None
+    assert ("syrk", torch.float32) in _lapack._ROUTINES  # cached

@@ -16,6 +16,7 @@ from torchgp.variational import (
 )
 
 from ._helpers import HYPERS, SVGP, toy_data
+from ._models import GPySVGP, set_q
 
 D = torch.float64
 QUAD = 1e-6  # relative accuracy of the CIQ path at Q = 15 nodes and msMINRES tolerance 1e-10 (m ≤ 10 here)
@@ -23,21 +24,6 @@ QUAD = 1e-6  # relative accuracy of the CIQ path at Q = 15 nodes and msMINRES to
 
 def _rel(a, b):
     return ((a - b).norm() / b.norm()).item()
-
-
-def _set_q(model, seed=3):
-    g = torch.Generator().manual_seed(seed)
-    s = model.variational_strategy
-    m = s.inducing_points.shape[-2]
-    q = s._variational_distribution
-    with torch.no_grad():
-        q.variational_mean.copy_(torch.randn(m, generator=g, dtype=D))
-        L = torch.tril(0.2 * torch.randn(m, m, generator=g, dtype=D), -1) + torch.diag(
-            0.3 + 0.5 * torch.rand(m, generator=g, dtype=D)
-        )
-        q.chol_variational_covar.copy_(L)
-    s.variational_params_initialized.fill_(1)
-    return model
 
 
 def _cholesky_twin(ciq):
@@ -60,7 +46,7 @@ def _cholesky_twin(ciq):
 
 
 def _ciq_model(Z):
-    model = _set_q(SVGP(Z.clone(), strategy_cls=CiqVariationalStrategy).double())
+    model = set_q(SVGP(Z.clone(), strategy_cls=CiqVariationalStrategy).double())
     model.initialize(**HYPERS)
     return model
 
@@ -151,22 +137,11 @@ def test_natural_variational_distribution_matches_cholesky_parameters():
     assert_close(nat.variational_strategy.kl_divergence(), chol.variational_strategy.kl_divergence(), loose=1e2)
 
 
-class _GPyCiq(gpytorch.models.ApproximateGP):
-    def __init__(self, Z):
-        q = gpytorch.variational.CholeskyVariationalDistribution(Z.shape[-2])
-        super().__init__(gpytorch.variational.CiqVariationalStrategy(self, Z, q))
-        self.mean_module = gpytorch.means.ConstantMean()
-        self.covar_module = gpytorch.kernels.ScaleKernel(gpytorch.kernels.RBFKernel())
-
-    def forward(self, x):
-        return gpytorch.distributions.MultivariateNormal(self.mean_module(x), self.covar_module(x))
-
-
 @pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
 def test_matches_gpytorch(train):
     X, y = toy_data(n=30)
     mine = _ciq_model(X[:8])
-    theirs = _GPyCiq(X[:8].clone()).double()
+    theirs = GPySVGP(X[:8].clone(), gpytorch.variational.CiqVariationalStrategy).double()
     theirs.load_state_dict(mine.state_dict())
     mine.train(train), theirs.train(train)
     # GPyTorch's quadrature is about 1e-3 off the dense square root on this K_zz at its default 15 nodes
@@ -187,5 +162,5 @@ def test_matches_gpytorch(train):
 def test_state_dict_keys_match_gpytorch():
     X, _ = toy_data(n=10)
     mine = SVGP(X[:4].clone(), strategy_cls=CiqVariationalStrategy)
-    theirs = _GPyCiq(X[:4].clone())
+    theirs = GPySVGP(X[:4].clone(), gpytorch.variational.CiqVariationalStrategy)
     assert set(mine.state_dict()) == set(theirs.state_dict())

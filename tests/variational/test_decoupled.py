@@ -10,32 +10,18 @@ import torchgp
 from tests._tol import assert_close
 
 from ._helpers import toy_data
+from ._models import model_class
 
 
-class ODGP(torchgp.models.ApproximateGP):
-    def __init__(self, Zc, Zm, lib=torchgp):
-        v = lib.variational
-        covar = v.VariationalStrategy(self, Zc, v.CholeskyVariationalDistribution(Zc.shape[-2]))
-        super().__init__(v.OrthogonallyDecoupledVariationalStrategy(covar, Zm, v.DeltaVariationalDistribution(len(Zm))))
-        self.mean_module = lib.means.ConstantMean()
-        self.covar_module = lib.kernels.ScaleKernel(lib.kernels.RBFKernel())
+def ODGP(Zc, Zm, lib=torchgp):
+    """``lib``'s orthogonally decoupled SVGP: Cholesky q over ``Zc (m_c, d)``, a point mass over ``Zm (m_m, d)``."""
+    v = lib.variational
 
-    def forward(self, x):
-        return self._mvn(self.mean_module(x), self.covar_module(x))
+    def strategy(model):
+        covar = v.VariationalStrategy(model, Zc, v.CholeskyVariationalDistribution(Zc.shape[-2]))
+        return v.OrthogonallyDecoupledVariationalStrategy(covar, Zm, v.DeltaVariationalDistribution(len(Zm)))
 
-    _mvn = staticmethod(torchgp.distributions.MultivariateNormal)
-
-
-class GPyODGP(gpytorch.models.ApproximateGP):
-    def __init__(self, Zc, Zm):
-        v = gpytorch.variational
-        covar = v.VariationalStrategy(self, Zc, v.CholeskyVariationalDistribution(Zc.shape[-2]))
-        super().__init__(v.OrthogonallyDecoupledVariationalStrategy(covar, Zm, v.DeltaVariationalDistribution(len(Zm))))
-        self.mean_module = gpytorch.means.ConstantMean()
-        self.covar_module = gpytorch.kernels.ScaleKernel(gpytorch.kernels.RBFKernel())
-
-    def forward(self, x):
-        return gpytorch.distributions.MultivariateNormal(self.mean_module(x), self.covar_module(x))
+    return model_class(lib)(strategy)
 
 
 def _set_od(model, a_scale=1.0, seed=2):
@@ -113,7 +99,7 @@ def test_orthogonally_decoupled_matches_gpytorch():
     X, y = toy_data(n=20)
     Zc, Zm = X[:4].clone(), X[4:14].clone()
     ours = _set_od(ODGP(Zc, Zm).double())
-    theirs = _set_od(GPyODGP(Zc, Zm).double())
+    theirs = _set_od(ODGP(Zc, Zm, lib=gpytorch).double())
     lik_o = torchgp.likelihoods.GaussianLikelihood().double()
     lik_t = gpytorch.likelihoods.GaussianLikelihood().double()
     e_o = torchgp.mlls.VariationalELBO(lik_o, ours, num_data=20)(ours(X), y)
@@ -157,19 +143,12 @@ def test_orthogonally_decoupled_needs_a_delta_distribution():
 
 
 # ---------------------------------------------------------------------- batch-decoupled (PPGPR)
-class BDGP(torchgp.models.ApproximateGP):
-    def __init__(self, Z, lib=torchgp, hyper_batch=torch.Size([1]), q_batch=torch.Size([]), mvbd=None):
-        v = lib.variational
-        q = v.MeanFieldVariationalDistribution(Z.shape[-2], batch_shape=q_batch)
-        super().__init__(v.BatchDecoupledVariationalStrategy(self, Z, q, mean_var_batch_dim=mvbd))
-        self.mean_module = lib.means.ConstantMean(batch_shape=hyper_batch)
-        self.covar_module = lib.kernels.ScaleKernel(
-            lib.kernels.RBFKernel(batch_shape=hyper_batch), batch_shape=hyper_batch
-        )
-        self._mvn = lib.distributions.MultivariateNormal
-
-    def forward(self, x):
-        return self._mvn(self.mean_module(x), self.covar_module(x))
+def BDGP(Z, lib=torchgp, hyper_batch=torch.Size([1]), q_batch=torch.Size([]), mvbd=None):
+    """``lib``'s batch-decoupled SVGP: mean-field q of batch ``q_batch``, hyperparameters of batch ``hyper_batch``."""
+    v = lib.variational
+    q = v.MeanFieldVariationalDistribution(Z.shape[-2], batch_shape=q_batch)
+    strategy = lambda model: v.BatchDecoupledVariationalStrategy(model, Z, q, mean_var_batch_dim=mvbd)  # noqa: E731
+    return model_class(lib)(strategy, batch_shape=hyper_batch)
 
 
 def _set_bd(model, seed=3):
@@ -206,7 +185,7 @@ def test_batch_decoupled_matches_gpytorch(hyper_batch, q_batch, mvbd):
     if mvbd == -2:  # the pair sits left of the model batch: inputs and inducing points carry that batch
         X, Z = X.expand(3, 16, 1), Z.expand(3, 5, 1)
     ours = _set_bd(BDGP(Z, hyper_batch=hyper_batch, q_batch=q_batch, mvbd=mvbd).double())
-    theirs = _set_bd(_GPyBD(Z, hyper_batch, q_batch, mvbd).double())
+    theirs = _set_bd(BDGP(Z, gpytorch, hyper_batch, q_batch, mvbd).double())
     assert ours.variational_strategy.inducing_points.shape == theirs.variational_strategy.inducing_points.shape
     po, pt = ours(X), theirs(X)
     assert po.mean.shape == (*q_batch, 16)
@@ -219,20 +198,6 @@ def test_batch_decoupled_matches_gpytorch(hyper_batch, q_batch, mvbd):
     e_o = torchgp.mlls.PredictiveLogLikelihood(lik_o, ours, num_data=16)(po, yb)
     e_t = gpytorch.mlls.PredictiveLogLikelihood(lik_t, theirs, num_data=16)(pt, yb)
     assert_close(e_o, e_t.detach(), loose=1e2)
-
-
-class _GPyBD(gpytorch.models.ApproximateGP):
-    def __init__(self, Z, hyper_batch, q_batch, mvbd):
-        v = gpytorch.variational
-        q = v.MeanFieldVariationalDistribution(Z.shape[-2], batch_shape=q_batch)
-        super().__init__(v.BatchDecoupledVariationalStrategy(self, Z, q, mean_var_batch_dim=mvbd))
-        self.mean_module = gpytorch.means.ConstantMean(batch_shape=hyper_batch)
-        self.covar_module = gpytorch.kernels.ScaleKernel(
-            gpytorch.kernels.RBFKernel(batch_shape=hyper_batch), batch_shape=hyper_batch
-        )
-
-    def forward(self, x):
-        return gpytorch.distributions.MultivariateNormal(self.mean_module(x), self.covar_module(x))
 
 
 def test_batch_decoupled_with_shared_sets_is_the_coupled_svgp():

@@ -11,27 +11,13 @@ from tests._tol import assert_close
 from torchgp.variational import LargeBatchVariationalStrategy, VariationalStrategy
 
 from ._helpers import HYPERS, SVGP, toy_data
+from ._models import GPySVGP, set_q
 
 D = torch.float64
 
 
-def _set_q(model, seed=3):
-    g = torch.Generator().manual_seed(seed)
-    s = model.variational_strategy
-    m = s.inducing_points.shape[-2]
-    q = s._variational_distribution
-    with torch.no_grad():
-        q.variational_mean.copy_(torch.randn(q.variational_mean.shape, generator=g, dtype=D))
-        L = torch.tril(0.2 * torch.randn(m, m, generator=g, dtype=D), -1) + torch.diag(
-            0.3 + 0.5 * torch.rand(m, generator=g, dtype=D)
-        )
-        q.chol_variational_covar.copy_(L.expand_as(q.chol_variational_covar))
-    s.variational_params_initialized.fill_(1)
-    return model
-
-
 def _pair(Z, batch_shape=torch.Size([])):
-    ref = _set_q(SVGP(Z, strategy_cls=VariationalStrategy, batch_shape=batch_shape).double())
+    ref = set_q(SVGP(Z, strategy_cls=VariationalStrategy, batch_shape=batch_shape).double())
     ref.initialize(**HYPERS)
     lb = SVGP(Z, strategy_cls=LargeBatchVariationalStrategy, batch_shape=batch_shape).double()
     lb.load_state_dict(ref.state_dict())
@@ -95,22 +81,11 @@ def test_float32_model_computes_the_middle_term_in_float64():
     assert torch.isfinite(out.variance).all()
 
 
-class _GPyModel(gpytorch.models.ApproximateGP):
-    def __init__(self, Z):
-        q = gpytorch.variational.CholeskyVariationalDistribution(Z.shape[-2])
-        super().__init__(gpytorch.variational.LargeBatchVariationalStrategy(self, Z, q))
-        self.mean_module = gpytorch.means.ConstantMean()
-        self.covar_module = gpytorch.kernels.ScaleKernel(gpytorch.kernels.RBFKernel())
-
-    def forward(self, x):
-        return gpytorch.distributions.MultivariateNormal(self.mean_module(x), self.covar_module(x))
-
-
 @pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
 def test_matches_gpytorch(train):
     X, y = toy_data(n=30)
     _, lb = _pair(X[:7].clone())
-    theirs = _GPyModel(X[:7].clone()).double()
+    theirs = GPySVGP(X[:7].clone(), gpytorch.variational.LargeBatchVariationalStrategy).double()
     theirs.load_state_dict(lb.state_dict())
     lb.train(train), theirs.train(train)
     mine, gp = lb(X), theirs(X)

@@ -12,28 +12,13 @@ from torchgp.distributions.kl import gaussian_kl
 from torchgp.variational import MeanFieldVariationalDistribution, NNVariationalStrategy
 
 from ._helpers import toy_data
+from ._models import model_class
 
 
-class VNNGP(torchgp.models.ApproximateGP):
-    def __init__(self, Z, k, lib=torchgp, **kw):
-        q = lib.variational.MeanFieldVariationalDistribution(Z.shape[-2])
-        super().__init__(lib.variational.NNVariationalStrategy(self, Z, q, k=k, **kw))
-        self.mean_module = lib.means.ConstantMean()
-        self.covar_module = lib.kernels.ScaleKernel(lib.kernels.RBFKernel())
-
-    def forward(self, x):
-        return torchgp.distributions.MultivariateNormal(self.mean_module(x), self.covar_module(x))
-
-
-class GPyVNNGP(gpytorch.models.ApproximateGP):
-    def __init__(self, Z, k, **kw):
-        q = gpytorch.variational.MeanFieldVariationalDistribution(Z.shape[-2])
-        super().__init__(gpytorch.variational.NNVariationalStrategy(self, Z, q, k=k, **kw))
-        self.mean_module = gpytorch.means.ConstantMean()
-        self.covar_module = gpytorch.kernels.ScaleKernel(gpytorch.kernels.RBFKernel())
-
-    def forward(self, x):
-        return gpytorch.distributions.MultivariateNormal(self.mean_module(x), self.covar_module(x))
+def VNNGP(Z, k, lib=torchgp, **kw):
+    """``lib``'s VNNGP: mean-field q over ``Z (m, d)``, ``k`` nearest neighbours, strategy options ``kw``."""
+    q = lib.variational.MeanFieldVariationalDistribution(Z.shape[-2])
+    return model_class(lib)(lambda model: lib.variational.NNVariationalStrategy(model, Z, q, k=k, **kw))
 
 
 def _set(model, mean_c=0.0, seed=1):
@@ -147,7 +132,7 @@ def _pair(M=20, k=3, **kw):
     torch.manual_seed(5)
     ours = _set(VNNGP(Z, k=k, **kw).double())
     torch.manual_seed(5)
-    theirs = _set(GPyVNNGP(Z, k=k, **kw).double())
+    theirs = _set(VNNGP(Z, k=k, lib=gpytorch, **kw).double())
     return Z, y, ours, theirs
 
 

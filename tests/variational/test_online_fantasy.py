@@ -12,6 +12,7 @@ from torchgp.errors import ModelTypeError, NumericalWarning
 from torchgp.variational import CiqVariationalStrategy, UnwhitenedVariationalStrategy, VariationalStrategy
 
 from ._helpers import HYPERS, SVGP, toy_data
+from ._models import GPySVGP
 
 D = torch.float64
 NOISE = 0.05
@@ -184,17 +185,6 @@ def test_non_gaussian_likelihood_is_refused():
         model.get_fantasy_model(X[:2], torch.ones(2, dtype=D))
 
 
-class _GPySVGP(gpytorch.models.ApproximateGP):
-    def __init__(self, Z):
-        q = gpytorch.variational.CholeskyVariationalDistribution(Z.shape[-2])
-        super().__init__(gpytorch.variational.VariationalStrategy(self, Z, q))
-        self.mean_module = gpytorch.means.ConstantMean()
-        self.covar_module = gpytorch.kernels.ScaleKernel(gpytorch.kernels.RBFKernel())
-
-    def forward(self, x):
-        return gpytorch.distributions.MultivariateNormal(self.mean_module(x), self.covar_module(x))
-
-
 def _q_with_spectrum(model, seed=0):
     """A q(v) whose covariance has eigenvalues in [0.1, 0.7] (well inside the prior) and a random mean."""
     g = torch.Generator().manual_seed(seed)
@@ -214,7 +204,7 @@ def test_matches_gpytorch_get_fantasy_model():
     model = _model(X[:7])
     model.variational_strategy.jitter_val = 1e-10  # GPyTorch factorises K_zz without jitter
     _q_with_spectrum(model)
-    theirs = _GPySVGP(X[:7].clone()).double()
+    theirs = GPySVGP(X[:7].clone()).double()
     theirs.variational_strategy.jitter_val = 1e-10
     theirs.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("likelihood.")})
     theirs.likelihood = gpytorch.likelihoods.GaussianLikelihood().double()

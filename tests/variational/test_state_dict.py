@@ -13,22 +13,15 @@ import torch
 import torchgp
 from tests._tol import assert_close
 from tests.variational._helpers import SVGP
+from tests.variational._models import model_class
 
 F64 = torch.float64
 
 
 def _svgp(lib, Z, strategy="VariationalStrategy", dist="CholeskyVariationalDistribution"):
-    class SVGP(lib.models.ApproximateGP):
-        def __init__(self):
-            q = getattr(lib.variational, dist)(Z.shape[-2])
-            super().__init__(getattr(lib.variational, strategy)(self, Z, q, learn_inducing_locations=True))
-            self.mean_module = lib.means.ConstantMean()
-            self.covar_module = lib.kernels.ScaleKernel(lib.kernels.RBFKernel(ard_num_dims=Z.shape[-1]))
-
-        def forward(self, x):
-            return lib.distributions.MultivariateNormal(self.mean_module(x), self.covar_module(x))
-
-    return SVGP().double()
+    q = getattr(lib.variational, dist)(Z.shape[-2])
+    make = lambda model: getattr(lib.variational, strategy)(model, Z, q, learn_inducing_locations=True)  # noqa: E731
+    return model_class(lib)(make, ard_num_dims=Z.shape[-1]).double()
 
 
 def _exact(lib, X, y):

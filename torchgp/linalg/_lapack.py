@@ -13,7 +13,7 @@ import contextlib
 
 import torch
 
-__all__ = ["sym_eigh", "congruence", "openblas_threads", "EIGH_SCIPY_MIN_N"]
+__all__ = ["sym_eigh", "congruence", "openblas_threads", "scipy_routine", "EIGH_SCIPY_MIN_N"]
 
 _OPENBLAS = []  # threadpoolctl's controller of scipy's (and numpy's) bundled OpenBLAS, or None (found once)
 
@@ -38,22 +38,43 @@ def openblas_threads(threads: int):
     return controller.limit(limits=threads)
 
 
+_ROUTINES: dict = {}  # (name, dtype) → scipy's routine, or None when scipy or the routine is unavailable
+_PREFIX = {torch.float64: "d", torch.float32: "s"}
+
+
+def scipy_routine(name: str, dtype: torch.dtype):
+    """scipy's routine ``name`` for ``dtype``, or ``None`` where there is none (looked up once per pair).
+
+    ``name`` is a LAPACK or BLAS routine without its precision letter (``"potri"``, ``"syrk"``: ``dpotri`` for
+    float64, ``spotri`` for float32, found in :mod:`scipy.linalg.lapack` or :mod:`scipy.linalg.blas`), or
+    ``"eigh"`` for :func:`scipy.linalg.eigh` (float32 and float64 alike). ``None`` for other dtypes, or when
+    scipy is missing or broken: the caller then takes torch's routine.
+    """
+    key = (name, dtype)
+    if key not in _ROUTINES:
+        _ROUTINES[key] = _find_routine(name, dtype)
+    return _ROUTINES[key]
+
+
+def _find_routine(name: str, dtype: torch.dtype):
+    prefix = _PREFIX.get(dtype)
+    if prefix is None:
+        return None
+    try:
+        from scipy import linalg
+        from scipy.linalg import blas, lapack
+
+        if name == "eigh":
+            return linalg.eigh
+        return getattr(lapack, prefix + name, None) or getattr(blas, prefix + name, None)
+    except Exception:  # scipy missing or broken: torch's routine serves
+        return None
+
+
 # Smallest size at which LAPACK's divide-and-conquer ``syevd`` through scipy (its bundled OpenBLAS) beats
 # ``torch.linalg.eigh`` on CPU. Measured on a 2-core AMD EPYC VM, one thread, torch 2.13 (MKL), interleaved medians
 # of 5, float64 (scipy ÷ torch): n = 600 / 1500: 0.83 / 0.73; n = 4000: 14.3 s against 16.6 s.
 EIGH_SCIPY_MIN_N = 256
-_SCIPY_EIGH = []  # scipy.linalg.eigh, or None when scipy is unavailable (looked up once)
-
-
-def _scipy_eigh():
-    if not _SCIPY_EIGH:
-        try:
-            from scipy.linalg import eigh
-
-            _SCIPY_EIGH.append(eigh)
-        except Exception:  # scipy missing or broken: torch's routine serves
-            _SCIPY_EIGH.append(None)
-    return _SCIPY_EIGH[0]
 
 
 def sym_eigh(M: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -64,7 +85,7 @@ def sym_eigh(M: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     :func:`torch.linalg.eigh`. Both are the same LAPACK algorithm and agree to rounding.
     """
     p = M.shape[-1]
-    eigh = _scipy_eigh() if M.device.type == "cpu" and M.dtype in (torch.float32, torch.float64) else None
+    eigh = scipy_routine("eigh", M.dtype) if M.device.type == "cpu" else None
     if eigh is None or p < EIGH_SCIPY_MIN_N or (torch.is_grad_enabled() and M.requires_grad):
         return torch.linalg.eigh(M)
     flat = M.detach().reshape(-1, p, p)
@@ -77,20 +98,6 @@ def sym_eigh(M: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return lam.reshape(M.shape[:-1]), Q.reshape(M.shape)
 
 
-_SYRK = {}  # dtype → scipy's BLAS syrk, or None (looked up once)
-
-
-def _syrk(dtype):
-    if dtype not in _SYRK:
-        try:
-            from scipy.linalg import blas
-
-            _SYRK[dtype] = {torch.float64: blas.dsyrk, torch.float32: blas.ssyrk}.get(dtype)
-        except Exception:  # scipy missing or broken: a general product serves
-            _SYRK[dtype] = None
-    return _SYRK[dtype]
-
-
 def congruence(P: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """``P diag(v) Pᵀ`` for ``P (*b, p, p)``, ``v (*b, p)``.
 
@@ -99,7 +106,7 @@ def congruence(P: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     flops) and mirrored; otherwise one general product.
     """
     p = P.shape[-1]
-    syrk = _syrk(P.dtype) if P.device.type == "cpu" and p >= EIGH_SCIPY_MIN_N else None
+    syrk = scipy_routine("syrk", P.dtype) if P.device.type == "cpu" and p >= EIGH_SCIPY_MIN_N else None
     if syrk is None or (torch.is_grad_enabled() and (P.requires_grad or v.requires_grad)):
         return (P * v.unsqueeze(-2)) @ P.mT
     sign = 1.0 if bool((v >= 0).all()) else -1.0 if bool((v <= 0).all()) else 0.0

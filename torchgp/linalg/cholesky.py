@@ -7,7 +7,7 @@ import torch
 from torchgp import _record, settings
 from torchgp._shapes import any_nonzero
 from torchgp.errors import NotPSDError, NumericalWarning
-from torchgp.linalg._lapack import openblas_threads
+from torchgp.linalg._lapack import openblas_threads, scipy_routine
 
 
 def diagnose_not_psd(A: torch.Tensor) -> str:
@@ -95,19 +95,7 @@ def psd_safe_cholesky(A: torch.Tensor, jitter: float | None = None, max_tries: i
 # 1.40 / 1.18 / 0.99 / 0.87; at n = 2000 0.79 (float64) and 0.80 (float32). Below it torch's routine is as fast or
 # faster, and batches of small matrices (32 × 100 × 100: 1.9 ms against 2.0 ms) gain nothing.
 POTRI_MIN_N = {torch.float64: 512, torch.float32: 768}
-_POTRI = {}  # dtype → scipy's potri, or None when scipy is unavailable (looked up once)
 _LOWER_MASKS: dict = {}  # (n, device) → boolean lower-triangle mask, the last few sizes only
-
-
-def _potri(dtype):
-    if dtype not in _POTRI:
-        try:
-            from scipy.linalg import lapack
-
-            _POTRI[dtype] = {torch.float64: lapack.dpotri, torch.float32: lapack.spotri}.get(dtype)
-        except Exception:  # scipy missing or broken: torch's routine serves
-            _POTRI[dtype] = None
-    return _POTRI[dtype]
 
 
 def _lower_mask(n: int, device) -> torch.Tensor:
@@ -135,7 +123,7 @@ def cholesky_inverse(L: torch.Tensor) -> torch.Tensor:
         The symmetric inverses, ``(*batch, n, n)``.
     """
     n = L.shape[-1]
-    potri = _potri(L.dtype) if L.device.type == "cpu" and n >= POTRI_MIN_N.get(L.dtype, n + 1) else None
+    potri = scipy_routine("potri", L.dtype) if L.device.type == "cpu" and n >= POTRI_MIN_N.get(L.dtype, n + 1) else None
     if potri is None or (torch.is_grad_enabled() and L.requires_grad):
         return torch.cholesky_inverse(L)
     flat = L.detach().reshape(-1, n, n)
