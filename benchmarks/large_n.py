@@ -5,6 +5,7 @@ Usage::
     python benchmarks/large_n.py --n 100000 --threads 2                 # one MLL + gradient
     python benchmarks/large_n.py --n 20000 --threads 2 --check --peer   # + float64 closed-form gradient, GPyTorch
     python benchmarks/large_n.py --n 10000 --threads 2 --steps 20 --warm both   # Adam, warm vs cold CG starts
+    python benchmarks/large_n.py --n 6000 --steps 15 --warm both --skip-logdet both   # + skip_logdet_forward
 
 Model: constant mean, ScaleKernel(ARD RBF), Gaussian likelihood; X uniform on [0, 1]^d, lengthscale 0.5, noise
 0.01, float32, ``max_cholesky_size(1)`` (the iterative path at every n). The kernel matrix is never held: products
@@ -14,7 +15,9 @@ forward / backward time and peak RSS (before any peer or reference runs).
 ``--check``: the float64 closed-form gradient (R&W eq. 5.9, dense Cholesky; O(n²) memory, 3 × 8n² bytes) and its
 relative error. ``--peer``: GPyTorch 1.15's default MLL + gradient on the same model and data, in the same process
 after torchgp (its time and the ratio; its memory shows in the process peak only). ``--steps S``: S Adam steps
-(lr 0.01) from the same start, with CG warm starts on, off or both in turn (``--warm``): time and final loss.
+(lr 0.01) from the same start, with CG warm starts on, off or both in turn (``--warm``), and with
+``settings.skip_logdet_forward`` on, off or both (``--skip-logdet``; no Lanczos quadrature in the forward, and a
+warm step runs only its warm columns): time, CG iterations and the final loss, evaluated cold with the full loss.
 """
 
 from __future__ import annotations
@@ -139,14 +142,15 @@ def gpytorch_step(X, y, lengthscale):
     return wall, cpu, torch.cat([p.grad.reshape(-1) for p in model.parameters()])
 
 
-def train(X, y, lengthscale, steps: int, warm: bool):
-    """``steps`` Adam steps (lr 0.01) with warm starts on or off: wall time, final loss, total CG iterations."""
+def train(X, y, lengthscale, steps: int, warm: bool, skip: bool = False):
+    """``steps`` Adam steps (lr 0.01) with warm starts and ``skip_logdet_forward`` on or off: wall time, CPU time,
+    final loss (cold, full), total CG iterations."""
     warm_start.cache.clear()
     model, mll = _model(torchgp, X, y, lengthscale)
     opt = torch.optim.Adam(model.parameters(), lr=0.01)
     iterations = 0
     t0, c0 = time.perf_counter(), time.process_time()
-    with settings.cg_warm_start(warm), settings.max_cholesky_size(1):
+    with settings.cg_warm_start(warm), settings.skip_logdet_forward(skip), settings.max_cholesky_size(1):
         for _ in range(steps):
             _reset_stats()
             opt.zero_grad()
@@ -179,6 +183,9 @@ def main():
     p.add_argument("--peer", action="store_true", help="GPyTorch's default MLL + gradient in the same run")
     p.add_argument("--steps", type=int, default=0, help="Adam steps (0: one MLL + gradient)")
     p.add_argument("--warm", choices=["on", "off", "both"], default="both", help="CG warm starts in --steps runs")
+    p.add_argument(
+        "--skip-logdet", choices=["on", "off", "both"], default="off", help="skip_logdet_forward in --steps runs"
+    )
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     gen = torch.Generator().manual_seed(0)
@@ -194,10 +201,13 @@ def main():
         settings.cg_tolerance(a.cg_tol or settings.cg_tolerance.value()),
     ):
         if a.steps:
-            for mode in ("off", "on") if a.warm == "both" else (a.warm,):
-                wall, cpu, final, its = train(X, y, a.lengthscale, a.steps, mode == "on")
+            warms = ("off", "on") if a.warm == "both" else (a.warm,)
+            skips = ("off", "on") if a.skip_logdet == "both" else (a.skip_logdet,)
+            for skip, mode in [(s, w) for s in skips for w in warms]:
+                wall, cpu, final, its = train(X, y, a.lengthscale, a.steps, mode == "on", skip == "on")
                 print(
-                    f"{head}: {a.steps} Adam steps, warm starts {mode}: wall {wall:.1f} s ({wall / a.steps:.2f} s "
+                    f"{head}: {a.steps} Adam steps, warm starts {mode}, skip_logdet_forward {skip}: "
+                    f"wall {wall:.1f} s ({wall / a.steps:.2f} s "
                     f"per step; CPU {cpu:.1f} s), {its} CG iterations, final -MLL/n {final:.5f}, peak RSS {_rss_gib():.2f} GiB",
                     flush=True,
                 )

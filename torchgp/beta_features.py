@@ -1,4 +1,4 @@
-"""GPyTorch's ``gpytorch.beta_features``: two settings that are accepted and have no effect here."""
+"""GPyTorch's ``gpytorch.beta_features``: ``checkpoint_kernel`` (accepted, no effect) and ``default_preconditioner``."""
 
 from __future__ import annotations
 
@@ -28,4 +28,12 @@ class checkpoint_kernel(_NonNegative):
 
 
 class default_preconditioner(_Flag):
-    """Accepted, no effect: the iterative path always uses its pivoted-Cholesky preconditioner."""
+    """Give iterative solves that have no preconditioner a randomized low-rank one (default off).
+
+    GPyTorch's flag: an operator whose own preconditioner is absent gets, for its solves (not for the
+    log-determinant), a preconditioner built from a randomized range of the matrix. In torchgp the iterative path
+    has its pivoted-Cholesky preconditioner except below ``settings.min_preconditioning_size``; there, under this
+    flag, :func:`torchgp.linalg.iterative.iterative_solve` (predictions, fantasies) uses the randomized Nyström
+    preconditioner (:mod:`torchgp.linalg.nystrom_preconditioner`; Frangella, Tropp & Udell 2023), which unlike
+    GPyTorch's low-rank pseudo-inverse stays positive definite at any rank.
+    """

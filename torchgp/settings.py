@@ -152,7 +152,16 @@ class trace_mode(_Flag):
 
 
 class use_toeplitz(_Flag):
-    """Accepted for compatibility; has no effect."""
+    """Toeplitz structure of grid covariances (default on, as GPyTorch's).
+
+    On: :class:`~torchgp.kernels.GridKernel` and :class:`~torchgp.kernels.GridInterpolationKernel` give a
+    stationary base kernel on a regular grid the Toeplitz factors ``K_i`` of ``K_UU = K_1 ⊗ … ⊗ K_d``
+    (:class:`~torchgp.linalg.toeplitz.ToeplitzOperator`: ``g_i`` numbers, products by FFT in
+    ``O(g_i log g_i)``). Off: each factor is the evaluated dense ``g_i × g_i`` matrix (products in ``O(g_i²)``),
+    the same numbers.
+    """
+
+    _default = True
 
 
 class verbose_linalg(_Flag):

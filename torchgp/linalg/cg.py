@@ -25,6 +25,7 @@ import torch
 
 from torchgp import _progress, _record, settings
 from torchgp.errors import ConvergenceError, ConvergenceWarning, NotPSDError, ShapeError
+from torchgp.linalg import _log
 
 __all__ = ["CGInfo", "pcg"]
 
@@ -91,7 +92,8 @@ def pcg(
         precond_fn: ``V ↦ P⁻¹ V`` (SPD ``P ≈ A``), or None for no preconditioning.
         tol: relative residual ``‖b - Ax‖/‖b‖`` to reach (default ``settings.cg_tolerance``); a float, or a
             tensor broadcastable to ``(*batch, k)`` for a tolerance per column.
-        max_iter: iteration cap (default ``settings.max_cg_iterations``).
+        max_iter: iteration cap (default ``settings.max_cg_iterations``); under ``settings.terminate_cg_by_size``
+            it is lowered to ``n`` (as GPyTorch's ``linear_cg``), the count at which CG converges in exact arithmetic.
         record: keep α/β of every iteration (for Lanczos quadrature).
         x0: initial guess ``(*batch, n, k)`` (a warm start; default zeros). CG then runs on the residual
             ``B - A x0`` (one extra product), and stops on ``‖B - A X‖ / ‖B‖`` as from zero. With ``record``,
@@ -106,9 +108,22 @@ def pcg(
         ConvergenceError: not converged and ``settings.cg_nonconvergence`` is ``'raise'`` (else a
             :class:`~torchgp.errors.ConvergenceWarning` is issued).
     """
+    sharded = getattr(matmul_fn, "pcg", None)  # a product split over processes runs its own row-split CG
+    if sharded is not None:
+        return sharded(B, precond_fn, tol=tol, max_iter=max_iter, record=record, x0=x0)
     tol = settings.cg_tolerance.value() if tol is None else tol
     if max_iter is None:
-        max_iter = int(settings.max_cg_iterations.value())  # not capped at n: round-off can need a few more
+        max_iter = int(settings.max_cg_iterations.value())  # not capped at n by default: round-off can need more
+    if settings.terminate_cg_by_size.on():
+        max_iter = min(max_iter, B.shape[-2])
+    _log.debug(
+        "CG: %d right-hand sides of a %d x %d system, batch %s, at most %d iterations",
+        B.shape[-1],
+        B.shape[-2],
+        B.shape[-2],
+        tuple(B.shape[:-2]),
+        max_iter,
+    )
     precond = precond_fn if precond_fn is not None else (lambda V: V)
 
     if x0 is None:
@@ -173,6 +188,8 @@ def pcg(
         active = active & (residual > tol) & (since_best < _STALL)
         bar.update()
     bar.close()
+    if settings.verbose_linalg.on() and residual.numel():
+        _log.debug("CG: %d iterations, worst relative residual %.3e", it, float(residual.max()))
     unconverged = residual > tol
     if bool(unconverged.any()):
         _nonconvergence(it, residual, tol, unconverged)

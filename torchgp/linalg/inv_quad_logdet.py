@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import torch
 
+from torchgp import settings
 from torchgp._shapes import any_nonzero
 from torchgp.errors import ShapeError
+from torchgp.linalg import _log
 from torchgp.linalg.cholesky import cholesky_inverse, psd_safe_cholesky
 from torchgp.linalg.operators import Operator, as_operator
 
@@ -35,6 +37,7 @@ class CholeskyInvQuadLogdet(torch.autograd.Function):
         if noise is not None:
             K = K.clone()
             K.diagonal(dim1=-2, dim2=-1).add_(noise)
+        _log.debug("Cholesky of the marginal likelihood's %s matrix, %d right-hand sides", tuple(K.shape), rhs.shape[-1])
         L = psd_safe_cholesky(K)
         del K
         alpha = torch.cholesky_solve(rhs, L)  # R&W Alg. 2.1 line 3: α = Lᵀ\(L\y)
@@ -100,6 +103,12 @@ def inv_quad_logdet(covariance, rhs: torch.Tensor | None = None, logdet: bool = 
 
     Both outputs are differentiable with respect to the covariance (and so every hyperparameter
     behind it) and ``rhs``.
+
+    Under ``settings.skip_logdet_forward`` the log-determinant's value is returned as zeros while its gradient
+    is kept: ``ld - ld.detach()`` on the exact solvers, and on the iterative path the Lanczos quadrature is not
+    run at all (the probes are still solved, for the trace estimate of the gradient). GPyTorch drops the value
+    only on its iterative path; here it is dropped on every path, so that a loss under the setting does not
+    jump when n crosses ``settings.max_cholesky_size``.
     """
     from torchgp.linalg.solvers import factorize
 
@@ -107,6 +116,8 @@ def inv_quad_logdet(covariance, rhs: torch.Tensor | None = None, logdet: bool = 
     rhs_m, vector = _as_matrix_rhs(op, rhs, "inv_quad_logdet")
     reduce = reduce_inv_quad or vector
     quad, ld = factorize(op).inv_quad_logdet(rhs_m, logdet=logdet, reduce=reduce)
+    if ld is not None and settings.skip_logdet_forward.on():
+        ld = ld - ld.detach()  # value 0 (exactly), gradient that of log|K|
     if not reduce_inv_quad and vector:
         quad = quad.unsqueeze(-1)
     return quad, ld

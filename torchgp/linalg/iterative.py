@@ -29,6 +29,9 @@ The control variate uses the rank-``k_c`` leading part ``P_c`` of ``P`` (``k_c �
 Warm starts (Lin et al. 2024; :mod:`torchgp.linalg.warm_start`, ``settings.cg_warm_start``): a later call on
 the same training inputs starts CG on ``[r, z]`` from the previous call's solutions, and runs cold copies
 of the probes in the same lockstep CG to a looser tolerance only for the Lanczos matrices (``_warm_pcg``).
+Under ``settings.skip_logdet_forward`` the log-determinant's value is not computed (zeros are returned, its gradient
+is the same trace estimate): the probes are solved only for the backward, no Lanczos matrices are recorded, and a
+warm-started call runs only the warm ``[r, z]`` columns.
 
 All terms are bilinear forms ``Σ_j u_jᵀ (∂K/∂θ) v_j``, differentiated block by block
 (:func:`torchgp.linalg.blockwise.operator_bilinear_grads`); the noise diagonal ``d`` of
@@ -42,7 +45,7 @@ import math
 import torch
 from torch.autograd.function import once_differentiable
 
-from torchgp import settings
+from torchgp import beta_features, settings
 from torchgp.errors import ShapeError
 from torchgp.linalg import warm_start
 from torchgp.linalg.blockwise import (
@@ -54,6 +57,7 @@ from torchgp.linalg.blockwise import (
 )
 from torchgp.linalg.cg import pcg
 from torchgp.linalg.lanczos import lanczos_quadrature, lanczos_tridiag_from_cg, probe_generator
+from torchgp.linalg.nystrom_preconditioner import NystromPreconditioner
 from torchgp.linalg.operators import KernelOperator, Operator
 from torchgp.linalg.pivoted_cholesky import build_preconditioner
 
@@ -108,11 +112,15 @@ class _System:
         self.dtype = self.solve_dtype = solve_dtype or op.dtype
         # The preconditioner (n × rank) stays in the kernel's dtype unless a solve dtype was asked for.
         self.precond_dtype = settings.solve_dtype.value() or op.dtype
-        self.shape = op.shape
+        self.shape, self.device = op.shape, op.device
 
     def matmul_fn(self):
         """``V ↦ (K + diag d) V`` without a graph, in the solve dtype."""
         base, dtype = self.base, self.dtype
+        shard = tile_shard(base)
+        split = shard.sharded_matmul(base, self.diag, dtype) if hasattr(shard, "sharded_matmul") else None
+        if split is not None:  # CG with its vectors split by rows over the processes (distributed.sharded_cg)
+            return split
         if self.blockwise:
 
             def mm(V):
@@ -130,9 +138,40 @@ class _System:
         return lambda V: mm(V) + d * V
 
     def preconditioner(self, pivots=None):
-        """The pivoted-Cholesky preconditioner (reusing ``pivots``, ``(*batch, k)``, when given)."""
+        """The pivoted-Cholesky preconditioner (reusing ``pivots``, ``(*batch, k)``, when given).
+
+        Below ``settings.min_preconditioning_size`` rows there is none (as in GPyTorch): rank 0, i.e. ``P`` is the
+        noise diagonal (without noise, ``diag K``), which leaves CG unpreconditioned up to that diagonal scaling.
+        """
+        if self.shape[-1] < settings.min_preconditioning_size.value():
+            return build_preconditioner(self.base, self.diag, 0, self.precond_dtype)
         rank = preconditioner_rank(self.shape[-1])
         return build_preconditioner(self.base, self.diag, rank, self.precond_dtype, pivots=pivots)
+
+    def solve_preconditioner(self):
+        """The preconditioner of solves (:func:`iterative_solve`): :meth:`preconditioner`, except below
+        ``settings.min_preconditioning_size`` under ``beta_features.default_preconditioner``, where (as GPyTorch's
+        flag gives solves without a preconditioner a randomized low-rank one) it is the randomized Nyström
+        preconditioner of rank ``preconditioner_rank(n)`` (:mod:`torchgp.linalg.nystrom_preconditioner`)."""
+        n = self.shape[-1]
+        cap = int(settings.max_preconditioner_size.value())
+        if n >= settings.min_preconditioning_size.value() or cap == 0 or not beta_features.default_preconditioner.on():
+            return self.preconditioner()
+        base, dtype = self.base, self.dtype
+        if self.blockwise:
+
+            def mm(V):
+                return kernel_matmul_nograd(base, V)
+        else:
+            with torch.no_grad():
+                K = base.to_dense().detach().to(dtype)
+
+            def mm(V):
+                return K @ V
+
+        batch = self.shape[:-2] if self.diag is None else torch.broadcast_shapes(self.shape[:-2], self.diag.shape[:-1])
+        with torch.no_grad():
+            return NystromPreconditioner(mm, batch, n, min(preconditioner_rank(n), n), self.diag, dtype, self.device)
 
     def bilinear_grads(self, U, V, needed) -> list:
         """Gradients of ``Σ_j u_jᵀ K(θ) v_j`` (``U, V (*batch, n, k)``) w.r.t. each input that is ``needed`` (else None)."""
@@ -202,7 +241,7 @@ class _IterativeInvQuadLogdet(torch.autograd.Function):
     """``(system, rhs (*b,n,k), diag, *inputs) → (Σ_k r_kᵀK⁻¹r_k (*b), log|K| (*b))``."""
 
     @staticmethod
-    def forward(ctx, system: _System, want_logdet: bool, rhs, diag, *inputs):
+    def forward(ctx, system: _System, want_logdet: bool, logdet_value: bool, rhs, diag, *inputs):
         dtype, n = system.dtype, system.shape[-1]
         batch = torch.broadcast_shapes(system.shape[:-2], rhs.shape[:-2])
         k = rhs.shape[-1]
@@ -214,18 +253,21 @@ class _IterativeInvQuadLogdet(torch.autograd.Function):
         Z = precond.sample(t, probe_generator()).to(dtype).expand(*batch, n, t) if t else rhs_w[..., :0]
         precond.forget_factor()  # L served only the probes; solve and the backward use W (n × k fewer numbers)
         B = torch.cat([rhs_w, Z], -1)
+        # Without the log-determinant's value (settings.skip_logdet_forward) the probes need only their solves
+        # K⁻¹z for the backward's trace estimate: no Lanczos matrices, and a warm start runs no cold copies.
+        quadrature = want_logdet and logdet_value
         if X0 is None:
             # One batched PCG on [r, z₁..z_t] (Gardner et al. 2018, Alg. 2 / eq. (6)).
-            X, info = pcg(system.matmul_fn(), B, precond.solve, record=want_logdet)
+            X, info = pcg(system.matmul_fn(), B, precond.solve, record=quadrature)
             lanczos = k  # the probes' Lanczos matrices are those of columns k..k+t
         else:
-            X, info = _warm_pcg(system, B, X0, Z if want_logdet else Z[..., :0], precond)
+            X, info = _warm_pcg(system, B, X0, Z if quadrature else Z[..., :0], precond)
             lanczos = k + t  # the cold copies of the probes come last
         X = X[..., : k + t]
         warm_start.cache.put(key, X, precond.pivots)
         alpha, KinvZ = X[..., :k], X[..., k:]
         inv_quad = (rhs_w * alpha).sum((-2, -1))
-        if want_logdet:
+        if quadrature:
             T = lanczos_tridiag_from_cg(info)[..., lanczos:, :, :]
             quad = lanczos_quadrature(T, info.rz0[..., lanczos:])  # ‖P^{-1/2}z‖² e₁ᵀ log(T) e₁ per probe
             logdet = precond.logdet().to(dtype).expand(batch) + quad.mean(-1)
@@ -244,8 +286,8 @@ class _IterativeInvQuadLogdet(torch.autograd.Function):
         dtype = alpha.dtype
         g_q = g_quad.to(dtype)[..., None, None]
         g_l = g_logdet.to(dtype)[..., None, None] if t else None
-        need_rhs, need_diag = ctx.needs_input_grad[2], ctx.needs_input_grad[3]
-        need_inputs = ctx.needs_input_grad[4:]
+        need_rhs, need_diag = ctx.needs_input_grad[3], ctx.needs_input_grad[4]
+        need_inputs = ctx.needs_input_grad[5:]
         # The bilinear forms are evaluated in the kernel's dtype (kernel_bilinear_grads casts to it), so they are
         # formed in it: at n = 10⁵ the n × (1 + t + 256) factors are 231 MB each in float64, half in float32.
         bdtype = system.base.dtype if isinstance(system.base, KernelOperator) else dtype
@@ -293,7 +335,7 @@ class _IterativeInvQuadLogdet(torch.autograd.Function):
             del V
             grads = iter(operator_bilinear_grads(system.base, wanted, Uc, Vc, diag_weight))
         rest = [next(grads) if need else None for need in need_inputs]
-        return (None, None, grad_rhs, grad_diag, *rest)
+        return (None, None, None, grad_rhs, grad_diag, *rest)
 
 
 def _check(op: Operator, rhs: torch.Tensor, name: str):
@@ -306,7 +348,7 @@ def _check(op: Operator, rhs: torch.Tensor, name: str):
         )
 
 
-def iterative_inv_quad_logdet(op: Operator, rhs: torch.Tensor, logdet: bool = True):
+def iterative_inv_quad_logdet(op: Operator, rhs: torch.Tensor, logdet: bool = True, logdet_value: bool = True):
     r"""``(Σ_k r_kᵀK⁻¹r_k, log|K|)`` by preconditioned CG and stochastic Lanczos quadrature.
 
     ``K`` is never held whole when it is a large :class:`~torchgp.linalg.operators.KernelOperator`
@@ -323,6 +365,10 @@ def iterative_inv_quad_logdet(op: Operator, rhs: torch.Tensor, logdet: bool = Tr
             ``KernelOperator`` or a ``DenseOperator``; symmetric positive definite.
         rhs: ``(*batch, n, k)``.
         logdet: whether to estimate ``log|K|`` (else zeros are returned for it and no probes are used).
+        logdet_value: with ``logdet``, whether its value is computed (stochastic Lanczos quadrature). False
+            (``settings.skip_logdet_forward``): zeros are returned in its place, but its gradient, the trace
+            estimate ``tr(K⁻¹ ∂K)``, flows as usual; the forward then skips the quadrature, and under
+            ``settings.cg_warm_start`` CG runs only the warm-started columns.
 
     Returns:
         ``inv_quad (*batch)``, ``logdet (*batch)``.
@@ -334,7 +380,7 @@ def iterative_inv_quad_logdet(op: Operator, rhs: torch.Tensor, logdet: bool = Tr
     _check(op, rhs, "iterative_inv_quad_logdet")
     system = _System(op)
     diag = system.diag
-    return _IterativeInvQuadLogdet.apply(system, bool(logdet), rhs, diag, *system.inputs)
+    return _IterativeInvQuadLogdet.apply(system, bool(logdet), bool(logdet_value), rhs, diag, *system.inputs)
 
 
 class _IterativeSolve(torch.autograd.Function):
@@ -345,7 +391,7 @@ class _IterativeSolve(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, system, rhs, diag, *inputs):
-        precond = system.preconditioner()
+        precond = getattr(system, "solve_preconditioner", system.preconditioner)()
         batch = torch.broadcast_shapes(system.shape[:-2], rhs.shape[:-2])
         B = rhs.detach().to(system.solve_dtype).expand(*batch, *rhs.shape[-2:])
         X, _ = pcg(system.matmul_fn(), B, precond.solve, tol=settings.eval_cg_tolerance.value())

@@ -27,9 +27,17 @@ from collections.abc import Callable
 import torch
 
 from torchgp import settings
+from torchgp.linalg import _log
 from torchgp.linalg.cg import CGInfo, pcg
 
-__all__ = ["probe_generator", "rademacher", "lanczos_tridiag_from_cg", "lanczos_quadrature", "slq_logdet"]
+__all__ = [
+    "probe_generator",
+    "rademacher",
+    "lanczos_tridiag_from_cg",
+    "jitter_tridiagonal",
+    "lanczos_quadrature",
+    "slq_logdet",
+]
 
 _PROBE_SEED = 20180926  # fixed seed of the deterministic probes (any constant works)
 
@@ -85,8 +93,32 @@ def lanczos_tridiag_from_cg(info: CGInfo, max_steps: int | None = None) -> torch
     return torch.diag_embed(diag) + torch.diag_embed(off, 1) + torch.diag_embed(off, -1)
 
 
+def jitter_tridiagonal(T: torch.Tensor) -> torch.Tensor:
+    r"""``T + ε I`` with ``ε = settings.tridiagonal_jitter · min_j T_jj`` per matrix (GPyTorch's rule).
+
+    GPyTorch adds this jitter to Lanczos tridiagonal matrices before eigendecomposing them for a root
+    decomposition (``A ≈ Q T Qᵀ = S Sᵀ``), whose square roots of the eigenvalues it stabilises; it does not add it
+    in the stochastic Lanczos quadrature of ``log|A|`` (:func:`lanczos_quadrature`), where it would bias the
+    estimate (by about ``ε / λ_min`` per probe).
+
+    Args:
+        T: ``(*batch, m, m)`` symmetric tridiagonal matrices.
+
+    Returns:
+        ``(*batch, m, m)``; ``T`` itself when the jitter is 0 or ``m`` is 0.
+    """
+    jitter = float(settings.tridiagonal_jitter.value())
+    if jitter == 0 or T.shape[-1] == 0:
+        return T
+    mins = T.diagonal(dim1=-2, dim2=-1).amin(-1).clamp_min(0)  # (*batch)
+    return T + (jitter * mins)[..., None, None] * torch.eye(T.shape[-1], dtype=T.dtype, device=T.device)
+
+
 def lanczos_quadrature(T: torch.Tensor, start_norm2: torch.Tensor, fn=torch.log) -> torch.Tensor:
     r"""``‖w‖² e₁ᵀ f(T) e₁`` for each tridiagonal ``T`` (Gauss quadrature of ``wᵀ f(A) w``).
+
+    Eigenvalues that are not positive are clamped at the dtype's smallest positive number (no jitter, as in
+    GPyTorch's quadrature; see :func:`jitter_tridiagonal`).
 
     Args:
         T: ``(*batch, k, m, m)``.
@@ -96,6 +128,9 @@ def lanczos_quadrature(T: torch.Tensor, start_norm2: torch.Tensor, fn=torch.log)
     Returns:
         ``(*batch, k)``.
     """
+    _log.debug(
+        "Lanczos quadrature: eigendecomposing %d tridiagonal matrices of size %d", T[..., 0, 0].numel(), T.shape[-1]
+    )
     evals, evecs = torch.linalg.eigh(T)
     evals = evals.clamp_min(torch.finfo(T.dtype).tiny)
     return start_norm2 * (evecs[..., 0, :].square() * fn(evals)).sum(-1)

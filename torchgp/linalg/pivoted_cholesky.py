@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import torch
 
+from torchgp import settings
+from torchgp.linalg import _log
 from torchgp.linalg.blockwise import tile_shard
 from torchgp.linalg.operators import DenseOperator, KernelOperator, Operator
 from torchgp.linalg.sharded_preconditioner import (
@@ -205,7 +207,10 @@ def build_preconditioner(
         base: square kernel (or dense) operator, ``(*batch, n, n)``.
         noise: ``(*batch, n)`` (broadcastable) diagonal, or None.
         rank: maximum rank of the low-rank part (0: diagonal preconditioner ``D = diag(K + σ²I)``); the
-            factorisation stops earlier once its residual trace is below 10⁻³ times the smallest noise.
+            factorisation stops earlier once its residual trace ``tr(K - L Lᵀ)`` is below 10⁻³ times the smallest
+            noise, or below ``settings.preconditioner_tolerance`` times the largest diagonal entry of ``K``
+            (GPyTorch's rule: its pivoted Cholesky stops once ``‖diag(K - L Lᵀ)‖₁ / max_i K_ii`` is at most the
+            tolerance, default 1e-3).
         dtype: dtype of the preconditioner (default ``base.dtype``).
         pivots: ``(*batch, k)`` pivots to reuse (the ``pivots`` attribute of an earlier preconditioner of the
             same data) instead of searching; ``rank`` is then ignored.
@@ -225,6 +230,10 @@ def build_preconditioner(
         # Adaptive rank: with noise σ², P⁻¹(K + σ²I) has its spectrum in [1, 1 + λ_max(E)/σ²], E = K - L Lᵀ,
         # and λ_max(E) ≤ tr E, so once tr E ≤ 10⁻³ min σ² (κ ≤ 1.001) more rank cannot save CG iterations.
         stop = None if noise is None else 1e-3 * noise.detach().to(dtype).expand(*batch, n).amin(-1)
+        # GPyTorch's stopping rule (linear_operator's PivotedCholesky): residual trace ≤ tol · max_i K_ii.
+        gpytorch_stop = float(settings.preconditioner_tolerance.value()) * kdiag.amax(-1)
+        stop = gpytorch_stop if stop is None else torch.maximum(stop, gpytorch_stop)
+        _log.debug("pivoted Cholesky: rank up to %d of a %d x %d kernel matrix, batch %s", rank, n, n, tuple(batch))
         if shard is not None:  # this process's rows [lo, hi) of L (sharded_preconditioner)
             lo, hi = row_range(n, shard.rank, shard.world_size)
             if rank > 0 or pivots is not None:

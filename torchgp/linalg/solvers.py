@@ -43,6 +43,7 @@ import torch
 
 from torchgp import settings
 from torchgp._shapes import broadcast_shapes
+from torchgp.linalg import _log
 from torchgp.linalg.factors import CholeskyFactor, DiagFactor, Factor, WoodburyFactor
 from torchgp.linalg.kronecker_parts import KroneckerSum, is_kronecker_sum, kronecker_sum
 from torchgp.linalg.kronecker_solve import KroneckerEig, kronecker_inv_quad_logdet, kronecker_solve
@@ -89,8 +90,11 @@ def factorize(op) -> Factor:
 
     structured = structured_factor(op)
     if structured is not None:
+        kind = getattr(structured, "kind", type(structured).__name__)
+        _log.debug("solver: %s (structured) for %s of shape %s", kind, type(op).__name__, tuple(op.shape))
         return structured
     kind = choose_solver(op)
+    _log.debug("solver: %s for %s of shape %s", kind, type(op).__name__, tuple(op.shape))
     if isinstance(op, BlockDiagOperator) and kind != "iterative":
         return BlockDiagFactor(op)
     if kind == "cholesky":
@@ -248,7 +252,8 @@ class IterativeFactor(Factor):
             return super().inv_quad_logdet(rhs, logdet, reduce)
         op, n = self.op, self.shape[-1]
         rhs_m = torch.zeros(*op.batch_shape, n, 1, dtype=op.dtype, device=op.device) if rhs is None else rhs
-        quad, ld = iterative_inv_quad_logdet(self.system, rhs_m, logdet=logdet)
+        value = not settings.skip_logdet_forward.on()  # else the quadrature is skipped, its gradient kept
+        quad, ld = iterative_inv_quad_logdet(self.system, rhs_m, logdet=logdet, logdet_value=value)
         return quad.to(op.dtype), (ld.to(op.dtype) if logdet else None)
 
     def logdet(self):
