@@ -11,7 +11,10 @@ Launch with torchrun (gloo on CPU, NCCL on GPU); without torchrun it runs as one
     torchrun --standalone --nproc-per-node=2 benchmarks/distributed.py svgp --num-data 1000000
 
 Every run takes ``--device cpu|cuda`` (default cpu; cuda: NCCL, one GPU per process) and ``--threads``.
-Rank 0 prints one JSON line: wall time (the slowest rank's) and every rank's peak RSS.
+Rank 0 prints one JSON line: wall time (the slowest rank's), every rank's CPU seconds and peak RSS. For the exact
+GP, ``--profile`` adds one line per rank with ``[wall s, CPU s, calls, MiB the peak RSS rose by]`` for each part
+(kernel tiles, each collective by name, preconditioner build and apply, backward), ``--replicated-cg`` runs CG
+replicated on every rank instead of split by rows, and ``--max-cg-iterations`` caps CG (a memory run at large n).
 """
 
 from __future__ import annotations
@@ -37,11 +40,11 @@ dist = torchgp.distributed
 class ExactModel(torchgp.models.ExactGP):
     """Constant mean, ScaleKernel(ARD RBF) behind a ShardedKernel (its base kernel with one process)."""
 
-    def __init__(self, X, y, likelihood):
+    def __init__(self, X, y, likelihood, shard_cg=True):
         super().__init__(X, y, likelihood)
         self.mean_module = torchgp.means.ConstantMean()
         kernel = torchgp.kernels.ScaleKernel(torchgp.kernels.RBFKernel(ard_num_dims=X.shape[-1]))
-        self.covar_module = dist.ShardedKernel(kernel)
+        self.covar_module = dist.ShardedKernel(kernel, shard_cg=shard_cg)
 
     def forward(self, x):
         return torchgp.distributions.MultivariateNormal(self.mean_module(x), self.covar_module(x))
@@ -56,6 +59,18 @@ class SVGP(torchgp.models.ApproximateGP):
 
     def forward(self, x):
         return torchgp.distributions.MultivariateNormal(self.mean_module(x), self.covar_module(x))
+
+
+def _hwm_mib() -> float:
+    """Peak resident memory so far, MiB (``VmHWM`` of ``/proc/self/status``; 0 where there is none)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
 
 
 def _peak_rss_mib() -> float:
@@ -80,18 +95,83 @@ def _gather(value: float) -> list[float]:
     return buf.tolist()
 
 
+class _Timers:
+    """Wall and CPU seconds spent in named library functions on this rank (``--profile``), wrapped in place."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self.cpu: dict[str, float] = {}
+        self.calls: dict[str, int] = {}
+        self.peak_rise: dict[str, float] = {}
+
+    def wrap(self, owner, name: str, label: str, what_at: int | None = None) -> None:
+        fn = getattr(owner, name)
+
+        def timed(*args, **kwargs):
+            key = label
+            if what_at is not None:  # the collective's ``what`` argument names the part
+                what = args[what_at] if len(args) > what_at else kwargs.get("what", "")
+                key = f"{label}: {what}"
+            t0, c0, h0 = time.perf_counter(), time.process_time(), _hwm_mib()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.peak_rise[key] = self.peak_rise.get(key, 0.0) + _hwm_mib() - h0
+                self.seconds[key] = self.seconds.get(key, 0.0) + time.perf_counter() - t0
+                self.cpu[key] = self.cpu.get(key, 0.0) + time.process_time() - c0
+                self.calls[key] = self.calls.get(key, 0) + 1
+
+        setattr(owner, name, timed)
+
+    def install(self) -> None:
+        from torchgp.distributed import process_group
+        from torchgp.linalg import iterative, sharded_preconditioner
+
+        self.wrap(process_group, "all_reduce_", "collective", what_at=1)
+        self.wrap(process_group, "all_gather_rows", "collective", what_at=2)
+        self.wrap(process_group, "reduce_scatter_rows", "collective", what_at=2)
+        self.wrap(iterative, "kernel_matmul_nograd", "kernel product K V (incl. its collective)")
+        self.wrap(iterative, "build_preconditioner", "preconditioner build")
+        self.wrap(iterative, "pcg", "CG total")
+        self.wrap(iterative, "operator_bilinear_grads", "backward bilinear forms")
+        self.wrap(iterative._IterativeInvQuadLogdet, "backward", "backward total")
+        iterative._IterativeInvQuadLogdet.backward = staticmethod(iterative._IterativeInvQuadLogdet.backward)
+        self.wrap(sharded_preconditioner.ShardedPivotedCholeskyPreconditioner, "leading_factor", "control factor")
+        self.wrap(sharded_preconditioner.ShardedPivotedCholeskyPreconditioner, "solve", "preconditioner solve")
+        try:
+            from torchgp.distributed import sharded_cg
+
+            self.wrap(sharded_cg.ShardedMatmul, "rows", "sharded CG product rows (incl. collectives)")
+            self.wrap(sharded_cg.ShardedMatmul, "_partial", "sharded CG tiles")
+            self.wrap(sharded_preconditioner.ShardedPivotedCholeskyPreconditioner, "solve_rows", "preconditioner rows")
+        except ImportError:
+            pass
+
+    def report(self) -> dict:
+        """``{part: [wall s, CPU s, calls, MiB the peak RSS rose by inside it]}`` (nested parts count in both)."""
+        return {
+            k: [round(self.seconds[k], 2), round(self.cpu[k], 2), self.calls[k], round(self.peak_rise[k])]
+            for k in sorted(self.seconds)
+        }
+
+
+_TIMERS: _Timers | None = None
+
+
 def bench_exact(a) -> dict:
     gen = torch.Generator().manual_seed(0)
     X = torch.rand(a.n, a.d, generator=gen)
     y = torch.sin(3 * X[:, 0]) + X[:, 1] + 0.1 * torch.randn(a.n, generator=gen)
     X, y = X.to(_DEVICE), y.to(_DEVICE)
     likelihood = torchgp.likelihoods.GaussianLikelihood()
-    model = ExactModel(X, y, likelihood).to(X.device)
+    model = ExactModel(X, y, likelihood, shard_cg=not a.replicated_cg).to(X.device)
     model.initialize(**{"covar_module.base_kernel.base_kernel.lengthscale": 0.5, "likelihood.noise": 0.01})
     mll = torchgp.mlls.ExactMarginalLogLikelihood(likelihood, model)
     dist.barrier()
+    rss_start = _hwm_mib()
     t0, c0 = time.perf_counter(), time.process_time()
-    with settings.max_cholesky_size(1):  # the iterative path at every n
+    cap = settings.max_cg_iterations(a.max_cg_iterations or settings.max_cg_iterations.value())
+    with settings.max_cholesky_size(1), cap, settings.cg_nonconvergence("warn"):  # the iterative path at every n
         loss = -mll(model(X), y)
         t_fwd = time.perf_counter() - t0
         loss.backward()
@@ -104,6 +184,7 @@ def bench_exact(a) -> dict:
         # show (one core per thread) is about the largest of these divided by the threads per process.
         "cpu_s_per_rank": [round(c, 2) for c in _gather(cpu)],
         "grad_norm": float(torch.cat([p.grad.reshape(-1) for p in model.parameters()]).norm()),
+        "rss_before_mll_mib_per_rank": [round(r) for r in _gather(rss_start)],
     }
 
 
@@ -137,6 +218,9 @@ def main():
     p.add_argument("--m", type=int, default=256, help="inducing points (svgp)")
     p.add_argument("--batch", type=int, default=1024, help="global minibatch (svgp)")
     p.add_argument("--epochs", type=int, default=1, help="epochs (svgp)")
+    p.add_argument("--max-cg-iterations", type=int, default=None, help="cap CG (a memory-only run at large n)")
+    p.add_argument("--replicated-cg", action="store_true", help="CG replicated on every rank (exact; for comparison)")
+    p.add_argument("--profile", action="store_true", help="print each rank's seconds per part (exact)")
     a = p.parse_args()
     a.n = a.n or (20_000 if a.what == "exact" else 1_000_000)
     torch.set_num_threads(a.threads)
@@ -144,13 +228,24 @@ def main():
     if dist.launched_by_torchrun():
         dist.init(backend="nccl" if a.device == "cuda" else "gloo")
     _DEVICE = _device(a)
+    global _TIMERS
+    if a.profile:
+        _TIMERS = _Timers()
+        _TIMERS.install()
     out = bench_exact(a) if a.what == "exact" else bench_svgp(a)
     rss = _gather(_peak_rss_mib())
     if dist.rank() == 0:
         record = {"what": a.what, "n": a.n, "d": a.d, "processes": dist.world_size(), "threads": a.threads}
+        if a.what == "exact":
+            record.update(cg="replicated" if a.replicated_cg else "row-split", max_cg_iterations=a.max_cg_iterations)
         record.update(device=a.device, **out)
         record["peak_rss_mib_per_rank"] = [round(r) for r in rss]
         print(json.dumps(record), flush=True)
+    if _TIMERS is not None:  # one line per rank, in rank order
+        for r in range(dist.world_size()):
+            if r == dist.rank():
+                print(json.dumps({"rank": r, "wall_cpu_calls_peakrise": _TIMERS.report()}), flush=True)
+            dist.barrier()
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
 

@@ -29,6 +29,8 @@ __all__ = [
     "world_size",
     "collective_timeout",
     "all_reduce_",
+    "all_gather_rows",
+    "reduce_scatter_rows",
     "barrier",
     "rank_lost_error",
 ]
@@ -141,6 +143,11 @@ def _store():
         return None
 
 
+def check_in_grace(timeout: float) -> float:
+    """Seconds a rank whose collective failed waits for its peers to check in before naming the lost ones."""
+    return min(2.0, timeout / 4)
+
+
 def rank_lost_error(err: BaseException, what: str, group=None) -> RankLostError:
     """A :class:`RankLostError` for the collective ``what`` that failed with ``err``, naming the lost ranks.
 
@@ -158,7 +165,7 @@ def rank_lost_error(err: BaseException, what: str, group=None) -> RankLostError:
     if store is not None:
         try:
             store.set(f"{prefix}/{me}", "1")
-            deadline = time.monotonic() + min(2.0, timeout / 4)
+            deadline = time.monotonic() + check_in_grace(timeout)
             while True:
                 lost = [r for r in range(size) if r != me and not store.check([f"{prefix}/{r}"])]
                 if not lost or time.monotonic() > deadline:
@@ -222,6 +229,75 @@ def all_reduce_(tensors: list[torch.Tensor], what: str = "all_reduce", group=Non
             t.copy_(flat[offset : offset + t.numel()].view_as(t))
             offset += t.numel()
     return tensors
+
+
+def _start(launch, what: str, group) -> None:
+    """Start the collective ``launch()`` (async) and wait for it, turning a failure into a RankLostError."""
+    try:
+        work = launch()
+    except RuntimeError as err:
+        raise rank_lost_error(err, what, group) from err
+    _wait(work, what, group)
+
+
+def _row_blocks(n: int, size: int) -> list[tuple[int, int]]:
+    # The split of torchgp.linalg.sharded_preconditioner.row_range: contiguous, sizes differing by at most 1.
+    return [(r * n // size, (r + 1) * n // size) for r in range(size)]
+
+
+def _padded(block: torch.Tensor, rows: int) -> torch.Tensor:
+    """``block (*batch, r, c)`` as a contiguous ``(*batch, rows, c)`` tensor, zero rows appended (r ≤ rows)."""
+    if block.shape[-2] == rows and block.is_contiguous():
+        return block
+    out = block.new_zeros(*block.shape[:-2], rows, block.shape[-1])
+    out[..., : block.shape[-2], :] = block
+    return out
+
+
+def all_gather_rows(local: torch.Tensor, n: int, what: str = "all_gather", group=None) -> torch.Tensor:
+    """Every rank's block of rows, stacked in rank order: ``local (*batch, hi - lo, c)`` → ``(*batch, n, c)``.
+
+    Rank ``r`` of ``p`` holds the rows ``[r n // p, (r + 1) n // p)``; blocks are padded to ``⌈n / p⌉`` rows
+    for the one ``all_gather``. Without a multi-rank group, ``local`` is the whole and is returned.
+
+    Raises:
+        RankLostError: a peer died or did not answer within :func:`collective_timeout`.
+    """
+    if not is_active(group):
+        return local
+    blocks = _row_blocks(n, world_size(group))
+    rows = max(hi - lo for lo, hi in blocks)
+    send = _padded(local, rows)
+    if send.dim() == 2:  # the blocks land in one buffer, with no copy after when they are all full
+        out = send.new_empty(len(blocks) * rows, send.shape[-1])
+        recv = list(out.split(rows))
+    else:
+        recv = [torch.empty_like(send) for _ in blocks]
+    _start(lambda: dist.all_gather(recv, send, group=group, async_op=True), what, group)
+    if send.dim() == 2 and len(blocks) * rows == n:
+        return out
+    return torch.cat([r[..., : hi - lo, :] for r, (lo, hi) in zip(recv, blocks)], -2)
+
+
+def reduce_scatter_rows(full: torch.Tensor, n: int, what: str = "reduce_scatter", group=None) -> torch.Tensor:
+    """This rank's rows of the sum over ranks: ``full (*batch, n, c)`` → ``(*batch, hi - lo, c)``.
+
+    The rows ``[lo, hi)`` of ``Σ_ranks full`` for this rank's block (as in :func:`all_gather_rows`), with
+    one ``reduce_scatter``: each rank sends and receives about ``n c (p - 1) / p`` numbers, half of an
+    ``all_reduce``. Without a multi-rank group, ``full`` is returned.
+
+    Raises:
+        RankLostError: a peer died or did not answer within :func:`collective_timeout`.
+    """
+    if not is_active(group):
+        return full
+    blocks = _row_blocks(n, world_size(group))
+    rows = max(hi - lo for lo, hi in blocks)
+    sends = [_padded(full[..., lo:hi, :], rows) for lo, hi in blocks]
+    out = torch.empty_like(sends[0])
+    _start(lambda: dist.reduce_scatter(out, sends, group=group, async_op=True), what, group)
+    lo, hi = blocks[rank(group)]
+    return out[..., : hi - lo, :]
 
 
 def barrier(what: str = "barrier", group=None) -> None:

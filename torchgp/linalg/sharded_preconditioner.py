@@ -16,9 +16,10 @@ own rows,
 so the pivots, and hence ``P``, are those of the unsharded factorisation (ties go to the lowest index,
 as ``argmax`` does). The core ``C = I + Lᵀ D⁻¹ L = Σ_r L_rᵀ D_r⁻¹ L_r + I`` is one ``k × k`` sum.
 
-Apply (Woodbury, ``P⁻¹ V = D⁻¹ V - W (Wᵀ V)``): ``Wᵀ V = Σ_r W_rᵀ V_r`` is a ``k × t`` sum, and the
-rows ``W_r (Wᵀ V)`` are assembled on every process by a second sum of ``n × t`` numbers (zero outside a
-process's rows), the same volume as one reduced kernel product ``K V``.
+Apply (Woodbury, ``P⁻¹ V = D⁻¹ V - W (Wᵀ V)``): ``Wᵀ V = Σ_r W_rᵀ V_r`` is a ``k × t`` sum. A CG whose
+vectors are split by rows (:mod:`torchgp.distributed.sharded_cg`) needs only its own rows
+``D_r⁻¹ V_r - W_r (Wᵀ V)`` (:meth:`ShardedPivotedCholeskyPreconditioner.solve_rows`); a whole ``P⁻¹ V``
+assembles the rows of every process with one gather of ``n × t`` numbers.
 """
 
 from __future__ import annotations
@@ -38,8 +39,11 @@ def row_range(n: int, rank: int, world_size: int) -> tuple[int, int]:
 def gather_rows(shard, local: torch.Tensor, n: int, lo: int, what: str) -> torch.Tensor:
     """Every process's row block, stacked: ``local (*batch, hi - lo, c)`` → ``(*batch, n, c)`` on every process.
 
-    One sum over the processes of an ``n × c`` buffer that is zero outside each process's rows.
+    One ``all_gather`` of the blocks where the shard offers it (``shard.all_gather_rows``), else one sum over
+    the processes of an ``n × c`` buffer that is zero outside each process's rows (twice the traffic).
     """
+    if hasattr(shard, "all_gather_rows"):
+        return shard.all_gather_rows(local, n, what)
     out = local.new_zeros(*local.shape[:-2], n, local.shape[-1])
     out[..., lo : lo + local.shape[-2], :] = local
     shard.all_reduce([out], what)
@@ -188,6 +192,17 @@ class ShardedPivotedCholeskyPreconditioner:
         self.shard.all_reduce([Y], "preconditioner solve WᵀV")
         low = gather_rows(self.shard, (W @ Y).to(V.dtype), self.n, self.lo, "preconditioner solve rows")
         return self.D_inv.to(V.dtype).unsqueeze(-1) * V - low
+
+    def solve_rows(self, V_rows: torch.Tensor) -> torch.Tensor:
+        """This process's rows of ``P⁻¹ V`` from its rows of ``V``: ``(*batch, hi - lo, t)`` → same; one ``k × t`` sum.
+
+        ``(P⁻¹V)_r = D_r⁻¹ V_r - W_r Σ_s W_sᵀ V_s`` (Woodbury), for a CG whose vectors are split by rows.
+        """
+        W = self.W
+        Y = W.mT @ V_rows.to(W.dtype)  # W_rᵀ V_r, (*batch, k, t)
+        Y = Y.expand(*torch.broadcast_shapes(Y.shape[:-2], V_rows.shape[:-2]), *Y.shape[-2:]).contiguous()
+        self.shard.all_reduce([Y], "preconditioner solve WᵀV")
+        return self.D_inv[..., self.lo : self.hi].to(V_rows.dtype).unsqueeze(-1) * V_rows - (W @ Y).to(V_rows.dtype)
 
     def logdet(self) -> torch.Tensor:
         """``log|P|``, ``(*batch)`` (matrix determinant lemma)."""
