@@ -16,7 +16,7 @@ cube mapped to its bounds, from the same initial design (2d + 1 scrambled Sobol 
 
 Printed per problem: the median over seeds of the best value found and of the simple regret
 (best − optimum), and the median wall time per BO iteration (fit + acquisition optimisation + one
-evaluation), with their ratio. The BO runs on CPU; ``--device cuda`` moves BoTorch's tensors and the
+evaluation), with their ratio, and the same in CPU seconds (``time.process_time``). The BO runs on CPU; ``--device cuda`` moves BoTorch's tensors and the
 objective's there (torchgp's loop keeps its own device choice: CPU).
 """
 
@@ -49,7 +49,7 @@ def run_torchgp(f, d, iters, seed, restarts, raw_samples):
     import torchgp
 
     bounds = f.bounds.to(torch.float64)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     res = torchgp.bo.minimize(
         lambda x: float(f(x.unsqueeze(0))),
         bounds,
@@ -59,7 +59,8 @@ def run_torchgp(f, d, iters, seed, restarts, raw_samples):
         num_restarts=restarts,
         raw_samples=raw_samples,
     )
-    return res.fun, (time.perf_counter() - t0) / max(iters, 1)
+    it = max(iters, 1)
+    return res.fun, (time.perf_counter() - t0) / it, (time.process_time() - c0) / it
 
 
 def run_botorch(f, d, iters, seed, restarts, raw_samples, device):
@@ -75,7 +76,7 @@ def run_botorch(f, d, iters, seed, restarts, raw_samples, device):
     lower, width = f.bounds[0].to(**tkw), (f.bounds[1] - f.bounds[0]).to(**tkw)
     unit = torch.stack([torch.zeros(d, **tkw), torch.ones(d, **tkw)])
     torch.manual_seed(seed)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     U = initial_design(d, 2 * d + 1, seed).to(**tkw)
     Y = torch.stack([f(lower + width * u.unsqueeze(0)) for u in U]).reshape(-1, 1).to(**tkw)
     for _ in range(iters):
@@ -85,7 +86,8 @@ def run_botorch(f, d, iters, seed, restarts, raw_samples, device):
         u_next, _ = optimize_acqf(acqf, unit, q=1, num_restarts=restarts, raw_samples=raw_samples)
         y_next = f(lower + width * u_next).reshape(1, 1).to(**tkw)
         U, Y = torch.cat([U, u_next]), torch.cat([Y, y_next])
-    return float(Y.min()), (time.perf_counter() - t0) / max(iters, 1)
+    it = max(iters, 1)
+    return float(Y.min()), (time.perf_counter() - t0) / it, (time.process_time() - c0) / it
 
 
 def main():
@@ -104,7 +106,10 @@ def main():
         f"torch {torch.__version__}, threads={torch.get_num_threads()}, device={a.device}, seeds={a.seeds}, "
         f"iterations={a.iters}, restarts={a.restarts}, raw_samples={a.raw_samples}"
     )
-    print("problem     | torchgp best (regret)  | BoTorch best (regret)  | s/iter torchgp | s/iter BoTorch | ratio")
+    print(
+        "problem     | torchgp best (regret)  | BoTorch best (regret)  | s/iter torchgp | s/iter BoTorch | ratio "
+        "| CPU s/iter torchgp / BoTorch, ratio"
+    )
     for name in a.problems:
         f, optimum, d = problem(name)
         rows = {"torchgp": [], "botorch": []}
@@ -115,10 +120,12 @@ def main():
             rows["botorch"].append(run_botorch(f, d, a.iters, seed, a.restarts, a.raw_samples, a.device))
         best = {k: statistics.median(v[0] for v in r) for k, r in rows.items()}
         per = {k: statistics.median(v[1] for v in r) for k, r in rows.items()}
+        cpu = {k: statistics.median(v[2] for v in r) for k, r in rows.items()}
         print(
             f"{name:11s} | {best['torchgp']:10.4g} ({best['torchgp'] - optimum:8.2e}) "
             f"| {best['botorch']:10.4g} ({best['botorch'] - optimum:8.2e}) "
-            f"| {per['torchgp']:14.3f} | {per['botorch']:14.3f} | {per['torchgp'] / per['botorch']:.2f}",
+            f"| {per['torchgp']:14.3f} | {per['botorch']:14.3f} | {per['torchgp'] / per['botorch']:.2f}  "
+            f"| {cpu['torchgp']:.3f} / {cpu['botorch']:.3f}, {cpu['torchgp'] / cpu['botorch']:.2f}",
             flush=True,
         )
 

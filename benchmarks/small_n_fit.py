@@ -7,8 +7,8 @@ Gaussian noise (lower bound 1e-6), no priors, no input/outcome transforms (the d
 beforehand), float64, one thread. BoTorch fits the equivalent ``SingleTaskGP`` with its default
 ``fit_gpytorch_mll`` (scipy L-BFGS-B); torchgp fits with ``torchgp.fit`` (scipy L-BFGS-B). Both start
 from the libraries' default initial values. Wall time to convergence (median of ``--repeats``, run
-interleaved) and the final exact MLL of each (GPyTorch's normalisation: divided by n), evaluated
-by the same code. The batch part fits ``--batch`` independent models of n = 100 in one call of
+interleaved; CPU seconds by ``time.process_time`` beside it, which a loaded machine distorts less) and the
+final exact MLL of each (GPyTorch's normalisation: divided by n), evaluated by the same code. The batch part fits ``--batch`` independent models of n = 100 in one call of
 ``torchgp.fit`` (``batch_shape=(B,)``) against a loop of B BoTorch fits.
 """
 
@@ -95,19 +95,23 @@ def single(sizes, d, repeats, device):
     for n in sizes:
         X, y = make_data(n, d, seed=n, device=device)
         fit_torchgp(X, y), fit_botorch(X, y)  # warm-up (imports, first-call costs)
-        t_tg, t_bt = [], []
+        t_tg, t_bt, c_tg, c_bt = [], [], [], []
         for _ in range(repeats):  # interleaved
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             mll_tg = fit_torchgp(X, y)
             t_tg.append(time.perf_counter() - t0)
-            t0 = time.perf_counter()
+            c_tg.append(time.process_time() - c0)
+            t0, c0 = time.perf_counter(), time.process_time()
             mll_bt = fit_botorch(X, y)
             t_bt.append(time.perf_counter() - t0)
+            c_bt.append(time.process_time() - c0)
         with gpytorch.settings.max_cholesky_size(10**9):
             v_tg, v_bt = float(exact_mll(mll_tg, X, y)), float(exact_mll(mll_bt, X, y))
         a, b = statistics.median(t_tg), statistics.median(t_bt)
+        ca, cb = statistics.median(c_tg), statistics.median(c_bt)
         print(
             f"  n={n:4d}  torchgp {a * 1e3:8.1f} ms  botorch {b * 1e3:8.1f} ms  ratio {a / b:.2f}  "
+            f"(CPU {ca * 1e3:.1f} / {cb * 1e3:.1f} ms, ratio {ca / cb:.2f})  "
             f"MLL torchgp {v_tg:.6f} botorch {v_bt:.6f} (diff {v_tg - v_bt:+.1e})",
             flush=True,
         )
@@ -123,20 +127,21 @@ def batched(batch, n, d, device):
     y = torch.stack([t for _, t in data])
     fit_botorch(*data[0])  # warm-up
     torchgp.fit(torchgp_model(X[:2], y[:2], torch.Size([2])), progress=False)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     mll_tg = torchgp_model(X, y, torch.Size([batch]))
     r = torchgp.fit(mll_tg, progress=False)
-    t_tg = time.perf_counter() - t0
-    t0 = time.perf_counter()
+    t_tg, c_tg = time.perf_counter() - t0, time.process_time() - c0
+    t0, c0 = time.perf_counter(), time.process_time()
     fitted = [fit_botorch(Xi, yi) for Xi, yi in data]
-    t_bt = time.perf_counter() - t0
+    t_bt, c_bt = time.perf_counter() - t0, time.process_time() - c0
     v_tg = exact_mll(mll_tg, X, y)
     with gpytorch.settings.max_cholesky_size(10**9):
         v_bt = torch.stack([exact_mll(m, Xi, yi) for m, (Xi, yi) in zip(fitted, data)])
     diff = v_tg - v_bt
     print(
         f"batch of {batch} models, n = {n}, d = {d}: torchgp one call {t_tg:.2f} s ({r.iterations} iterations), "
-        f"botorch loop {t_bt:.2f} s, ratio {t_tg / t_bt:.3f}; MLL torchgp − botorch per model: "
+        f"botorch loop {t_bt:.2f} s, ratio {t_tg / t_bt:.3f} (CPU {c_tg:.2f} / {c_bt:.2f} s, ratio {c_tg / c_bt:.3f}); "
+        "MLL torchgp − botorch per model: "
         f"min {float(diff.min()):+.1e}, median {float(diff.median()):+.1e}, max {float(diff.max()):+.1e}",
         flush=True,
     )

@@ -13,12 +13,33 @@ validates ``v`` (finite, inside the constraint) and writes the raw parameter.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import torch
 from torch import nn
 
 from torchgp.constraints import Interval
 from torchgp.errors import InputError, ModelTypeError
+
+# {id(raw): (raw, raw._version, grad mode, constraint, value)} inside ``reuse_constrained_values()``, else None
+_CONSTRAINED_VALUES: ContextVar[dict | None] = ContextVar("torchgp_constrained_values", default=None)
+
+
+@contextmanager
+def reuse_constrained_values():
+    """Within this context each constrained value (``module.lengthscale``) is computed once.
+
+    One loss evaluation reads a hyperparameter more than once (the kernel, then its prior); inside this
+    context the second read returns the first's tensor (one autograd node instead of two) as long as it is
+    the same raw parameter, unchanged (same ``_version``), under the same constraint and grad mode. The
+    values live only until the context ends, so nothing can go stale across evaluations.
+    """
+    token = _CONSTRAINED_VALUES.set({})
+    try:
+        yield
+    finally:
+        _CONSTRAINED_VALUES.reset(token)
 
 
 class _Getter:
@@ -151,7 +172,20 @@ class Module(nn.Module):
             raw = self._parameters.get(raw_name)
             if raw is None:  # a module made by pyro_sample_from_prior holds the raw value as a plain tensor
                 raw = self.__dict__[raw_name]
-            return self._modules[f"{raw_name}_constraint"].transform(raw)
+            constraint = self._modules[f"{raw_name}_constraint"]
+            values = _CONSTRAINED_VALUES.get()
+            if values is None:
+                return constraint.transform(raw)
+            grad = torch.is_grad_enabled()
+            hit = values.get(id(raw))
+            if hit is not None and hit[0] is raw and hit[1] == raw._version and hit[2] == grad and hit[3] is constraint:
+                return hit[4]
+            value = constraint.transform(raw)
+            values[id(raw)] = (raw, raw._version, grad, constraint, value)
+            return value
+        modules = self.__dict__.get("_modules")
+        if modules is not None and name in modules:  # submodules are most lookups on the hot path
+            return modules[name]
         return super().__getattr__(name)
 
     def __setattr__(self, name: str, value) -> None:

@@ -53,26 +53,65 @@ def log_h(z: torch.Tensor) -> torch.Tensor:
     from :math:`z_t = -\epsilon^{-1/6}` (≈ −407 in float64, −14 in float32), where its truncation error
     (:math:`10395\,z^{-10}`) is below ε and the middle branch is still accurate to ~1e-11 (value and gradient).
 
+    The derivative is the closed form :math:`\tfrac{d}{dz}\log h(z) = \Phi(z)/h(z)` (since :math:`h' = \Phi`),
+    written per branch as :math:`m / b` with the Mills ratio :math:`m = \Phi(z)/\varphi(z)` and the bracket
+    :math:`b = h(z)/\varphi(z) = 1 - |z|\,m` (its series in the tail), so that it stays accurate where both
+    :math:`\Phi` and :math:`h` underflow. One autograd node instead of one per elementary operation; a second
+    derivative (``create_graph=True``) differentiates that closed form by autograd, which is accurate for
+    moderate :math:`|z|` and loses precision far in the lower tail (as the branches' own autograd does).
+
     Shapes:
         ``z (*)`` → ``(*)``.
     """
+    return _LogH.apply(z)[0]
+
+
+def _log_h_parts(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(log h(z), d/dz log h(z))`` by the three branches of :func:`log_h`, differentiable, ``(*)`` each."""
     z_t = -(torch.finfo(z.dtype).eps ** (-1.0 / 6.0))
     upper = z > -1
     tail = z <= z_t
     # Each branch sees inputs clamped into its own domain (finite values and gradients everywhere).
     z_up = z.clamp_min(-1.0)
-    h_up = torch.exp(-0.5 * z_up**2) / math.sqrt(2 * math.pi) + z_up * ndtr(z_up)
+    cdf_up = ndtr(z_up)
+    h_up = torch.exp(-0.5 * z_up**2) / math.sqrt(2 * math.pi) + z_up * cdf_up
     z_mid = z.clamp(min=z_t, max=-1.0)
-    mid = (
-        -0.5 * z_mid**2
-        - _LOG_SQRT_2PI
-        + log1mexp(torch.log(torch.special.erfcx(-z_mid / _SQRT_2) * z_mid.abs()) + _HALF_LOG_PI_OVER_2)
-    )
+    mills = torch.special.erfcx(-z_mid / _SQRT_2) * math.sqrt(math.pi / 2)  # m = Φ(z)/φ(z)
+    log_b_mid = log1mexp(torch.log(mills * z_mid.abs()))  # log b, b = 1 - |z| m = h(z)/φ(z)
+    mid = -0.5 * z_mid**2 - _LOG_SQRT_2PI + log_b_mid
     z_tail = z.clamp_max(z_t)
-    w = z_tail.pow(-2)  # the series in w = z⁻², Horner form
-    series = torch.log1p(w * (-3 + w * (15 + w * (-105 + w * 945))))
-    asym = -0.5 * z_tail**2 - _LOG_SQRT_2PI - 2 * torch.log(z_tail.abs()) + series
-    return torch.where(upper, torch.log(h_up), torch.where(tail, asym, mid))
+    w = z_tail.pow(-2)  # the series in w = z⁻², Horner form: b = w (1 - 3w + 15w² - 105w³ + 945w⁴)
+    poly = w * (-3 + w * (15 + w * (-105 + w * 945)))
+    asym = -0.5 * z_tail**2 - _LOG_SQRT_2PI - 2 * torch.log(z_tail.abs()) + torch.log1p(poly)
+    b_tail = w * (1 + poly)
+    value = torch.where(upper, torch.log(h_up), torch.where(tail, asym, mid))
+    slope_mid = mills / torch.exp(log_b_mid)
+    slope_tail = (1 - b_tail) / (z_tail.abs() * b_tail)  # m = (1 - b)/|z|
+    slope = torch.where(upper, cdf_up / h_up, torch.where(tail, slope_tail, slope_mid))
+    return value, slope
+
+
+class _LogH(torch.autograd.Function):
+    """``log h(z)`` with the closed-form derivative ``Φ(z)/h(z)`` (one node; see :func:`log_h`)."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(z):
+        with torch.no_grad():
+            return _log_h_parts(z)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(inputs[0], output[1])
+        ctx.mark_non_differentiable(output[1])
+
+    @staticmethod
+    def backward(ctx, g, _g_slope):
+        z, slope = ctx.saved_tensors
+        if torch.is_grad_enabled():  # a recorded backward (create_graph): the slope as a function of z
+            slope = _log_h_parts(z)[1]
+        return g * slope
 
 
 def ndtr(z: torch.Tensor) -> torch.Tensor:

@@ -60,7 +60,8 @@ class Factor:
 def _noise_apart(op: Operator):
     """``(dense K, σ² (*batch, n) or None)`` for ``K + diag σ²`` (noise kept apart), else ``(dense, None)``."""
     if isinstance(op, AddedDiagOperator) and not isinstance(op.base, AddedDiagOperator):
-        return op.base.to_dense(), op.diag.expand(op.shape[:-1])
+        diag, shape = op.diag, op.shape[:-1]
+        return op.base.to_dense(), (diag if diag.shape == shape else diag.expand(shape))
     return op.to_dense(), None
 
 
@@ -106,11 +107,17 @@ class CholeskyFactor(Factor):
             K, rhs_m = K.to(solve_dtype), rhs_m.to(solve_dtype)
             noise = None if noise is None else noise.to(solve_dtype)
         batch = broadcast_shapes(K.shape[:-2], rhs_m.shape[:-2], () if noise is None else noise.shape[:-1])
-        K, rhs_m = K.expand(*batch, n, n), rhs_m.expand(*batch, *rhs_m.shape[-2:])
-        if noise is not None:
+        # expand only what lacks the batch shape: each expand is one more autograd node per evaluation
+        if K.shape[:-2] != batch:
+            K = K.expand(*batch, n, n)
+        if rhs_m.shape[:-2] != batch:
+            rhs_m = rhs_m.expand(*batch, *rhs_m.shape[-2:])
+        if noise is not None and noise.shape[:-1] != batch:
             noise = noise.expand(*batch, n)
         quad, ld = CholeskyInvQuadLogdet.apply(K, noise, rhs_m)
-        return quad.to(out_dtype), (ld.to(out_dtype) if logdet else None)
+        if quad.dtype != out_dtype:
+            quad, ld = quad.to(out_dtype), ld.to(out_dtype)
+        return quad, (ld if logdet else None)
 
 
 class DiagFactor(Factor):

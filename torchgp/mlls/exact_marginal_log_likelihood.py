@@ -13,6 +13,8 @@ observations: the log marginal is that of the observed points, exactly
 
 from __future__ import annotations
 
+from contextvars import ContextVar
+
 import torch
 
 from torchgp.distributions import MultivariateNormal
@@ -24,11 +26,8 @@ from torchgp.models.exact_gp import finite_or_explained
 from torchgp.models.missing_data import masked_log_prob, masking_on, nan_targets_message
 from torchgp.models.validation import check_train_targets
 
-
-def _added_loss_terms(model) -> list:
-    """The model's filled added loss terms (none for a model that is not a torchgp Module)."""
-    terms = getattr(model, "added_loss_terms", None)
-    return list(terms()) if terms is not None else []
+# True inside a batched fit that adds each member's own log-prior itself (torchgp.optim._batched.member_objective)
+_EXCLUDE_PRIORS: ContextVar[bool] = ContextVar("torchgp_exact_mll_exclude_priors", default=False)
 
 
 class ExactMarginalLogLikelihood(MarginalLogLikelihood):
@@ -68,16 +67,46 @@ class ExactMarginalLogLikelihood(MarginalLogLikelihood):
         output = self.likelihood(function_dist, *params, **kwargs)
         n = function_dist.event_shape.numel()  # GPyTorch divides by all n rows, missing ones included
         log_prob = masked_log_prob if masking_on(self.likelihood) else type(output).log_prob
+
+        def compute():
+            value = log_prob(output, target)
+            other = self._other_terms(params)
+            if not (isinstance(other, float) and other == 0.0):  # no priors, no added terms: no extra node
+                value = value + other
+            return value / n
+
         try:
-            return finite_or_explained(self, lambda: (log_prob(output, target) + self._other_terms(params)) / n, target)
+            return finite_or_explained(self, compute, target)
         except NonFiniteError as err:
             if torch.isnan(target).any():  # only on the error path: no scan on the hot path
                 raise NonFiniteError(nan_targets_message(target)) from err
             raise
 
     def _other_terms(self, params) -> torch.Tensor | float:
-        """Σ log p(θ) plus every added loss term of the model (GPyTorch adds them before dividing by n)."""
-        total = self._log_prior()
-        for term in _added_loss_terms(self.model):
-            total = total + term.loss(*params)
+        """Σ log p(θ) plus every added loss term of the model (GPyTorch adds them before dividing by n).
+
+        One walk over the modules: the model's subtree first (its priors and added loss terms), then the rest
+        of this objective's (priors only, e.g. a likelihood that is not the model's). The float 0.0 when
+        there is neither.
+        """
+        total, seen, seen_terms = 0.0, set(), set()
+        with_priors = not _EXCLUDE_PRIORS.get()
+        for root, with_terms in ((self.model, True), (self, False)):
+            stack = [root] if isinstance(root, torch.nn.Module) else []
+            while stack:
+                module = stack.pop()
+                if id(module) in seen:
+                    continue
+                seen.add(id(module))
+                state = module.__dict__
+                closures = state.get("_prior_closures") if with_priors else None
+                if closures:
+                    for name, (closure, _) in closures.items():
+                        total = total + module._modules[name].log_prob(closure(module)).sum()
+                if with_terms:
+                    for term in state.get("_added_loss_terms", {}).values():
+                        if term is not None and id(term) not in seen_terms:
+                            seen_terms.add(id(term))
+                            total = total + term.loss(*params)
+                stack.extend(child for child in module._modules.values() if child is not None)
         return total

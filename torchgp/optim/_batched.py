@@ -44,6 +44,40 @@ def independent_blocks(params: list[torch.Tensor], sizes: list[int], losses: tor
     return [np.concatenate(b) for b in blocks]
 
 
+def member_objective(mll, model) -> torch.Tensor:
+    """``mll(model(X), y)`` of a batch of exact GPs, ``(B,)``, with each member's own log-prior only.
+
+    ``ExactMarginalLogLikelihood`` adds ``Σ log p(θ)`` summed over the whole batch to every member's value
+    (GPyTorch's convention), which couples the members: member i's value would move with member j's
+    parameters and its prior's gradient would count B times. Here the value is the log marginal likelihood
+    plus member i's own share ``p_i`` (the log-densities of its slices), divided by n as GPyTorch does. Falls
+    back to ``mll``'s own value when a prior's log-density does not lead with the batch dimension (a prior on
+    a shared parameter), for multitask models and for other objectives.
+    """
+    from torchgp.mlls import ExactMarginalLogLikelihood
+    from torchgp.mlls.exact_marginal_log_likelihood import _EXCLUDE_PRIORS
+
+    output = model(*model.train_inputs)
+    targets = model.train_targets
+    B = targets.shape[0] if targets.dim() == 2 else None
+    if type(mll) is not ExactMarginalLogLikelihood or getattr(model, "_multi_output", False) or B is None:
+        return mll(output, targets)
+    shares = []
+    for _, module, prior, closure, _ in mll.named_priors():
+        log_p = prior.log_prob(closure(module))
+        if log_p.dim() == 0 or log_p.shape[0] != B:
+            return mll(output, targets)
+        shares.append(log_p.reshape(B, -1).sum(-1))
+    if not shares:
+        return mll(output, targets)
+    token = _EXCLUDE_PRIORS.set(True)
+    try:
+        values = mll(output, targets)
+    finally:
+        _EXCLUDE_PRIORS.reset(token)
+    return values + torch.stack(shares).sum(0) / targets.shape[-1]
+
+
 class _Model:
     """One model's optimiser state in the lockstep."""
 
@@ -114,7 +148,7 @@ class _Stop(Exception):
     """Raised in a worker's callback to end its run (patience exhausted)."""
 
 
-def run_lockstep(run, vec, blocks, loss_vector, maxiter, ftol, gtol, patience, bar):
+def run_lockstep(run, vec, blocks, loss_vector, maxiter, ftol, gtol, patience, bar, subset=None):
     """Fit the separable models behind ``vec`` with one L-BFGS-B each, evaluated together.
 
     Args:
@@ -123,6 +157,9 @@ def run_lockstep(run, vec, blocks, loss_vector, maxiter, ftol, gtol, patience, b
         blocks: ``independent_blocks(...)``: model i's positions in the flat vector.
         loss_vector: callable returning the ``(B,)`` losses at the current parameters (differentiable).
         maxiter, ftol, gtol, patience, bar: as in :func:`torchgp.fit`, per model.
+        subset: a :class:`~torchgp.optim._active.SubBatch` of the objective, or None. With one, a round in
+            which only some models are still running evaluates those alone (``loss_vector`` then returns
+            their ``(k,)`` losses); the first such round is checked against the whole batch's evaluation.
     """
     from scipy.optimize import minimize
 
@@ -176,7 +213,11 @@ def run_lockstep(run, vec, blocks, loss_vector, maxiter, ftol, gtol, patience, b
             for i, x in asked.items():
                 x_full[blocks[i]] = x
                 models[i].x = x
-            answers = _evaluate(run, vec, x_full, blocks, asked, models, loss_vector)
+            answers = None
+            if subset is not None and len(asked) < B and not subset.hooked():
+                answers, subset = _evaluate_subset(run, vec, x_full, blocks, asked, models, loss_vector, subset)
+            if answers is None:
+                answers = _evaluate(run, vec, x_full, blocks, asked, models, loss_vector)
             run.nfev += 1
             if bar is not None:
                 bar.update(1)
@@ -234,9 +275,50 @@ def _evaluate(run, vec, x_full, blocks, asked, models, loss_vector):
         return {i: (abs(models[i].best_loss) * 10 + 1e3, np.zeros_like(x)) for i, x in asked.items()}
     values = losses.detach().to(torch.float64).cpu().numpy()
     grad_full = vec.grad()
+    return _answer(asked, models, {i: (float(values[i]), grad_full[blocks[i]]) for i in asked})
+
+
+def _evaluate_subset(run, vec, x_full, blocks, asked, models, loss_vector, subset):
+    """``(answers, subset)`` from evaluating only the models that asked; answers None: evaluate the whole batch.
+
+    The first call also evaluates the whole batch and compares: the subset's losses and gradients must equal
+    it to rounding, else (or if the subset cannot be evaluated) the subset is dropped (returned as None).
+    """
+    idx = sorted(asked)
+    vec.set(x_full)
+    try:
+        with subset.only(idx) as member_grads:
+            losses = loss_vector()
+            if tuple(losses.shape) != (len(idx),):
+                return None, None
+            losses.sum().backward()
+            values = losses.detach().to(torch.float64).cpu().numpy()
+            grads = member_grads()
+    except (NotPSDError, NonFiniteError):
+        return None, subset  # the whole batch's evaluation handles the failed point
+    except Exception:  # the objective does not take a subset: evaluate the whole batch from now on
+        return None, None
+    results = {i: (float(values[j]), grads[j]) for j, i in enumerate(idx)}
+    if not subset.verified:
+        answers = _evaluate(run, vec, x_full, blocks, asked, models, loss_vector)
+        for i, (value, grad) in results.items():
+            ref_value, ref_grad = answers[i]
+            scale = max(1.0, float(np.abs(ref_grad).max(initial=0.0)))
+            if not (
+                abs(value - ref_value) <= 1e-9 * max(1.0, abs(ref_value))
+                and np.allclose(grad, ref_grad, 0, 1e-7 * scale)
+            ):
+                return answers, None
+        subset.verified = True
+        return answers, subset
+    return _answer(asked, models, results), subset
+
+
+def _answer(asked, models, results):
+    """Each asking model's ``(loss, gradient)``, its best point updated; a non-finite result reads as a high loss."""
     answers = {}
     for i, x in asked.items():
-        value, grad = float(values[i]), grad_full[blocks[i]]
+        value, grad = results[i]
         m = models[i]
         if not (math.isfinite(value) and np.all(np.isfinite(grad))):
             answers[i] = (abs(m.best_loss) * 10 + 1e3 if math.isfinite(m.best_loss) else 1e10, np.zeros_like(x))

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from torchgp.errors import InputError
+from torchgp.module import reuse_constrained_values
 
 
 class _Stop(Exception):
@@ -126,7 +127,15 @@ def _loss_on(mll, model, X, y) -> torch.Tensor:
 
 
 def _full_loss(mll, model, data) -> torch.Tensor:
-    """``-mll`` on the whole training set: the exact GP's own data, or the mean over ``data``'s batches."""
+    """``-mll`` on the whole training set: the exact GP's own data, or the mean over ``data``'s batches.
+
+    Each constrained value is computed once per evaluation (:func:`~torchgp.module.reuse_constrained_values`).
+    """
+    with reuse_constrained_values():
+        return _full_loss_of(mll, model, data)
+
+
+def _full_loss_of(mll, model, data) -> torch.Tensor:
     if data is None:
         if len(model.train_inputs) > 1:  # several inputs (x and task indices): the likelihood is handed them too
             loss = -mll(model(*model.train_inputs), model.train_targets, *model.train_inputs)

@@ -35,7 +35,9 @@ import torch
 
 from torchgp import _record, settings
 from torchgp.errors import InputError, NonFiniteError, NotPSDError
-from torchgp.optim._batched import independent_blocks, run_lockstep
+from torchgp.module import reuse_constrained_values
+from torchgp.optim._active import SubBatch
+from torchgp.optim._batched import independent_blocks, member_objective, run_lockstep
 from torchgp.optim._run import _ParamVector, _Run
 from torchgp.optim._scale import standardize_lengthscales
 from torchgp.optim._scipy_runner import _scipy_blas_one_thread, run_scipy
@@ -180,8 +182,9 @@ def _fit(
     blocks, loss_vector = None, None
     if scipy_opt and data is None and batch_independent is not False:
 
-        def loss_vector():
-            return -mll(model(*model.train_inputs), model.train_targets)
+        def loss_vector():  # each member's own priors only: the members stay independent
+            with reuse_constrained_values():
+                return -member_objective(mll, model)
 
         # an exact GP's loss has the batch shape of its targets (*batch, n); checked again at every evaluation
         targets = model.train_targets
@@ -218,7 +221,8 @@ def _fit(
                     with _record.recording() as wlist, settings.cholesky_jitter(jitter):
                         if blocks is not None:
                             with _scipy_blas_one_thread():
-                                run_lockstep(run, vec, blocks, loss_vector, maxiter, ftol, gtol, patience, bar)
+                                subset = SubBatch.build(mll, model, params, len(blocks))
+                                run_lockstep(run, vec, blocks, loss_vector, maxiter, ftol, gtol, patience, bar, subset)
                         elif scipy_opt:
                             run_scipy(run, mll, model, vec, data, maxiter, ftol, gtol, patience, bar)
                         else:
