@@ -24,7 +24,10 @@ class cg_warm_start(_Flag):
     still read off a cold Lanczos run of the probes (:mod:`torchgp.linalg.iterative`). Measured in training
     (``benchmarks/large_n.py --n 6000 --steps 15``, float32, CPU): 24 % fewer CG iterations but the same time,
     as each warm iteration also carries cold copies of the probes; and a repeated call at the same
-    hyperparameters is no longer bit-identical. Hence off by default.
+    hyperparameters is no longer bit-identical. Hence off by default. With ``skip_logdet_forward`` too (Lin et al.
+    skip the log-determinant's value) no cold copies run: measured in the same training, 614 CG iterations and
+    68.3 CPU s against 810 and 79.9 s cold (−15 %), the same final loss as warm starts alone; for Adam-style
+    training that does not read the loss's value.
     """
 
     _default = False
