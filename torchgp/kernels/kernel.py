@@ -319,6 +319,19 @@ class Kernel(Module):
         """``x / lengthscale``, ``(*batch, n, d)``."""
         return x / self.lengthscale
 
+    # ------------------------------------------------------------------ hooks of the fused stationary node
+    def _takes_outputscale(self) -> bool:
+        """Whether ``forward(x1, x2, outputscale=s)`` and ``forward_diag`` return ``s ·`` the matrix (a ``ScaleKernel``
+        over this kernel then hands ``s (*batch)`` in instead of multiplying the result)."""
+        return False
+
+    def _exp_rate(self) -> float | None:
+        """``c`` if this kernel is ``exp(c r²)`` of a squared scaled distance on the fused path, else ``None``.
+
+        Products evaluate their factors with a rate in one node (``StationaryKernel._exp_product``).
+        """
+        return None
+
     # ------------------------------------------------------------------ algebra
     def __add__(self, other: Kernel) -> Kernel:
         return AdditiveKernel(self, other)
@@ -374,8 +387,51 @@ class AdditiveKernel(_Combination):
 
     _op = staticmethod(operator.add)
 
+    def forward(self, x1, x2, last_dim_is_batch=False, **params):
+        """``Σ_i k_i(x1, x2)`` ``(*batch, n, m)``: the third and later terms are added into the first sum's buffer."""
+        parts = [k.evaluate_block(x1, x2, last_dim_is_batch=last_dim_is_batch, **params) for k in self.kernels]
+        out = parts[0] if len(parts) == 1 else parts[0] + parts[1]  # a fresh tensor (its backward keeps nothing)
+        for p in parts[2:]:
+            out = out.add_(p) if p.shape == out.shape else out + p
+        return out
+
+    forward_diag = _Combination.forward_diag
+
 
 class ProductKernel(_Combination):
-    r""":math:`k(x, x') = \prod_i k_i(x, x')` (elementwise)."""
+    r""":math:`k(x, x') = \prod_i k_i(x, x')` (elementwise).
+
+    Factors of the exponential profile ``exp(c r²)`` (RBF, periodic, any stationary kernel declaring
+    ``dK_dr2_factor``) multiply as one kernel of their concatenated scaled features,
+    :math:`\prod_i e^{c_i r_i^2} = e^{c \sum_i (c_i/c) r_i^2}`, and are evaluated in one fused node; the other
+    factors multiply element-wise. A ``ScaleKernel`` over a product hands its outputscale to that node.
+    """
 
     _op = staticmethod(operator.mul)
+
+    def _takes_outputscale(self) -> bool:
+        cls = type(self)
+        return cls.forward is ProductKernel.forward and cls.forward_diag is ProductKernel.forward_diag
+
+    def forward(self, x1, x2, last_dim_is_batch=False, outputscale=None, **params):
+        """``s Π_i k_i(x1, x2)`` ``(*batch, n, m)``; ``outputscale`` ``s (*batch)`` optional (default 1)."""
+        group = [] if last_dim_is_batch else [k for k in self.kernels if k._exp_rate() is not None]
+        parts = []
+        if group:
+            parts.append(group[0]._exp_product(group, x1, x2, outputscale))
+            outputscale = None
+        for k in self.kernels:
+            if group and any(k is g for g in group):
+                continue
+            if outputscale is not None and not last_dim_is_batch and k._takes_outputscale():
+                parts.append(k.evaluate_block(x1, x2, outputscale=outputscale, **params))
+                outputscale = None
+            else:
+                parts.append(k.evaluate_block(x1, x2, last_dim_is_batch=last_dim_is_batch, **params))
+        out = functools.reduce(operator.mul, parts)
+        return out if outputscale is None else out * outputscale[..., None, None]
+
+    def forward_diag(self, x1, x2, last_dim_is_batch=False, outputscale=None, **params):
+        """``s Π_i k_i(x1ᵢ, x2ᵢ)`` ``(*batch, n)``, each factor's own diagonal."""
+        out = super().forward_diag(x1, x2, last_dim_is_batch=last_dim_is_batch, **params)
+        return out if outputscale is None else out * outputscale[..., None]

@@ -6,7 +6,6 @@ import torch
 
 from torchgp.constraints import Positive
 from torchgp.kernels.kernel import Kernel
-from torchgp.kernels.stationary import StationaryKernel
 from torchgp.linalg.operators import KernelOperator
 
 
@@ -17,6 +16,9 @@ class ScaleKernel(Kernel):
         base_kernel: the kernel to scale.
         outputscale_prior, outputscale_constraint: prior/constraint on s (default ``Positive()``).
         batch_shape: batch of output scales (default: the base kernel's).
+
+    Over a stationary kernel, or a product of kernels, ``s`` is handed to the base kernel's fused node
+    (``forward(x1, x2, outputscale=s)``), so scaling costs no pass over the n × m matrix.
 
     Shapes:
         as the base kernel; ``outputscale`` has shape ``batch_shape``.
@@ -63,15 +65,12 @@ class ScaleKernel(Kernel):
         return inner._scale(self.outputscale)
 
     def _fuses(self, last_dim_is_batch: bool) -> bool:
-        """Whether s enters the base kernel's fused node (one n × m output, no extra n² pass)."""
-        cls = type(self.base_kernel)
-        # only the base class's own forward/forward_diag know ``outputscale``; a subclass overriding them would drop it
-        return (
-            isinstance(self.base_kernel, StationaryKernel)
-            and cls.forward is StationaryKernel.forward
-            and cls.forward_diag is StationaryKernel.forward_diag
-            and not last_dim_is_batch
-        )
+        """Whether s enters the base kernel's fused node (one n × m output, no extra n² pass).
+
+        True for a stationary base and for a product (whose exponential factors share one node), unless
+        their forward is overridden (a subclass's own forward would not know ``outputscale``).
+        """
+        return not last_dim_is_batch and self.base_kernel._takes_outputscale()
 
     def forward(self, x1, x2, last_dim_is_batch=False, **params):
         if self._fuses(last_dim_is_batch):

@@ -25,6 +25,14 @@ def _ones_diag(x1: torch.Tensor, batch_shape: torch.Size) -> torch.Tensor:
     return torch.ones(shape, dtype=x1.dtype, device=x1.device)
 
 
+def _concat(feats: list[torch.Tensor]) -> torch.Tensor:
+    """Feature blocks ``(*batch_i, n, d_i)`` as one ``(*batch, n, Σ d_i)``, batch shapes broadcast."""
+    if len(feats) == 1:
+        return feats[0]
+    batch = broadcast_shapes(*(f.shape[:-2] for f in feats))
+    return torch.cat([f.expand(*batch, *f.shape[-2:]) for f in feats], dim=-1)
+
+
 def _sq_dist(a: torch.Tensor, b: torch.Tensor, diag: bool, clamp: bool = True) -> torch.Tensor:
     """Squared distances: pairwise ``(*batch, n, m)``, or row by row ``(*batch, n)`` when ``diag``."""
     return (a - b).pow(2).sum(-1) if diag else sq_dist(a, b, clamp=clamp)
@@ -41,7 +49,9 @@ class StationaryKernel(Kernel):
     - ``profile_params()``: κ's own parameters (default none), shaped ``(*batch, 1, 1)``, and optionally
       ``dK_dparams(r2, K, *params)``: their derivatives ∂κ/∂θ (else autograd through ``K_r2`` gives them);
     - ``dK_dr2_uses_r2 = False`` when ``dK_dr2`` reads only ``K`` (then ``r²`` is not kept);
-      ``dK_dr2_factor = c`` when κ' = c κ (the exponential profiles), which saves a pass.
+      ``dK_dr2_factor = c`` when κ' = c κ (the exponential profiles, κ = exp(c r²) as κ(0) = 1), which saves
+      a pass; such kernels (without profile parameters) multiply in one node: a ``ProductKernel`` of them is
+      ``exp(c r²)`` on their concatenated features, and their matrix is one GEMM and one ``exp``.
 
     ``forward(x1, x2, outputscale=s)`` returns ``s κ(r²)`` from the same node (a ``ScaleKernel``
     over a stationary kernel passes its ``outputscale (*batch)`` this way).
@@ -94,6 +104,48 @@ class StationaryKernel(Kernel):
 
     def _fused(self) -> bool:
         return settings.fused_kernels.on() and type(self).dK_dr2 is not StationaryKernel.dK_dr2
+
+    def _takes_outputscale(self) -> bool:
+        # only the base class's own forward/forward_diag know ``outputscale``; a subclass overriding them would drop it
+        cls = type(self)
+        return cls.forward is StationaryKernel.forward and cls.forward_diag is StationaryKernel.forward_diag
+
+    def _exp_rate(self) -> float | None:
+        """``c`` when this kernel is ``exp(c r²)`` (``c < 0``) on the fused path, else ``None``.
+
+        ``dK_dr2_factor = c`` states ``κ' = c κ``, and with ``κ(0) = 1`` (every unit-variance kernel here) that is
+        ``κ = exp(c r²)``; such factors of a product are evaluated together by :meth:`_exp_product`. Profiles with
+        their own parameters, overridden forwards and the unfused setting keep the element-wise product.
+        """
+        c = self.dK_dr2_factor
+        if c is None or c >= 0 or type(self).profile_params is not StationaryKernel.profile_params:
+            return None
+        return c if self._takes_outputscale() and self._fused() else None
+
+    def _exp_product(self, factors, x1, x2, outputscale=None) -> torch.Tensor:
+        r"""``s Π_i exp(c_i r_i²)`` ``(*batch, n, m)`` as one fused node: ``exp(c Σ_i r_i²(c_i/c))``, ``c`` = this kernel's.
+
+        Each factor's squared distance is ``r_i² = ‖φ_i(x) − φ_i(x')‖²`` on its own columns (``active_dims``), so
+
+        .. math:: \prod_i e^{c_i r_i^2} = e^{c \lVert \psi(x) - \psi(x') \rVert^2},\qquad
+            \psi(x) = \big[\sqrt{c_1/c}\,\phi_1(x),\ \ldots,\ \sqrt{c_k/c}\,\phi_k(x)\big]
+
+        (concatenated features, broadcast to one batch shape): one n × m pass and one closed-form backward
+        instead of a node per factor plus the product's. ``factors`` are kernels with :meth:`_exp_rate` set,
+        ``self`` among them; ``x1 (*batch, n, d)``, ``x2 (*batch, m, d)`` (``x2 is x1`` for the symmetric matrix);
+        ``outputscale (*batch)`` optional.
+        """
+        c = self.dK_dr2_factor
+        same = x2 is x1
+        left, right = [], []
+        for k in factors:
+            w = math.sqrt(k.dK_dr2_factor / c)
+            for x, out in ((x1, left),) if same else ((x1, left), (x2, right)):
+                f = k.scaled(x if k.active_dims is None else x.index_select(-1, k.active_dims))
+                out.append(f if w == 1.0 else f * w)
+        a = _concat(left)
+        b = None if same else _concat(right)
+        return stationary_covariance(self, a, b, scale=outputscale)
 
     def forward(self, x1, x2, outputscale=None, **params):
         """``(*batch, n, m)``; ``outputscale (*batch)``, if given, multiplies it inside the fused node."""
@@ -208,17 +260,23 @@ class RQKernel(StationaryKernel):
         return (self.alpha.unsqueeze(-1),)  # (*batch, 1, 1)
 
     def K_r2(self, r2, alpha):
-        u = (r2 / (2 * alpha)).add_(1)  # u = 1 + r²/(2α), a fresh buffer
+        u = (r2 * (0.5 / alpha)).add_(1)  # u = 1 + r²/(2α), a fresh buffer (a multiply: cheaper than a divide)
         return u.pow(-alpha) if torch.is_grad_enabled() else u.pow_(-alpha)
 
     def dK_dr2(self, r2, K, alpha):
-        return K / (r2 / (2 * alpha) + 1).mul_(-2)
+        u = (r2 * (-1 / alpha)).sub_(2)  # −2u, one buffer
+        return torch.div(K, u, out=u) if u.shape == K.shape and not torch.is_grad_enabled() else K / u
 
     def dK_dparams(self, r2, K, alpha):
         """``(∂κ/∂α,)`` with ``∂ log κ/∂α = 1 − 1/u − log u``, ``u = 1 + r²/(2α)`` (from ``log κ = −α log u``)."""
-        u = (r2 / (2 * alpha)).add_(1)
-        d = u.reciprocal().neg_().add_(1)
-        return (d.sub_(u.log_()).mul_(K),)
+        u = r2 * (0.5 / alpha)
+        if torch.is_grad_enabled():
+            u = u + 1
+            return ((1 - 1 / u - torch.log(u)) * K,)
+        u.add_(1)
+        log_u = torch.log(u)
+        d = u.reciprocal_().neg_().add_(1).sub_(log_u)  # in u's buffer
+        return (d.mul_(K) if d.shape == K.shape else d * K,)
 
 
 class PeriodicKernel(StationaryKernel):
