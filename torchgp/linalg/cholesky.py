@@ -7,6 +7,7 @@ import torch
 from torchgp import _record, settings
 from torchgp._shapes import any_nonzero
 from torchgp.errors import NotPSDError, NumericalWarning
+from torchgp.linalg import _log
 from torchgp.linalg._lapack import openblas_threads, scipy_routine
 
 
@@ -52,6 +53,7 @@ def psd_safe_cholesky(A: torch.Tensor, jitter: float | None = None, max_tries: i
     Raises:
         NotPSDError: still not factorisable; the message says why and how to fix it.
     """
+    _log.debug("Cholesky of %s %s", _log.shape(A), A.dtype)
     L, info = torch.linalg.cholesky_ex(A)
     if not any_nonzero(info):
         return L
