@@ -299,7 +299,8 @@ class MultitaskMultivariateNormal(MultivariateNormal):
     def __getitem__(self, idx):
         """Batch indices give a multitask MVN; ``[..., i]`` with ``i`` an int task gives that task's MVN
         ``(*batch, n)``;
-        ``[..., j, :]`` with ``j`` an int point gives the MVN over the tasks at that point."""
+        ``[..., j, :]`` (or ``[j]`` after all batch indices) with ``j`` an int point gives the MVN over the
+        tasks at that point."""
         if not isinstance(idx, tuple):
             idx = (idx,)
         nb = len(self.batch_shape)
@@ -311,6 +312,8 @@ class MultitaskMultivariateNormal(MultivariateNormal):
             N = self._covar.shape[-1]
             cov = self._covar.expand(*self.batch_shape, N, N)[idx]
             return type(self)(self.mean[idx + (slice(None), slice(None))], cov, interleaved=self._interleaved)
+        if len(idx) == nb + 1:  # a point index and no task index: all tasks at that point (trailing ":" implied)
+            idx = idx + (slice(None),)
         if len(idx) != nb + 2:
             raise IndexError(
                 f"MultitaskMultivariateNormal indices: up to {nb} batch indices, or {nb} + 2 (batch, point, task)."

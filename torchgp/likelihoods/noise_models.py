@@ -101,18 +101,35 @@ class HeteroskedasticNoise(Module):
         super().__init__()
         self.noise_model = noise_model
         self.noise_indices = noise_indices
-        self.noise_constraint = GreaterThan(1e-4) if noise_constraint is None else noise_constraint
+        # GPyTorch's attribute (and state_dict) name: ``_noise_constraint``
+        self._noise_constraint = GreaterThan(1e-4) if noise_constraint is None else noise_constraint
 
-    def forward(self, *params, shape=None, **kwargs):
-        if not params or not torch.is_tensor(params[0]):
+    @property
+    def noise_constraint(self):
+        """The constraint mapping the noise model's raw values to variances."""
+        return self._noise_constraint
+
+    def forward(self, *params, shape=None, noise=None, **kwargs):
+        """σ²(x) ``(*batch, n)`` at the inputs ``params[0]`` ``(*batch, n, d)`` (or a tuple of inputs);
+        ``noise=`` given: that tensor itself. A GP noise model is evaluated in eval mode (its posterior)."""
+        if noise is not None:
+            return noise
+        inputs = tuple(params[0]) if len(params) == 1 and isinstance(params[0], (list, tuple)) else params
+        if not inputs or not torch.is_tensor(inputs[0]):
             raise InputError(
                 "Heteroskedastic noise needs the inputs: call likelihood(output, X) (the exact MLL passes the "
                 "training inputs itself)."
             )
-        out = self.noise_model(params[0])
+        training = self.noise_model.training
+        try:
+            self.noise_model.eval()  # the noise model's prediction at X (a GP: its posterior), as GPyTorch
+            with settings.detach_test_caches(False):
+                out = self.noise_model(*inputs)
+        finally:
+            self.noise_model.train(training)
         raw = out.mean if hasattr(out, "mean") and not torch.is_tensor(out) else out
         if self.noise_indices is not None:
             raw = raw[..., self.noise_indices]
-        if raw.dim() == params[0].dim():
+        if raw.dim() == inputs[0].dim():
             raw = raw.squeeze(-1)
-        return self.noise_constraint.transform(raw)
+        return self._noise_constraint.transform(raw)

@@ -50,8 +50,10 @@ def masked_log_prob(dist: MultivariateNormal, target: torch.Tensor) -> torch.Ten
     r"""``log N(y_o; μ_o, C_oo)`` of the observed (non-NaN) entries of ``target``, per batch member.
 
     Args:
-        dist: ``N(μ, C)``, ``(*batch, n)`` (for the MLL: the marginal with the noise added).
-        target: ``(*batch, n)`` holding NaN at the missing points; broadcast against ``dist``.
+        dist: ``N(μ, C)``, ``(*batch, n)`` (for the MLL: the marginal with the noise added), or a
+            multitask normal ``(*batch, n, t)``, whose entries are masked one by one.
+        target: ``(*batch, n)`` (multitask: ``(*batch, n, t)``) holding NaN at the missing points;
+            broadcast against ``dist``.
 
     Returns:
         ``(*batch)``; a member with no observed point gets 0.
@@ -59,6 +61,11 @@ def masked_log_prob(dist: MultivariateNormal, target: torch.Tensor) -> torch.Ten
     observed = ~torch.isnan(target)
     if bool(observed.all()):
         return dist.log_prob(target)
+    if len(dist.event_shape) == 2:  # multitask: one Gaussian over the nt entries, in the covariance's row order
+        interleaved = getattr(dist, "_interleaved", True)
+        flat = dist.mean.reshape(*dist.mean.shape[:-2], -1) if interleaved else dist.mean.mT.flatten(-2)
+        target = target.reshape(*target.shape[:-2], -1) if interleaved else target.mT.flatten(-2)
+        return masked_log_prob(MultivariateNormal(flat, dist.lazy_covariance_matrix), target)
     batch = torch.broadcast_shapes(dist.batch_shape, target.shape[:-1])
     n = target.shape[-1]
     observed = observed.expand(*batch, n)

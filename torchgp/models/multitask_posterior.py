@@ -40,6 +40,7 @@ from torchgp.linalg.operators import (
 )
 from torchgp.linalg.operators.kronecker import kron_apply, kron_vectors
 from torchgp.linalg.solvers import factorize
+from torchgp.models.missing_data import decouple_missing, masking_on
 
 __all__ = ["MultitaskExactPosterior", "KroneckerPosteriorCovariance", "multitask_posterior_at"]
 
@@ -116,14 +117,22 @@ class MultitaskExactPosterior:
         self.n, self.t = prior.event_shape
         op = noisy.lazy_covariance_matrix
         r = flatten_tasks(train_targets - prior.mean, self.interleaved).unsqueeze(-1)  # (*batch, nt, 1)
-        self.parts = kronecker_sum(op)
+        self.observed = None
+        missing = torch.isnan(train_targets)
+        if bool(missing.any()) and masking_on():
+            # NaN entries are missing observations: condition on the observed entries only (dense path;
+            # see torchgp.models.missing_data for the decoupled covariance)
+            self.observed = flatten_tasks(~missing, self.interleaved)  # (*batch, nt)
+            op = DenseOperator(decouple_missing(op, self.observed.expand(*op.shape[:-1])))
+            r = torch.where(self.observed.unsqueeze(-1), r, 0.0)
+        self.parts = kronecker_sum(op) if self.observed is None else None
         self.eig = self.blocks_L = self.factor = None
         if self.parts is not None:
             self.kind = "kronecker"
             self.eig = KroneckerEig(self.parts)
             p, q = self.parts.sizes
             self.alpha = self.eig.solve(r).reshape(*r.shape[:-2], p, q)  # Α, vec(Α) = A⁻¹ r
-        elif isinstance(op, BlockDiagOperator) and not self.interleaved:
+        elif isinstance(op, BlockDiagOperator) and not self.interleaved and self.observed is None:
             self.kind = "blocks"
             blocks = _dense(op.base)  # (*batch, t, n, n)
             self.blocks_L = psd_safe_cholesky(blocks)
@@ -151,6 +160,8 @@ class MultitaskExactPosterior:
         te = flatten_tasks(grid[n:], self.interleaved)
         dense = C.to_dense()
         K_sx = dense[..., te[:, None], tr[None, :]]
+        if self.observed is not None:  # the missing training entries carry no information
+            K_sx = K_sx * self.observed.unsqueeze(-2).to(K_sx.dtype)
         K_ss = dense[..., te[:, None], te[None, :]]
         mean = flatten_tasks(test_mean, self.interleaved) + (K_sx @ self.alpha).squeeze(-1)
         cov = K_ss - K_sx @ self.factor.solve(K_sx.mT)

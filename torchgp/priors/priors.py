@@ -104,10 +104,11 @@ class SmoothedBoxPrior(Prior):
             torch.as_tensor(v, dtype=torch.get_default_dtype()) if not torch.is_tensor(v) else v for v in (a, b, sigma)
         )
         a = a.reshape(-1) if a.dim() < 1 else a
-        a, b, sigma = torch.broadcast_tensors(a, b, sigma)
+        # own memory for each buffer: broadcast views have zero strides, which byte views of the state refuse
+        a, b, sigma = (t.clone(memory_format=torch.contiguous_format) for t in torch.broadcast_tensors(a, b, sigma))
         if not bool((a < b).all()):
             raise InputError(f"SmoothedBoxPrior needs a < b element-wise; got a = {a.tolist()}, b = {b.tolist()}.")
-        super().__init__(transform, validate_args, a=a, b=b, sigma=sigma.clone())
+        super().__init__(transform, validate_args, a=a, b=b, sigma=sigma)
 
     @property
     def batch_shape(self):

@@ -18,6 +18,7 @@ import torch
 from torchgp.distributions import MultivariateNormal
 from torchgp.distributions.kl import gaussian_kl
 from torchgp.errors import InputError, ShapeError
+from torchgp.linalg.cholesky import psd_safe_cholesky
 from torchgp.linalg.interpolated import InterpolatedOperator
 from torchgp.linalg.operators import DenseOperator
 from torchgp.utils.grid import create_grid
@@ -56,14 +57,13 @@ class GridInterpolationVariationalStrategy(_VariationalStrategy):
             raise InputError(f"grid_size must be at least 4 for cubic interpolation; got {grid_size}.")
         grid = create_grid([int(grid_size)] * len(grid_bounds), grid_bounds, dtype=torch.get_default_dtype())
         super().__init__(model, grid_points(grid), variational_distribution, learn_inducing_locations=False)
+        self.register_buffer("grid", torch.stack(grid, -1))  # (g, d): column i is dimension i's grid (GPyTorch's)
         self.grid_size = int(grid_size)
         self.grid_bounds = tuple(grid_bounds)
         self.num_dims = len(grid_bounds)
 
     def _grid(self, dtype, device) -> list[torch.Tensor]:
-        lo, hi = self.inducing_points.amin(0), self.inducing_points.amax(0)
-        g = self.grid_size
-        return [torch.linspace(float(lo[i]), float(hi[i]), g, dtype=dtype, device=device) for i in range(self.num_dims)]
+        return [self.grid[:, i].to(dtype=dtype, device=device) for i in range(self.num_dims)]
 
     def _interpolation(self, x: torch.Tensor):
         """``(indices, values)`` ``(*batch, b, 4^d)`` of ``x (*batch, b, d)`` on the grid."""
@@ -77,9 +77,13 @@ class GridInterpolationVariationalStrategy(_VariationalStrategy):
         idx, val = Interpolation().interpolate(self._grid(x.dtype, x.device), x.reshape(-1, x.shape[-1]))
         return idx.reshape(*x.shape[:-1], -1), val.reshape(*x.shape[:-1], -1)
 
+    def _jitter(self, dtype) -> float:
+        """The jitter of ``p(u)``, 10⁻³ (GPyTorch's): the interpolation grid is dense, so ``K_UU`` is near-singular."""
+        return 1e-3
+
     @property
     def prior_distribution(self) -> MultivariateNormal:
-        """``p(u) = N(μ(U), K_UU + jitter I)``, ``(*batch, m)``."""
+        """``p(u) = N(μ(U), K_UU + 10⁻³ I)``, ``(*batch, m)``: it initialises ``q(u)`` and enters the KL."""
         prior = self._prior_at_inducing()
         K = prior.covariance_matrix
         eye = torch.eye(K.shape[-1], dtype=K.dtype, device=K.device)
@@ -98,6 +102,6 @@ class GridInterpolationVariationalStrategy(_VariationalStrategy):
 
     def kl_divergence(self) -> torch.Tensor:
         """``KL(q(u) ‖ p(u))``, ``(*batch)``."""
-        prior = self._prior_at_inducing()
+        prior = self.prior_distribution
         q_mean, q_chol = self._variational_distribution.mean_and_scale_tril()
-        return gaussian_kl(q_mean, q_chol, prior.mean, self._chol_zz(prior.covariance_matrix))
+        return gaussian_kl(q_mean, q_chol, prior.mean, psd_safe_cholesky(prior.covariance_matrix))

@@ -49,30 +49,32 @@ class _NaturalToMeanCovar(torch.autograd.Function):
 
 
 class _TrilNaturalToMeanCovar(torch.autograd.Function):
-    """(θ₁, T) with S⁻¹ = T Tᵀ → (m, S); backward gives the tangent of T that moves θ₂ by -∂L/∂η₂."""
+    """(θ₁, C) with S⁻¹ = CᵀC, C lower triangular → (m, S); backward gives the tangent of C that moves θ₂ by -∂L/∂η₂."""
 
     @staticmethod
     def forward(ctx, nat_vec, nat_tril):
-        T = nat_tril.tril()
-        S = torch.cholesky_inverse(T)
+        C = nat_tril.tril()
+        eye = torch.eye(C.shape[-1], dtype=C.dtype, device=C.device).expand_as(C)
+        L = torch.linalg.solve_triangular(C, eye, upper=False)  # L = C⁻¹ = chol(S): S = (CᵀC)⁻¹ = L Lᵀ
+        S = L @ L.mT
         mean = (S @ nat_vec.unsqueeze(-1)).squeeze(-1)
-        ctx.save_for_backward(mean, T)
+        ctx.save_for_backward(mean, L, C)
         return mean, S
 
     @staticmethod
     def backward(ctx, g_mean, g_S):
-        mean, T = ctx.saved_tensors
-        g_eta2 = _sym(g_S) if g_S is not None else torch.zeros_like(T)
+        mean, L, C = ctx.saved_tensors
+        g_eta2 = _sym(g_S) if g_S is not None else torch.zeros_like(C)
         g_eta1 = (g_mean if g_mean is not None else torch.zeros_like(mean)) - 2 * (g_eta2 @ mean.unsqueeze(-1)).squeeze(
             -1
         )
-        # θ₂ = -½ T Tᵀ. A step θ₂ ← θ₂ - lr G (G = ∂L/∂η₂) is dP = 2 lr G on P = T Tᵀ, whose first-order
-        # triangular tangent is dT = T Φ(T⁻¹ dP T⁻ᵀ), Φ = lower triangle with halved diagonal.
-        # The optimiser steps T ← T - lr grad, so grad = -2 T Φ(T⁻¹ G T⁻ᵀ).
-        X = torch.linalg.solve_triangular(T, g_eta2, upper=False)
-        X = torch.linalg.solve_triangular(T, X.mT, upper=False).mT
+        # θ₂ = -½ CᵀC. The step θ₂ ← θ₂ - lr G (G = ∂L/∂η₂) is dP = 2 lr G on P = CᵀC = S⁻¹, so
+        # dS = -S dP S; the Cholesky tangent of S = L Lᵀ is dL = L Φ(L⁻¹ dS L⁻ᵀ) = L Φ(-Lᵀ dP L)
+        # (Φ = lower triangle with halved diagonal), and C = L⁻¹ moves by dC = -C dL C = Φ(Lᵀ dP L) C.
+        # The optimiser steps C ← C - lr grad, so grad = Φ(-2 Lᵀ G L) C.
+        X = -2 * L.mT @ g_eta2 @ L
         phi = X.tril(-1) + 0.5 * torch.diag_embed(X.diagonal(dim1=-2, dim2=-1))
-        return g_eta1, -2 * T @ phi
+        return g_eta1, phi @ C
 
 
 def _prior_precision(dist: _VariationalDistribution, prior_dist) -> torch.Tensor:
@@ -137,8 +139,9 @@ class NaturalVariationalDistribution(_NaturalVariationalDistribution):
 
 
 class TrilNaturalVariationalDistribution(_NaturalVariationalDistribution):
-    r"""``q(u)`` with ``natural_vec = S⁻¹m`` and ``natural_tril_mat = T``, ``S⁻¹ = T Tᵀ``
-    (T lower triangular): the precision stays positive definite whatever the step size.
+    r"""``q(u)`` with ``natural_vec = S⁻¹m`` and ``natural_tril_mat = C``, ``S⁻¹ = CᵀC`` (C lower
+    triangular, so ``C⁻¹`` is the Cholesky factor of S; the natural matrix is ``-½ CᵀC``, GPyTorch's
+    parametrisation): the precision stays positive definite whatever the step size.
 
     The ``.grad`` of ``natural_tril_mat`` is the first-order tangent of the natural-gradient step,
     so NGD with small ``lr`` follows the natural-gradient flow; with ``lr = 1`` it is close to, not
@@ -164,5 +167,8 @@ class TrilNaturalVariationalDistribution(_NaturalVariationalDistribution):
 
     def initialize_variational_distribution(self, prior_dist):
         with torch.no_grad():
-            prec = _prior_precision(self, prior_dist)
-            self.natural_tril_mat.copy_(torch.linalg.cholesky(prec).expand_as(self.natural_tril_mat))
+            _prior_precision(self, prior_dist)  # sets natural_vec
+            chol = prior_dist.scale_tril.detach()  # C = chol(K)⁻¹ gives CᵀC = K⁻¹
+            eye = torch.eye(chol.shape[-1], dtype=chol.dtype, device=chol.device).expand_as(chol)
+            tril = torch.linalg.solve_triangular(chol, eye, upper=False)
+            self.natural_tril_mat.copy_(tril.expand_as(self.natural_tril_mat))

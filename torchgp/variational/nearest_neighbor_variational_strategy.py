@@ -131,6 +131,17 @@ class NNVariationalStrategy(UnwhitenedVariationalStrategy):
         q = self._variational_distribution  # its parameters directly: never the M × M diagonal matrix
         return q.variational_mean, q._variational_stddev.abs().clamp_min(1e-10).pow(2)
 
+    def _initialize(self):
+        """Start ``q(u)`` at ``m = μ(Z) + mean_init_std · ε`` and every ``s_j = 0.01`` (GPyTorch's start: a
+        small variational variance makes the KL term converge quickly)."""
+        if int(self.variational_params_initialized):
+            return
+        q = self._variational_distribution
+        with torch.no_grad():
+            q.variational_mean.copy_(q._noisy_mean(self.prior_distribution).expand_as(q.variational_mean))
+            q._variational_stddev.fill_(1e-2)
+        self.variational_params_initialized.fill_(1)
+
     # ------------------------------------------------------------------ calling
     def __call__(self, x, prior: bool = False, **kwargs) -> MultivariateNormal:
         """``q(f(x))``: marginals of ``q(u)`` at training inputs (train mode) or kNN prediction (eval mode)."""
