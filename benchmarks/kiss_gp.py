@@ -1,6 +1,6 @@
 """KISS-GP: one exact-MLL value + gradient and one prediction, torchgp vs GPyTorch's GridInterpolationKernel.
 
-Usage: ``python benchmarks/kiss_gp.py [--sizes 100000 1000000] [--grid 10000] [--additive] [--threads T]
+Usage: ``python benchmarks/kiss_gp.py [--sizes 100000 1000000] [--grid 10000] [--additive (with --grid 1000)] [--threads T]
 [--device cpu|cuda] [--exact-var]``.
 
 Each (library, n) runs in its own subprocess so that its peak RSS (``ru_maxrss``) is its own. The model is

@@ -14,6 +14,7 @@ import math
 
 import torch
 
+from torchgp import settings
 from torchgp.errors import ShapeError
 from torchgp.kernels.kernel import Kernel
 from torchgp.linalg.operators import DenseOperator, KroneckerProductOperator, Operator
@@ -130,12 +131,14 @@ class GridKernel(Kernel):
         return g.to(dtype=dtype, device=device)
 
     def _factor(self, i: int, dtype, device) -> Operator:
-        """``K_i`` ``(*batch, g_i, g_i)``: the base kernel along dimension ``i`` through the first grid point."""
+        """``K_i`` ``(*batch, g_i, g_i)``: the base kernel along dimension ``i`` through the first grid point;
+        Toeplitz (its first column) for a stationary kernel on a regular grid under ``settings.use_toeplitz``, else
+        the dense matrix."""
         grid = [self.axis(j, dtype, device) for j in range(self.num_dims)]
         u0 = torch.stack([g[0] for g in grid])
         pts = u0.expand(grid[i].numel(), len(grid)).clone()
         pts[:, i] = grid[i]
-        if self.base_kernel.is_stationary and self._regular[i]:
+        if self.base_kernel.is_stationary and self._regular[i] and settings.use_toeplitz.on():
             column = self.base_kernel.evaluate_block(pts[:1], pts)[..., 0, :]  # k(u_0, u_j) = c_j
             return ToeplitzOperator(column)
         return DenseOperator(self.base_kernel.evaluate_block(pts, pts))

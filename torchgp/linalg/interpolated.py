@@ -44,6 +44,10 @@ def grid_entries(base: Operator, rows: torch.Tensor, cols: torch.Tensor) -> torc
 _ROW_BLOCK = 1 << 16
 
 
+# Rows per block of the in-place (no graph) product ``W R``: its gathered temporaries are ``block · t`` numbers.
+_ROW_BLOCK_IN_PLACE = 1 << 13
+
+
 def _needs_graph(*ts: torch.Tensor) -> bool:
     return torch.is_grad_enabled() and any(t.requires_grad for t in ts)
 
@@ -70,9 +74,13 @@ def _w_matmul(idx: torch.Tensor, val: torch.Tensor, R: torch.Tensor) -> torch.Te
         return _per_member(_w_matmul, idx, val, R)
     val = val.to(R.dtype)
     if not _needs_graph(R, val):
-        out = R.index_select(-2, idx[:, 0]).mul_(val[:, 0, None])
-        for j in range(1, idx.shape[-1]):
-            out.addcmul_(R.index_select(-2, idx[:, j]), val[:, j, None])
+        out = R.new_empty(*R.shape[:-2], idx.shape[0], R.shape[-1])
+        for s in range(0, idx.shape[0], _ROW_BLOCK_IN_PLACE):  # gathered temporaries of one block of rows
+            rows = slice(s, s + _ROW_BLOCK_IN_PLACE)
+            ib, vb, ob = idx[rows], val[rows], out[..., rows, :]
+            ob.copy_(R.index_select(-2, ib[:, 0]).mul_(vb[:, 0, None]))
+            for j in range(1, idx.shape[-1]):
+                ob.addcmul_(R.index_select(-2, ib[:, j]), vb[:, j, None])
         return out
     blocks = []
     for s in range(0, idx.shape[0], _ROW_BLOCK):
@@ -176,6 +184,10 @@ class InterpolatedOperator(Operator):
         """``W_1 R`` for grid values ``R (*batch, m, t)`` → ``(*batch, n1, t)``, ``O(n1 k t)``."""
         return _w_matmul(self.left_indices, self.left_values, R)
 
+    def left_interp_t_matmul(self, R: torch.Tensor) -> torch.Tensor:
+        """``W_1ᵀ R`` for ``R (*batch, n1, t)`` → grid values ``(*batch, m, t)``, ``O(n1 k t)``."""
+        return _wt_matmul(self.left_indices, self.left_values, R, self.base.shape[-1])
+
     def right_interp_t_matmul(self, R: torch.Tensor) -> torch.Tensor:
         """``W_2ᵀ R`` for ``R (*batch, n2, t)`` → grid values ``(*batch, m, t)``, ``O(n2 k t)``."""
         return _wt_matmul(self.right_indices, self.right_values, R, self.base.shape[-1])
@@ -221,6 +233,9 @@ class InterpolatedOperator(Operator):
     def _getitem_batch(self, batch_idx):
         b = self.batch_shape
         base = self.base.expand(*b, *self.base.shape[-2:])._getitem_batch(batch_idx)
+        if self.symmetric:  # one weight pair: the member stays symmetric (the grid caches need it)
+            pair = (self.left_indices, self.left_values)
+            return InterpolatedOperator(base, *(index_batch(t, b, batch_idx, 2) for t in pair))
         parts = [
             index_batch(t, b, batch_idx, 2)
             for t in (self.left_indices, self.left_values, self.right_indices, self.right_values)

@@ -139,6 +139,72 @@ def structured_pivoted_cholesky(base: Operator, rank: int, abs_tol=None, dtype=N
         return L
 
 
+def _fixed_weights(op) -> bool:
+    """Whether ``op`` is interpolated with weights that need no gradient (inputs that do not require grad)."""
+    return (
+        isinstance(op, InterpolatedOperator) and not op.left_values.requires_grad and not op.right_values.requires_grad
+    )
+
+
+def _bilinear(op: Operator, U: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
+    """``Σ_j u_jᵀ op v_j`` per batch member, ``(*batch)``, for ``U, V (*batch, n, k)`` that need no gradient, with
+    the graph of ``op``'s tensors.
+
+    Interpolated ``W_1 B W_2ᵀ`` with fixed weights reduces to the grid, ``Σ_j (W_1ᵀu_j)ᵀ B (W_2ᵀv_j)``: the
+    projections ``(*batch, m, k)`` carry no graph, so the graph holds ``O(m k)`` numbers instead of ``O(n k)``;
+    scaled and summed operators are reduced term by term.
+    """
+    if _fixed_weights(op):
+        with torch.no_grad():
+            Ug = op.left_interp_t_matmul(U)  # W_1ᵀ U
+            Vg = op.right_interp_t_matmul(V)  # W_2ᵀ V
+        return _bilinear(op.base, Ug, Vg)
+    if isinstance(op, ConstantMulOperator):
+        return _bilinear(op.base, U, V) * op.constant
+    if isinstance(op, SumOperator):
+        return sum(_bilinear(p, U, V) for p in op.operators)
+    return (U * op.matmul(V)).sum((-2, -1))
+
+
+def _toeplitz_column(base: Operator):
+    """The first column ``(*batch, m)`` of a Toeplitz ``base`` (or a one-factor Kronecker product of one), else None."""
+    if isinstance(base, KroneckerProductOperator) and len(base.factors) == 1:
+        base = base.factors[0]
+    return base.column if isinstance(base, ToeplitzOperator) else None
+
+
+def _diag_form(op: Operator, w: torch.Tensor) -> torch.Tensor:
+    """``Σ_i w_i op_ii`` per batch member, ``(*batch)``, for ``w (*batch, n)`` that needs no gradient.
+
+    For interpolated ``W B Wᵀ`` with fixed unbatched weights and a Toeplitz ``B = T(c)``,
+    ``Σ_i w_i Σ_{a,b} v_ia v_ib c_{|j_ia − j_ib|} = Σ_δ h_δ c_δ`` with ``h_δ = Σ_{|j_ia − j_ib| = δ} w_i v_ia v_ib``
+    accumulated without a graph in blocks of rows, so the graph holds ``m`` numbers instead of ``(n, k, k)``.
+    """
+    if isinstance(op, ConstantMulOperator):
+        return _diag_form(op.base, w) * op.constant
+    if isinstance(op, SumOperator):
+        return sum(_diag_form(p, w) for p in op.operators)
+    column = _toeplitz_column(op.base) if _fixed_weights(op) and op.symmetric else None
+    if column is None or op.left_indices.dim() > 2:
+        return (w * op.diagonal()).sum(-1)
+    idx, val = op.left_indices, op.left_values
+    m, batch = column.shape[-1], torch.broadcast_shapes(w.shape[:-1], column.shape[:-1])
+    with torch.no_grad():
+        wb = w.expand(*batch, w.shape[-1]).reshape(-1, w.shape[-1])
+        h = wb.new_zeros(wb.shape[0], m)
+        for s in range(0, idx.shape[0], _DIAG_ROWS):
+            i, v = idx[s : s + _DIAG_ROWS], val[s : s + _DIAG_ROWS].to(w.dtype)
+            lag = (i.unsqueeze(-1) - i.unsqueeze(-2)).abs().reshape(-1)  # |j_ia − j_ib|, (rows · k²)
+            weight = wb[:, s : s + _DIAG_ROWS, None, None] * (v.unsqueeze(-1) * v.unsqueeze(-2))
+            h.index_add_(-1, lag, weight.reshape(wb.shape[0], -1))
+        h = h.reshape(*batch, m)
+    return (h * column).sum(-1)
+
+
+# Rows per block of the diagonal form's lag accumulation (temporaries of ``rows · k²`` numbers).
+_DIAG_ROWS = 1 << 14
+
+
 class _Holder:
     """``A = base + diag(d)``, its preconditioner and the tensors behind ``base`` (the solve interface of
     :class:`~torchgp.linalg.iterative._System`, for ``_IterativeSolve``)."""
@@ -171,11 +237,19 @@ class _Holder:
 
         def mm(V):
             out = base.matmul(V.to(dtype))
-            return out if d is None else out + d * V
+            if d is None:
+                return out
+            if out.shape == V.shape and out.is_contiguous():
+                return out.addcmul_(d, V)  # a fresh product: the noise term added in place
+            return out + d * V
 
         return mm
 
-    def preconditioner(self) -> PivotedCholeskyPreconditioner:
+    def preconditioner(self, sampling: bool = False) -> PivotedCholeskyPreconditioner:
+        """The pivoted-Cholesky preconditioner, built once; rebuilt when ``sampling`` needs the factor ``L`` that
+        was dropped after the last use that needed it (only probes are drawn from ``L``; solves use ``W, D``)."""
+        if self._precond is not None and sampling and self._precond.L is None:
+            self._precond = None
         if self._precond is None:
             n, batch = self.shape[-1], self.shape[:-2]
             rank = min(_PRECOND_RANK, int(settings.max_preconditioner_size.value()))
@@ -205,9 +279,9 @@ class _Holder:
         with torch.enable_grad():
             base = self.base._map(lambda t: leaves.get(id(t), t.detach()))
             U, V = U.to(self.dtype), V.to(self.dtype)
-            value = (U * base.matmul(V)).sum()
+            value = _bilinear(base, U, V).sum()
             if diag_weight is not None:
-                value = value + (diag_weight.to(self.dtype) * base.diagonal()).sum()
+                value = value + _diag_form(base, diag_weight.to(self.dtype)).sum()
             grads = torch.autograd.grad(value, [leaves[id(t)] for t in wanted], allow_unused=True)
         it = iter(grads)
         out = []
@@ -218,27 +292,34 @@ class _Holder:
 
     def bilinear_grads_blocks(self, pairs, needed, diag_weight=None) -> list:
         """:meth:`bilinear_grads` of ``Σ_b Σ_j u_{bj}ᵀ B(θ) v_{bj}`` over an iterable of blocks ``(U_b, V_b)``
-        (each ``(*batch, n, k_b)``), regrouped into blocks of ``_columns_per_block(n)`` columns and differentiated
-        one group at a time as the blocks arrive, so the graph of ``B``'s product holds ``O(n · block)`` numbers
-        and no more than one group of columns is held; the gradients are summed."""
+        (each ``(*batch, n, k_b)``), grouped into blocks of at most ``_columns_per_block(n)`` columns and
+        differentiated one group at a time as the blocks arrive, so the graph of ``B``'s product holds
+        ``O(n · block)`` numbers and no more than one group of columns is held; a group of one block is used as it
+        is (no concatenated copy). The gradients are summed."""
         width = _columns_per_block(self.shape[-1], torch.finfo(self.dtype).bits // 8)
-        total, cur, state = [None] * len(self.tensors), [], {"first": True}
+        total, cur, state = [None] * len(self.tensors), [], {"first": True, "cols": 0}
 
         def flush():
-            U = torch.cat([u for u, _ in cur], -1).to(self.dtype)
-            V = torch.cat([v for _, v in cur], -1).to(self.dtype)
+            U = cur[0][0] if len(cur) == 1 else torch.cat([u for u, _ in cur], -1)
+            V = cur[0][1] if len(cur) == 1 else torch.cat([v for _, v in cur], -1)
+            cur.clear()
+            state["cols"] = 0
             grads = self.bilinear_grads(U, V, needed, diag_weight if state["first"] else None)
             state["first"] = False
-            cur.clear()
+            del U, V
             for i, g in enumerate(grads):
                 total[i] = g if total[i] is None else (total[i] if g is None else total[i] + g)
 
         for u, v in pairs:
             batch_n = torch.broadcast_shapes(u.shape[:-1], v.shape[:-1])
             for s, e in _column_blocks(u.shape[-1], width):
-                cur.append((u[..., s:e].expand(*batch_n, e - s), v[..., s:e].expand(*batch_n, e - s)))
-                if sum(p[0].shape[-1] for p in cur) >= width:
+                if cur and state["cols"] + (e - s) > width:
                     flush()
+                cur.append((u[..., s:e].expand(*batch_n, e - s), v[..., s:e].expand(*batch_n, e - s)))
+                state["cols"] += e - s
+                if state["cols"] >= width:
+                    flush()
+            del u, v
         if cur or state["first"]:
             if not cur:
                 z = torch.zeros(*self.shape[:-1], 0, dtype=self.dtype, device=self.device)
@@ -263,11 +344,12 @@ def _control_weight(AinvZ: torch.Tensor, PinvZ: torch.Tensor) -> torch.Tensor:
 
 
 # Bytes of one CG right-hand-side block (in the solve dtype): the columns [r, z_1..z_t] are solved in blocks of
-# ``_columns_per_block(n)``, so CG's six n × block work matrices stay O(n) at any t (float64: 10 columns at
-# n = 10⁵, one at n = 10⁶, instead of all 33 at once: 6 · 264 MB at n = 10⁶). Every cost of a structured product is
-# linear in the number of columns, so blocking costs only the per-iteration overhead (measured at n = 10⁵: peak
-# RSS 691 → 501 MB in the solve).
-_BLOCK_BYTES = 1 << 23
+# ``_columns_per_block(n)``, so CG's work matrices stay O(n) at any t (float64: one column at n ≥ 1.3 · 10⁵, 13 at
+# n = 10⁴, instead of all 33 at once: 6 · 264 MB at n = 10⁶). Every cost of a structured product is linear in the
+# number of columns, and a column solved alone stops at its own convergence, so blocking costs only the
+# per-iteration overhead (measured at n = 10⁵, one MLL + gradient: 0.86–0.94 s CPU with one-column blocks, 0.86–1.3 s
+# with ten; peak RSS of the step 500 → 420 MB).
+_BLOCK_BYTES = 1 << 20
 
 
 def _columns_per_block(n: int, itemsize: int = 8) -> int:
@@ -291,36 +373,39 @@ class _StructuredInvQuadLogdet(torch.autograd.Function):
         n = holder.shape[-1]
         batch = torch.broadcast_shapes(holder.shape[:-2], rhs.shape[:-2])
         k = rhs.shape[-1]
-        precond = holder.preconditioner()
         t = int(settings.num_trace_samples.value()) if want_logdet else 0
+        precond = holder.preconditioner(sampling=t > 0)
         dtype, keep = holder.solve_dtype, holder.dtype
         width = _columns_per_block(n, torch.finfo(dtype).bits // 8)
         mm = holder.matmul_fn()
         R = rhs.detach().to(dtype).expand(*batch, n, k)
-        alphas, inv_quad = [], R.new_zeros(batch)
+        # the saved solves are written block by block into tensors allocated once (no list of blocks + copy)
+        alpha = R.new_empty(*batch, n, k, dtype=keep)
+        inv_quad = R.new_zeros(batch)
         for s, e in _column_blocks(k, width):
             X, _ = pcg(mm, R[..., s:e], precond.solve)
             inv_quad = inv_quad + (R[..., s:e] * X).sum((-2, -1))
-            alphas.append(X)
-        alpha = torch.cat(alphas, -1)
-        AinvZ, PinvZ, quads = [], [], []
+            alpha[..., s:e] = X
+            del X
+        AinvZ = R.new_empty(*batch, n, t, dtype=keep)
+        PinvZ = R.new_empty(*batch, n, t, dtype=keep)
         if t:
-            gen = probe_generator()
+            gen, quads = probe_generator(), []
             for s, e in _column_blocks(t, width):
                 Z = precond.sample(e - s, gen).to(dtype).expand(*batch, n, e - s)
                 X, info = pcg(mm, Z, precond.solve, record=True)
                 T = lanczos_tridiag_from_cg(info)
                 quads.append(lanczos_quadrature(T, info.rz0))  # ‖z‖²_{P⁻¹} e₁ᵀ log(T) e₁ per probe
-                AinvZ.append(X.to(keep))
-                PinvZ.append(precond.solve(Z).to(keep))
-                del X, Z, info, T
+                AinvZ[..., s:e] = X
+                del X, info, T
+                PinvZ[..., s:e] = precond.solve(Z)
+                del Z
             logdet = precond.logdet().to(dtype).expand(batch) + torch.cat(quads, -1).mean(-1)
-            AinvZ, PinvZ = torch.cat(AinvZ, -1), torch.cat(PinvZ, -1)
+            precond.forget_factor()  # the probes are drawn: the backward needs only W and D (n × k numbers freed)
         else:
             logdet = R.new_zeros(batch)
-            AinvZ = PinvZ = alpha.new_zeros(*batch, n, 0).to(keep)
         ctx.holder, ctx.t, ctx.rhs_shape, ctx.rhs_dtype = holder, t, rhs.shape, rhs.dtype
-        ctx.save_for_backward(alpha.to(keep), AinvZ, PinvZ)
+        ctx.save_for_backward(alpha, AinvZ, PinvZ)
         return inv_quad.to(rhs.dtype), logdet.to(rhs.dtype)
 
     @staticmethod
@@ -345,9 +430,11 @@ class _StructuredInvQuadLogdet(torch.autograd.Function):
             def probe_pairs():  # the Hutchinson remainder, one column block at a time (never all t at once)
                 for s, e in _column_blocks(t, _columns_per_block(alpha.shape[-2], alpha.element_size())):
                     Pz = PinvZ[..., s:e].to(dtype)
-                    resid = (AinvZ[..., s:e].to(dtype) - c * Pz) / t
-                    g_d.append(g_l[..., 0] * (resid * Pz).sum(-1))
-                    yield g_l * resid, Pz
+                    resid = Pz * -c  # g_l (A⁻¹z − c P⁻¹z) / t, built in place
+                    resid.add_(AinvZ[..., s:e].to(dtype)).mul_(g_l / t)
+                    g_d.append((resid * Pz).sum(-1))
+                    yield resid, Pz
+                    del resid, Pz
 
             blocks.append(probe_pairs())
         grads = holder.bilinear_grads_blocks(
@@ -373,7 +460,9 @@ class StructuredFactor(Factor):
 
     def solve(self, rhs):
         h = self.holder
-        return _IterativeSolve.apply(h, rhs, h.diag, *h.tensors)  # CG through B's products, backward by CG
+        out = _IterativeSolve.apply(h, rhs, h.diag, *h.tensors)  # CG through B's products, backward by CG
+        h.preconditioner().forget_factor()  # solves use only W and D
+        return out
 
     def inv_quad_logdet(self, rhs=None, logdet=True, reduce=True):
         if not reduce and rhs is not None:

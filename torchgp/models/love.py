@@ -29,8 +29,16 @@ import torch
 from torchgp.linalg.cholesky import psd_safe_cholesky
 from torchgp.linalg.interpolated import InterpolatedOperator, interp_matmul
 from torchgp.linalg.lanczos_root import lanczos
+from torchgp.linalg.operators import Operator, SumOperator
 
-__all__ = ["lanczos", "love_inverse_root", "lanczos_root", "SKIPredictionCache"]
+__all__ = [
+    "lanczos",
+    "love_inverse_root",
+    "lanczos_root",
+    "SKIPredictionCache",
+    "interpolated_parts",
+    "stacked_weights",
+]
 
 
 def love_inverse_root(matmul, batch, n: int, k: int, dtype, device=None) -> torch.Tensor:
@@ -48,39 +56,75 @@ def lanczos_root(matmul, batch, n: int, k: int, dtype, device=None) -> torch.Ten
     return Q @ (evecs * evals.clamp_min(0).sqrt().unsqueeze(-2))
 
 
+def interpolated_parts(op) -> list[InterpolatedOperator] | None:
+    """The symmetric interpolated terms of ``op``: ``[op]`` for one ``W K_UU Wᵀ``, the terms of a sum of them
+    (additive KISS-GP, :class:`~torchgp.kernels.AdditiveStructureKernel`), else None."""
+    parts = op.operators if isinstance(op, SumOperator) else [op]
+    if all(isinstance(p, InterpolatedOperator) and p.symmetric for p in parts):
+        return list(parts)
+    return None
+
+
+def stacked_weights(parts, rows: slice = slice(None)):
+    """Interpolation weights of a sum ``Σ_p W_p K_p W_pᵀ`` as one ``W = [W_1 … W_P]`` onto the stacked grids.
+
+    ``Σ_p W_p K_p W_pᵀ = W blockdiag(K_1, …, K_P) Wᵀ``: the indices of part ``p`` are shifted by ``Σ_{q<p} m_q``.
+    Returns ``indices, values (*batch, rows, Σ_p k_p)`` of the rows ``rows``.
+    """
+    batch = torch.broadcast_shapes(*(p.left_indices.shape[:-2] for p in parts))
+    idx, val, offset = [], [], 0
+    for p in parts:
+        i, v = p.left_indices[..., rows, :], p.left_values[..., rows, :]
+        idx.append((i + offset).expand(*batch, *i.shape[-2:]))
+        val.append(v.expand(*batch, *v.shape[-2:]))
+        offset += p.base.shape[-1]
+    return (idx[0], val[0]) if len(parts) == 1 else (torch.cat(idx, -1), torch.cat(val, -1))
+
+
+def _stack_grid(blocks: list) -> torch.Tensor:
+    """Grid-side blocks ``(*batch_p, m_p, c)`` stacked to ``(*batch, Σ m_p, c)``."""
+    if len(blocks) == 1:
+        return blocks[0]
+    batch = torch.broadcast_shapes(*(b.shape[:-2] for b in blocks))
+    return torch.cat([b.expand(*batch, *b.shape[-2:]) for b in blocks], -2)
+
+
 class SKIPredictionCache:
     r"""KISS-GP predictions from grid caches: ``O(4^d)`` per test mean, ``O(4^d k)`` per LOVE variance.
 
     Args:
         train_covar: the training kernel ``W K_UU Wᵀ`` as a symmetric
-            :class:`~torchgp.linalg.interpolated.InterpolatedOperator` ``(*batch, n, n)`` (noise excluded).
+            :class:`~torchgp.linalg.interpolated.InterpolatedOperator` ``(*batch, n, n)`` (noise excluded), or a
+            sum of them (additive KISS-GP), treated as one interpolation onto the stacked grids
+            (:func:`stacked_weights`).
         noisy_matmul: ``V ↦ (K + σ²I) V`` for ``V (*batch, n, 1)`` (the training covariance with noise).
         alpha: ``(K + σ²I)⁻¹ (y − μ(X))``, ``(*batch, n, 1)``.
         k: Lanczos steps (rank of the variance cache); None leaves the variance cache out.
 
     Attributes:
-        mean_cache: ``K_UU Wᵀ α``, ``(*batch, m, 1)``.
+        mean_cache: ``K_UU Wᵀ α``, ``(*batch, m, 1)`` (``m = Σ_p m_p`` for a sum).
         covar_cache: ``G (*batch, m, k)`` with ``K_UU Wᵀ (K + σ²I)⁻¹ W K_UU ≈ G Gᵀ`` (None without ``k``).
 
     The ``n × k`` Lanczos basis lives only while the cache is built; what is kept is ``O(m k)``.
     """
 
-    def __init__(self, train_covar: InterpolatedOperator, noisy_matmul, alpha: torch.Tensor, k: int | None = None):
-        if not isinstance(train_covar, InterpolatedOperator) or not train_covar.symmetric:
+    def __init__(self, train_covar, noisy_matmul, alpha: torch.Tensor, k: int | None = None):
+        parts = interpolated_parts(train_covar) if isinstance(train_covar, Operator) else None
+        if parts is None:
             raise TypeError(
                 "SKIPredictionCache needs the symmetric interpolated training covariance W K_UU Wᵀ "
-                f"(an InterpolatedOperator); got {type(train_covar).__name__}."
+                f"(an InterpolatedOperator, or a sum of them); got {type(train_covar).__name__}."
             )
-        self.base = train_covar.base
-        self.mean_cache = self.base.matmul(train_covar.right_interp_t_matmul(alpha))  # K_UU Wᵀ α
+        self.parts = parts
+        self.mean_cache = _stack_grid([p.base.matmul(p.right_interp_t_matmul(alpha)) for p in parts])  # K_UU Wᵀ α
         self.covar_cache = None
         if k is not None:
             batch, n = train_covar.batch_shape, train_covar.shape[-1]
             Q, T = lanczos(noisy_matmul, batch, n, k, alpha.dtype, alpha.device)
-            WtQ = train_covar.right_interp_t_matmul(Q)  # (*batch, m, k)
+            WtQ = [p.right_interp_t_matmul(Q) for p in parts]  # (*batch, m_p, k)
             del Q
             L_T = psd_safe_cholesky(T)
-            KWtQ = self.base.matmul(WtQ)  # K_UU Wᵀ Q
+            KWtQ = _stack_grid([p.base.matmul(w) for p, w in zip(parts, WtQ)])  # K_UU Wᵀ Q
             self.covar_cache = torch.linalg.solve_triangular(L_T, KWtQ.mT, upper=False).mT  # K_UU Wᵀ Q L_T⁻ᵀ
 
     def mean(self, indices: torch.Tensor, values: torch.Tensor) -> torch.Tensor:

@@ -27,10 +27,16 @@ from torchgp._progress import progress
 from torchgp._shapes import broadcast_shapes
 from torchgp.distributions import MultivariateNormal
 from torchgp.linalg.interpolated import InterpolatedOperator, interp_matmul
-from torchgp.linalg.operators import DenseOperator, KernelOperator, Operator, as_operator
+from torchgp.linalg.operators import DenseOperator, KernelOperator, Operator, SumOperator, as_operator
 from torchgp.linalg.operators.kernel import dense_product_bytes
 from torchgp.linalg.solvers import factorize
-from torchgp.models.love import SKIPredictionCache, lanczos_root, love_inverse_root
+from torchgp.models.love import (
+    SKIPredictionCache,
+    interpolated_parts,
+    lanczos_root,
+    love_inverse_root,
+    stacked_weights,
+)
 
 
 def joint_blocks(joint_covar, n: int):
@@ -52,8 +58,8 @@ def joint_blocks(joint_covar, n: int):
         if n + t <= settings.max_eager_kernel_size.value():
             test_covar = DenseOperator(test_covar.to_dense())  # small: evaluate once, reuse for diag and dense
         return K_sx, test_covar
-    if isinstance(joint_covar, InterpolatedOperator) and joint_covar.symmetric:
-        # KISS-GP: rows of W* K_UU Wᵀ from the operator's products, never the (n + t)² matrix
+    if isinstance(joint_covar, Operator) and interpolated_parts(joint_covar) is not None:
+        # KISS-GP (one W K_UU Wᵀ or an additive sum of them): rows from the operator's products, never (n + t)²
         return InterpolatedCross(joint_covar, n), joint_covar[..., n:, n:]
     C = joint_covar.to_dense() if not torch.is_tensor(joint_covar) else joint_covar
     return C[..., n:, :n], DenseOperator(C[..., n:, n:])
@@ -233,19 +239,21 @@ class CrossCovariance:
 
 
 class InterpolatedCross(CrossCovariance):
-    """``K(X*, X) = W* K_UU Wᵀ`` of a KISS-GP joint covariance ``(*batch, n + t, n + t)``.
+    """``K(X*, X) = W* K_UU Wᵀ`` of a KISS-GP joint covariance ``(*batch, n + t, n + t)`` (or a sum of such terms).
 
     Rows are evaluated block by block like any cross-covariance; it also keeps what the grid caches need:
     the training covariance ``train`` ``(*batch, n, n)`` and the test points' interpolation weights
-    ``indices, values (*batch, t, 4^d)``.
+    ``indices, values (*batch, t, 4^d)`` (for a sum, onto the stacked grids: :func:`~torchgp.models.love.stacked_weights`).
     """
 
-    def __init__(self, joint: InterpolatedOperator, n: int):
+    def __init__(self, joint: Operator, n: int):
         t = joint.shape[-1] - n
-        super().__init__(lambda s, e: joint[..., n + s : n + e, :n].to_dense(), t, n, joint.dtype)
+        parts = interpolated_parts(joint)
+        super().__init__(lambda s, e: sum(p[..., n + s : n + e, :n].to_dense() for p in parts), t, n, joint.dtype)
         # W K_UU Wᵀ on the training rows, built symmetric (one weight pair) as the grid caches need
-        self.train = InterpolatedOperator(joint.base, joint.left_indices[..., :n, :], joint.left_values[..., :n, :])
-        self.indices, self.values = joint.left_indices[..., n:, :], joint.left_values[..., n:, :]
+        train = [InterpolatedOperator(p.base, p.left_indices[..., :n, :], p.left_values[..., :n, :]) for p in parts]
+        self.train = train[0] if len(train) == 1 else SumOperator(*train)
+        self.indices, self.values = stacked_weights(parts, slice(n, None))
 
 
 class PosteriorCovariance(Operator):

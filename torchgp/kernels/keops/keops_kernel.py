@@ -11,7 +11,9 @@ forms (:mod:`torchgp.linalg.blockwise`; Gardner et al. 2018, §4; Wang et al. 20
 
 from __future__ import annotations
 
+from torchgp import settings
 from torchgp.kernels.kernel import Kernel
+from torchgp.linalg.operators import DenseOperator
 
 __all__ = ["KeOpsKernel"]
 
@@ -23,7 +25,17 @@ class KeOpsKernel(Kernel):
     ``_keops_forward`` / ``_nonkeops_forward`` are not needed: both would compute the same matrix, which torchgp
     evaluates in tiles on demand.
 
+    Under ``settings.use_keops(False)`` the matrix is evaluated whole instead, as GPyTorch's KeOps kernels fall
+    back to their plain computation (see :class:`torchgp.settings.use_keops`).
+
     Shapes:
         ``kernel(x1 (*batch, n, d), x2 (*batch, m, d))`` → a lazy ``(*batch, n, m)``
-        :class:`~torchgp.linalg.KernelOperator`.
+        :class:`~torchgp.linalg.KernelOperator` (a :class:`~torchgp.linalg.DenseOperator` with ``use_keops``
+        off).
     """
+
+    def _lazy(self, x1, x2, **params):
+        op = super()._lazy(x1, x2, **params)
+        if settings.use_keops.on():
+            return op
+        return DenseOperator(op.to_dense())  # the plain computation: the whole matrix, guarded by max_dense_memory
