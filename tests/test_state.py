@@ -99,3 +99,10 @@ def test_exclude_skips_a_submodule():
     with torch.no_grad():
         outer[0].weight.data.fill_(5.0)
     assert state_key(outer, exclude=outer[1]) != k
+
+
+def test_one_element_tensor_with_stride_zero():
+    # such buffers come from expand()ed constants; they count as contiguous but cannot be viewed as bytes
+    t = torch.tensor([1.5]).as_strided((1,), (0,))
+    assert state_key(None, t) == state_key(None, torch.tensor([1.5]))
+    assert state_key(None, t) != state_key(None, torch.tensor([2.5]))

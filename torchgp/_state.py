@@ -39,6 +39,10 @@ def _as_bytes(t: torch.Tensor) -> torch.Tensor:
         return flat.to(torch.uint8)
     if flat.is_complex():
         flat = torch.view_as_real(flat).reshape(-1)
+    # A one-element tensor with stride 0 counts as contiguous, so .contiguous() keeps the stride that
+    # .view(uint8) refuses: clone into a fresh contiguous layout whenever the last stride is not 1.
+    if flat.numel() and flat.stride(-1) != 1:
+        flat = flat.clone(memory_format=torch.contiguous_format)
     return flat.contiguous().view(torch.uint8)
 
 

@@ -190,6 +190,8 @@ class MultitaskMultivariateNormal(MultivariateNormal):
         parts = kronecker_sum(self._covar)
         if parts is not None:
             quad, logdet = kronecker_inv_quad_logdet(parts, diff.unsqueeze(-1))
+            if settings.skip_logdet_forward.on():  # as inv_quad_logdet does: no value, the same gradient
+                logdet = logdet - logdet.detach()
         else:
             quad, logdet = inv_quad_logdet(self._covar, diff.unsqueeze(-1))
         return -0.5 * (quad + logdet + N * math.log(2 * math.pi))

@@ -28,6 +28,7 @@ import torch
 
 from torchgp.linalg.cholesky import psd_safe_cholesky
 from torchgp.linalg.interpolated import InterpolatedOperator, interp_matmul
+from torchgp.linalg.lanczos import jitter_tridiagonal
 from torchgp.linalg.lanczos_root import lanczos
 from torchgp.linalg.operators import Operator, SumOperator
 
@@ -52,7 +53,8 @@ def love_inverse_root(matmul, batch, n: int, k: int, dtype, device=None) -> torc
 def lanczos_root(matmul, batch, n: int, k: int, dtype, device=None) -> torch.Tensor:
     """``S (*batch, n, k)`` with ``A ≈ S Sᵀ`` (``S = Q V Λ^{1/2}``, ``T = V Λ Vᵀ``), for drawing samples of ``N(0, A)``."""
     Q, T = lanczos(matmul, batch, n, k, dtype, device)
-    evals, evecs = torch.linalg.eigh(T)  # T may be singular (a covariance of rank < k): no Cholesky
+    # T may be singular (a covariance of rank < k): no Cholesky; settings.tridiagonal_jitter as in GPyTorch
+    evals, evecs = torch.linalg.eigh(jitter_tridiagonal(T))
     return Q @ (evecs * evals.clamp_min(0).sqrt().unsqueeze(-2))
 
 
