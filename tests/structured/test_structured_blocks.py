@@ -7,7 +7,7 @@ import torch
 
 import torchgp
 from tests.structured.test_ski import _dense_mll_terms, _ski
-from torchgp.linalg import interpolated, solvers, structured_solve
+from torchgp.linalg import interpolated, solvers, structured_solve, structured_system
 from torchgp.linalg.interpolated import interp_matmul, interp_t_matmul
 from torchgp.linalg.structured_solve import StructuredFactor, structured_pivoted_cholesky
 
@@ -16,7 +16,7 @@ D64 = torch.float64
 
 def test_column_and_row_blocked_ski_mll_and_gradients_equal_dense(monkeypatch):
     n = 400
-    monkeypatch.setattr(structured_solve, "_BLOCK_BYTES", n * 8 * 3)  # 3 columns per CG / gradient block
+    monkeypatch.setattr(structured_system, "_BLOCK_BYTES", n * 8 * 3)  # 3 columns per CG / gradient block
     monkeypatch.setattr(interpolated, "_ROW_BLOCK", 64)  # W products 64 rows at a time
     assert structured_solve._columns_per_block(n) == 3
     model, x, y = _ski(n=n)
