@@ -1,7 +1,10 @@
-"""GPyTorch settings that change nothing in torchgp, re-exported by :mod:`torchgp.settings`.
+"""GPyTorch's settings for its KeOps kernels, its iterative solvers and its linear-algebra dtypes, re-exported by
+:mod:`torchgp.settings`.
 
-Each is accepted with GPyTorch's values so that code written for GPyTorch runs; its docstring says why it
-changes nothing in torchgp.
+Each takes GPyTorch's values and acts as GPyTorch's does (``skip_logdet_forward``, ``terminate_cg_by_size``,
+``min_preconditioning_size``, ``preconditioner_tolerance``, ``tridiagonal_jitter``, ``use_keops``); where a
+default differs from GPyTorch's, or where GPyTorch's own flag has nothing to act on (``memory_efficient``), the
+class docstring says so and why.
 """
 
 from __future__ import annotations
