@@ -104,21 +104,25 @@ class preconditioner_tolerance(_Positive):
 
 
 class _linalg_dtype_symeig(_Setting):
-    """Dtype of symmetric eigendecompositions in GPyTorch (default float64); see :class:`linalg_dtypes`."""
+    """Dtype of symmetric eigendecompositions (default float64); see :class:`linalg_dtypes`."""
 
     _default = torch.float64
 
 
 class _linalg_dtype_cholesky(_Setting):
-    """Dtype of Cholesky factorisations in GPyTorch (default float64); see :class:`linalg_dtypes`."""
+    """Dtype of the variational ``K_zz`` Cholesky factorisations (default float64); see :class:`linalg_dtypes`."""
 
     _default = torch.float64
 
 
 class linalg_dtypes:
-    """Accepted: sets GPyTorch's two linear-algebra dtypes inside the block (readable as
-    ``settings._linalg_dtype_cholesky.value()``); torchgp's factorisations run in the matrix's dtype, and
-    mixed precision is :class:`solve_dtype`.
+    """The dtypes of two factorisations, as in GPyTorch (default float64 for both), set inside the block.
+
+    ``symeig``: symmetric eigendecompositions (Kronecker multitask and grid solves, ``torchgp.linalg._lapack.sym_eigh``)
+    of narrower matrices run in it; ``cholesky``: the variational strategies factorise ``K_zz`` in it. Results come
+    back in the matrix's dtype, so a float32 model gets float64-accurate factors of its small matrices. The
+    Cholesky of an exact GP's ``n × n`` matrix runs in its own dtype (mixed precision there is
+    :class:`solve_dtype`).
 
     Args:
         default: dtype for both (default float64).

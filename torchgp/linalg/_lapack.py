@@ -13,6 +13,8 @@ import contextlib
 
 import torch
 
+from torchgp import settings
+
 __all__ = ["sym_eigh", "congruence", "openblas_threads", "scipy_routine", "EIGH_SCIPY_MIN_N"]
 
 _OPENBLAS = []  # threadpoolctl's controller of scipy's (and numpy's) bundled OpenBLAS, or None (found once)
@@ -82,8 +84,14 @@ def sym_eigh(M: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
     On CPU, for float32/float64, ``p ≥ EIGH_SCIPY_MIN_N`` and no autograd through ``M``, LAPACK's ``syevd`` through
     scipy (its OpenBLAS held to torch's thread count), one batch member at a time; otherwise
-    :func:`torch.linalg.eigh`. Both are the same LAPACK algorithm and agree to rounding.
+    :func:`torch.linalg.eigh`. Both are the same LAPACK algorithm and agree to rounding. As in GPyTorch, a matrix
+    narrower than ``settings._linalg_dtype_symeig`` (default float64; ``settings.linalg_dtypes``) is decomposed
+    in that dtype and the results returned in ``M``'s.
     """
+    wide = settings._linalg_dtype_symeig.value()
+    if M.dtype.is_floating_point and wide.is_floating_point and torch.finfo(wide).bits > torch.finfo(M.dtype).bits:
+        lam, Q = sym_eigh(M.to(wide))
+        return lam.to(M.dtype), Q.to(M.dtype)
     p = M.shape[-1]
     eigh = scipy_routine("eigh", M.dtype) if M.device.type == "cpu" else None
     if eigh is None or p < EIGH_SCIPY_MIN_N or (torch.is_grad_enabled() and M.requires_grad):

@@ -101,9 +101,20 @@ class _VariationalStrategy(Module):
     def _jitter(self, dtype) -> float:
         return settings.variational_cholesky_jitter.value(dtype) if self.jitter_val is None else self.jitter_val
 
-    def _chol_zz(self, K_zz: torch.Tensor) -> torch.Tensor:
+    def _chol_zz(self, K_zz: torch.Tensor, keep_dtype: bool = False) -> torch.Tensor:
+        """``chol(K_zz + jitter I)`` ``(*batch, m, m)``, factorised in ``settings._linalg_dtype_cholesky``.
+
+        As GPyTorch does, a float32 ``K_zz`` is factorised in float64 by default (``settings.linalg_dtypes``), so
+        near-singular inducing covariances factorise without jitter escalation; the factor is returned in
+        ``K_zz``'s dtype unless ``keep_dtype`` asks for the factorisation dtype.
+        """
         eye = torch.eye(K_zz.shape[-1], dtype=K_zz.dtype, device=K_zz.device)
-        return psd_safe_cholesky(K_zz + self._jitter(K_zz.dtype) * eye)
+        A = K_zz + self._jitter(K_zz.dtype) * eye
+        wide = settings._linalg_dtype_cholesky.value()
+        if wide.is_floating_point and torch.finfo(wide).bits > torch.finfo(A.dtype).bits:
+            L = psd_safe_cholesky(A.to(wide))
+            return L if keep_dtype else L.to(K_zz.dtype)
+        return psd_safe_cholesky(A)
 
     def _params_key(self, dtype):
         """What ``chol(K_zz)`` depends on: the model's parameters and buffers (not ``q(u)``'s), the jitter."""
@@ -123,11 +134,13 @@ class _VariationalStrategy(Module):
         if c is not None and c[0] == key and c[2].shape == K_zz.shape and not c[2].requires_grad:
             self._cache = (*c[:4], for_kl)
             return c[1], c[2], c[3]
-        L = self._chol_zz(K_zz)
+        L = self._chol_zz(K_zz, keep_dtype=True)
         # Inverting the m × m factor once (O(m³)) and multiplying is a GEMM, about twice as fast as a
         # triangular solve with b right-hand sides (b ≫ m per minibatch), and its backward is two GEMMs.
+        # Both in the factorisation's dtype (float64 for a float32 model by default), then K_zz's.
         eye = torch.eye(L.shape[-1], dtype=L.dtype, device=L.device)
-        L_inv = torch.linalg.solve_triangular(L, eye, upper=False)
+        L_inv = torch.linalg.solve_triangular(L, eye, upper=False).to(K_zz.dtype)
+        L = L.to(K_zz.dtype)
         self._cache = (key, mean_z, L, L_inv, for_kl)  # reused by kl_divergence() in the same step
         return mean_z, L, L_inv
 
