@@ -118,12 +118,16 @@ def test_multivariate_normal_arithmetic_and_kl():
     assert_same(ref, ours, rtol=1e-10, atol=1e-10)
 
 
-@pytest.mark.xfail(strict=True, reason="torchgp's MultivariateNormal has no get_base_samples / base_sample_shape")
 def test_multivariate_normal_base_samples():
     def program(gp, share):
         d1, _ = _two_mvns(gp)
         base = d1.get_base_samples(torch.Size([4]))
-        return {"base": base, "sample": d1.rsample(torch.Size([4]), base_samples=base)}
+        return {
+            "base": base,
+            "sample": d1.rsample(torch.Size([4]), base_samples=base),
+            "base_shape": torch.tensor(d1.base_sample_shape),
+            "precision": d1.precision_matrix,
+        }
 
     ref, ours = run_both(program)
     assert_same(ref, ours, rtol=1e-10, atol=1e-10)

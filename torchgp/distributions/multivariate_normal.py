@@ -124,6 +124,22 @@ class MultivariateNormal(Distribution):
         with torch.no_grad():
             return self.rsample(sample_shape, base_samples)
 
+    @property
+    def base_sample_shape(self) -> torch.Size:
+        """Shape of the standard normal draw behind one sample, without batch dimensions: ``(n,)``."""
+        return self.event_shape
+
+    def get_base_samples(self, sample_shape=torch.Size()) -> torch.Tensor:
+        """I.i.d. standard normals ``(*sample_shape, *batch, n)`` for ``rsample(sample_shape, base_samples=)``."""
+        shape = torch.Size(sample_shape) + self._mean.shape
+        with torch.no_grad():
+            return torch.randn(shape, dtype=self._mean.dtype, device=self._mean.device)
+
+    @property
+    def precision_matrix(self) -> torch.Tensor:
+        """The inverse covariance ``Σ⁻¹ (*batch, n, n)``, from the Cholesky factor (``cholesky_inverse``)."""
+        return torch.cholesky_inverse(self.scale_tril)
+
     # ------------------------------------------------------------------ densities
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         r"""``log N(value; mean, K)``, ``(*batch)``.

@@ -17,6 +17,7 @@ import torch
 
 from torchgp.distributions import MultivariateNormal
 from torchgp.errors import InputError, ModelTypeError, ShapeError
+from torchgp.likelihoods.softmax import SoftmaxLikelihood
 from torchgp.mlls.marginal_log_likelihood import MarginalLogLikelihood
 from torchgp.models._diagnostics import warn_eval_mode_objective
 from torchgp.models.missing_data import masking_on, observed_points
@@ -67,7 +68,14 @@ class _ApproximateMarginalLogLikelihood(MarginalLogLikelihood):
         warn_eval_mode_objective(self, stacklevel=5)  # eval mode: frozen caches, dropout off: not the ELBO
         event = approximate_dist_f.event_shape
         b = event[0]
-        if len(event) == 2:  # a multitask q(f) over (b, t): targets (*batch, b, t)
+        labels = isinstance(self.likelihood, SoftmaxLikelihood)  # t latent functions, one class label per point
+        if len(event) == 2 and labels:
+            if target.shape[-1] != b:
+                raise ShapeError(
+                    f"target has shape {tuple(target.shape)} but the model output is over b = {b} points; a "
+                    f"SoftmaxLikelihood takes one class label per point: pass labels of shape ({b},)."
+                )
+        elif len(event) == 2:  # a multitask q(f) over (b, t): targets (*batch, b, t)
             if tuple(target.shape[-2:]) != tuple(event):
                 raise ShapeError(
                     f"target has shape {tuple(target.shape)} but the model output is over b = {b} points and "
@@ -89,7 +97,7 @@ class _ApproximateMarginalLogLikelihood(MarginalLogLikelihood):
         if len(event) == 1 and masking and torch.isnan(target).any():  # NaN targets are missing observations
             approximate_dist_f, target = observed_points(approximate_dist_f, target)
         elif not masking and not bool(torch.isfinite(target).all()):  # one reduction and one sync per call
-            raise InputError(_nonfinite_minibatch_message(target, -2 if len(event) == 2 else -1))
+            raise InputError(_nonfinite_minibatch_message(target, -2 if len(event) == 2 and not labels else -1))
         log_lik = self._log_likelihood_term(approximate_dist_f, target, **kwargs).div(b)  # b counts missing ones
         kl = self.model.variational_strategy.kl_divergence().div(self.num_data / self.beta)
         log_prior = self._log_prior()

@@ -6,8 +6,9 @@ import math
 
 import torch
 
-from torchgp import settings
+from torchgp import _record, settings
 from torchgp.errors import InputError, ShapeError
+from torchgp.utils.warnings import GPInputWarning
 
 
 def nonfinite_rows(t: torch.Tensor, point_dim: int) -> list[int]:
@@ -65,19 +66,22 @@ def check_train_targets(y, x: torch.Tensor, multi_output: bool = False, check_fi
     if not check_finite:
         return y
     missing_ok = settings.observation_nan_policy.value() != "ignore"  # NaN = a missing observation
-    rows = nonfinite_rows(
-        torch.nan_to_num(y, nan=0.0, posinf=math.inf, neginf=-math.inf) if missing_ok else y, point_dim
-    )
+    rows = nonfinite_rows(torch.nan_to_num(y, nan=0.0, posinf=math.inf, neginf=-math.inf), point_dim)
+    if not missing_ok and not rows:
+        nan_rows = nonfinite_rows(y, point_dim)
+        if nan_rows:  # GPyTorch accepts them here: the policy may be set around the training loop instead
+            _record.warn(
+                f"train_targets holds NaN at {len(nan_rows)} point(s) (first: {nan_rows[:10]}). They are missing "
+                "observations only under `with torchgp.settings.observation_nan_policy('mask'):` (or 'fill') around "
+                "training and prediction; otherwise the marginal likelihood refuses them. Drop those points or use "
+                "that setting.",
+                GPInputWarning,
+                stacklevel=4,
+            )
     if rows:
-        hint = (
-            "."
-            if missing_ok
-            else "; for NaN targets that are missing observations, use "
-            "`with torchgp.settings.observation_nan_policy('mask'):`."
-        )
         raise InputError(
-            f"train_targets holds {'inf' if missing_ok else 'NaN or inf'} at {len(rows)} point(s) (first: "
-            f"{rows[:10]}). Drop those points (from inputs and targets) or impute them before training{hint}"
+            f"train_targets holds inf at {len(rows)} point(s) (first: {rows[:10]}). Drop those points (from inputs "
+            "and targets) or impute them before training."
         )
     return y
 
