@@ -5,15 +5,15 @@ base class handles 1-D inputs, ``active_dims``, ``diag=True`` (without forming t
 ``forward_diag(x1, x2)`` if the kernel writes one, else the forward on aligned pairs),
 ``last_dim_is_batch``, batch shapes, shape errors, laziness (``kernel(X)`` returns a
 :class:`~torchgp.linalg.KernelOperator` that is evaluated only when needed), and sums and
-products (``k1 + k2``, ``k1 * k2``).
+products (``k1 + k2``, ``k1 * k2``) and batch indexing (``kernel[i]``, in ``_batch_index.py``). How it
+reads a subclass's ``forward`` signature lives in ``_dispatch.py``.
 """
 
 from __future__ import annotations
 
+import copy
 import functools
-import inspect
 import operator
-from functools import cache
 
 import torch
 
@@ -21,49 +21,11 @@ from torchgp import settings
 from torchgp._shapes import broadcast_shapes
 from torchgp.constraints import Positive
 from torchgp.errors import ShapeError
+from torchgp.kernels._batch_index import batch_key, index_kernel_
+from torchgp.kernels._dispatch import as_inputs, call_with_hooks, diag_route, forward_accepts
 from torchgp.kernels.distance import dist, sq_dist
 from torchgp.linalg.operators import KernelOperator
 from torchgp.module import Module
-
-
-@cache
-def _forward_accepts(cls) -> tuple[bool, bool, bool]:
-    """(names diag, handles last_dim_is_batch, accepts **params) for ``cls.forward``.
-
-    ``diag`` and ``last_dim_is_batch`` count only when ``forward`` names them: a forward taking
-    ``**params`` would silently ignore them, so the base class computes the diagonal on aligned
-    pairs and reshapes the inputs for ``last_dim_is_batch`` instead.
-    """
-    sig = inspect.signature(cls.forward)
-    names = sig.parameters
-    var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in names.values())
-    return "diag" in names, "last_dim_is_batch" in names, var_kw
-
-
-def _defining_class(cls, name: str):
-    return next(c for c in cls.__mro__ if name in c.__dict__)
-
-
-@cache
-def _diag_route(cls) -> str:
-    """How ``cls`` computes ``diag=True``: ``"forward_diag"``, ``"forward"`` (a ``diag=`` argument) or ``"pairs"``.
-
-    A ``forward_diag`` counts only if it is defined on the class that defines ``forward`` or below it:
-    a subclass that rewrites ``forward`` must not inherit a diagonal of different maths.
-    """
-    fd, fw = _defining_class(cls, "forward_diag"), _defining_class(cls, "forward")
-    if fd is not Kernel and issubclass(fd, fw):
-        return "forward_diag"
-    return "forward" if _forward_accepts(cls)[0] else "pairs"
-
-
-def as_inputs(x, name: str) -> torch.Tensor:
-    """Inputs as ``(*batch, n, d)``: a 1-D tensor of n points becomes ``(n, 1)``."""
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of shape (*batch, n, d); got {type(x).__name__}.")
-    if x.dim() == 0:
-        raise ShapeError(f"{name} must have shape (n,) or (*batch, n, d); got a scalar.")
-    return x.unsqueeze(-1) if x.dim() == 1 else x
 
 
 class Kernel(Module):
@@ -157,28 +119,7 @@ class Kernel(Module):
         """
         if not (self._forward_pre_hooks or self._forward_hooks):
             return self._call(*args, **kwargs)
-        return self._call_with_hooks(args, kwargs)
-
-    def _call_with_hooks(self, args: tuple, kwargs: dict):
-        """``nn.Module.__call__``'s hook protocol around :meth:`_call` (``forward`` stays the maths)."""
-        for hook_id, hook in self._forward_pre_hooks.items():
-            if hook_id in self._forward_pre_hooks_with_kwargs:
-                res = hook(self, args, kwargs)
-                if res is not None:
-                    args, kwargs = res
-            else:
-                res = hook(self, args)
-                if res is not None:
-                    args = res if isinstance(res, tuple) else (res,)
-        out = self._call(*args, **kwargs)
-        for hook_id, hook in self._forward_hooks.items():
-            if hook_id in self._forward_hooks_with_kwargs:
-                res = hook(self, args, kwargs, out)
-            else:
-                res = hook(self, args, out)
-            if res is not None:
-                out = res
-        return out
+        return call_with_hooks(self, args, kwargs)
 
     def _call(self, x1, x2=None, diag: bool = False, last_dim_is_batch: bool = False, **params):
         x1 = as_inputs(x1, "x1")
@@ -243,7 +184,7 @@ class Kernel(Module):
         if self.active_dims is not None:
             x1 = x1.index_select(-1, self.active_dims)
             x2 = x1 if same else x2.index_select(-1, self.active_dims)
-        takes_diag, takes_ldb, takes_kw = _forward_accepts(type(self))
+        takes_diag, takes_ldb, takes_kw = forward_accepts(type(self))
         if last_dim_is_batch and not takes_ldb:
             if self.ard_num_dims is not None and self.ard_num_dims > 1:
                 raise ShapeError(
@@ -257,7 +198,7 @@ class Kernel(Module):
         kwargs = dict(params) if takes_kw else {}
         if takes_ldb and last_dim_is_batch:
             kwargs["last_dim_is_batch"] = True
-        route = _diag_route(type(self)) if diag else None
+        route = diag_route(type(self), Kernel) if diag else None
         if route == "forward_diag":
             out = self.forward_diag(x1, x2, **kwargs)
         elif route == "pairs":
@@ -331,6 +272,30 @@ class Kernel(Module):
         Products evaluate their factors with a rate in one node (``StationaryKernel._exp_product``).
         """
         return None
+
+    # ------------------------------------------------------------------ batch indexing
+    def __getitem__(self, index) -> Kernel:
+        """The kernels ``index`` selects from this batch: ``k[1]``, ``k[1:3]``, ``k[..., 0]``, ``k[[0, 2]]``.
+
+        The index applies to the batch dimensions only: a kernel of ``batch_shape (*B)`` gives a copy of
+        ``batch_shape`` ``empty(B)[index].shape`` whose hyperparameters (new leaf parameters, as GPyTorch's),
+        buffers and constraint bounds of shape ``(*B, *event)`` are ``t[index]``; sub-kernels whose batch
+        shape starts with ``B`` are indexed alike, those without one are copied. Without a batch shape: itself.
+
+        Raises:
+            IndexError: an index with more entries than batch dimensions, or out of range.
+            ShapeError: a sub-kernel whose batch shape neither starts with this kernel's nor is empty.
+        """
+        if not self.batch_shape:
+            return self
+        key, new_batch = batch_key(self.batch_shape, index)
+        out = copy.deepcopy(self)
+        index_kernel_(out, key, self.batch_shape, new_batch, Kernel)
+        return out
+
+    def __iter__(self):
+        # without it, ``__getitem__`` would make every kernel iterable (forever, for one without a batch shape)
+        raise TypeError(f"{type(self).__name__} is not iterable; select batch members with kernel[i].")
 
     # ------------------------------------------------------------------ algebra
     def __add__(self, other: Kernel) -> Kernel:

@@ -15,9 +15,21 @@ import torch
 from torchgp import settings
 from torchgp._shapes import broadcast_shapes
 from torchgp.constraints import Positive
+from torchgp.errors import ShapeError
 from torchgp.kernels._fused import stationary_covariance
 from torchgp.kernels.distance import sq_dist
 from torchgp.kernels.kernel import Kernel
+from torchgp.kernels.spectral_mixture import CosineKernel, SpectralMixtureKernel  # re-exported: import paths stay
+
+__all__ = [
+    "StationaryKernel",
+    "RBFKernel",
+    "MaternKernel",
+    "RQKernel",
+    "PeriodicKernel",
+    "CosineKernel",
+    "SpectralMixtureKernel",
+]
 
 
 def _ones_diag(x1: torch.Tensor, batch_shape: torch.Size) -> torch.Tensor:
@@ -31,11 +43,6 @@ def _concat(feats: list[torch.Tensor]) -> torch.Tensor:
         return feats[0]
     batch = broadcast_shapes(*(f.shape[:-2] for f in feats))
     return torch.cat([f.expand(*batch, *f.shape[-2:]) for f in feats], dim=-1)
-
-
-def _sq_dist(a: torch.Tensor, b: torch.Tensor, diag: bool, clamp: bool = True) -> torch.Tensor:
-    """Squared distances: pairwise ``(*batch, n, m)``, or row by row ``(*batch, n)`` when ``diag``."""
-    return (a - b).pow(2).sum(-1) if diag else sq_dist(a, b, clamp=clamp)
 
 
 class StationaryKernel(Kernel):
@@ -55,6 +62,10 @@ class StationaryKernel(Kernel):
 
     ``forward(x1, x2, outputscale=s)`` returns ``s κ(r²)`` from the same node (a ``ScaleKernel``
     over a stationary kernel passes its ``outputscale (*batch)`` this way).
+
+    ``kernel(x1, x2, last_dim_is_batch=True)`` is ``(*batch, d, n, m)``: the inputs are scaled by their
+    per-dimension lengthscales (ARD) first, then each dimension is one batch (as in GPyTorch); a kernel whose
+    features are not one column per dimension says how to split them in ``_per_dim``.
 
     With ``dK_dr2`` written, the matrix and its gradients go through one fused autograd node
     (:func:`~torchgp.kernels._fused.stationary_covariance`: an O(n m) backward plus two
@@ -147,23 +158,53 @@ class StationaryKernel(Kernel):
         b = None if same else _concat(right)
         return stationary_covariance(self, a, b, scale=outputscale)
 
-    def forward(self, x1, x2, outputscale=None, **params):
-        """``(*batch, n, m)``; ``outputscale (*batch)``, if given, multiplies it inside the fused node."""
+    def _per_dim(self, a: torch.Tensor, d: int) -> torch.Tensor:
+        """Scaled features ``(*batch, n, d)`` as one batch per input dimension, ``(*batch, d, n, 1)``.
+
+        For ``last_dim_is_batch``: each dimension is scaled by its own lengthscale before it becomes a batch.
+        """
+        if a.shape[-1] != d:
+            raise ShapeError(
+                f"{type(self).__name__}.scaled maps {d} input columns to {a.shape[-1]} features, so last_dim_is_batch "
+                "cannot split them per dimension: override _per_dim(a, d) to return (*batch, d, n, k) features."
+            )
+        return a.mT.unsqueeze(-1)
+
+    def forward(self, x1, x2, outputscale=None, last_dim_is_batch=False, **params):
+        """``(*batch, n, m)``; ``outputscale (*batch)``, if given, multiplies it inside the fused node.
+
+        With ``last_dim_is_batch``, ``(*batch, d, n, m)``: dimension j alone, scaled by its own ``ℓ_j`` (ARD).
+        """
         a = self.scaled(x1)
         same = x2 is x1
         b = a if same else self.scaled(x2)
         theta = self.profile_params()
+        if last_dim_is_batch:
+            a = self._per_dim(a, x1.shape[-1])
+            b = a if same else self._per_dim(b, x2.shape[-1])
+            theta = tuple(t.unsqueeze(-3) for t in theta)  # (*batch, 1, 1, 1): shared by the d batches
+            outputscale = None if outputscale is None else outputscale.unsqueeze(-1)
         if self._fused():
             return stationary_covariance(self, a, None if same else b, *theta, scale=outputscale)
         K = self.K_r2(sq_dist(a, b), *theta)
         return K if outputscale is None else K * outputscale[..., None, None]
 
-    def forward_diag(self, x1, x2, outputscale=None, **params):
+    def forward_diag(self, x1, x2, outputscale=None, last_dim_is_batch=False, **params):
+        """``(*batch, n)``, or ``(*batch, d, n)`` with ``last_dim_is_batch``; κ(0) when ``x1 is x2``."""
         theta = self.profile_params()
+        if last_dim_is_batch:
+            theta = tuple(t.unsqueeze(-3) for t in theta)
+            outputscale = None if outputscale is None else outputscale.unsqueeze(-1)
         if x1 is x2:  # r = 0: κ(0) without touching the inputs
-            r2 = _ones_diag(x1, self.batch_shape).zero_().unsqueeze(-1)
+            ones = _ones_diag(x1, self.batch_shape)
+            if last_dim_is_batch:  # (*batch, d, n)
+                ones = ones.unsqueeze(-2).expand(*ones.shape[:-1], x1.shape[-1], ones.shape[-1])
+            r2 = torch.zeros_like(ones).unsqueeze(-1)
         else:
-            r2 = (self.scaled(x1) - self.scaled(x2)).square().sum(-1, keepdim=True)
+            a, b = self.scaled(x1), self.scaled(x2)
+            if last_dim_is_batch:
+                a, b = self._per_dim(a, x1.shape[-1]), self._per_dim(b, x2.shape[-1])
+            r2 = (a - b).square().sum(-1, keepdim=True)
         K = self.K_r2(r2, *theta)[..., 0]
         return K if outputscale is None else K * outputscale[..., None]
 
@@ -308,6 +349,10 @@ class PeriodicKernel(StationaryKernel):
         w = self.lengthscale.rsqrt()
         return torch.cat([torch.cos(u) * w, torch.sin(u) * w], dim=-1)
 
+    def _per_dim(self, a, d):
+        """``(cos, sin)`` features ``(*batch, n, 2d)`` as one batch per input dimension, ``(*batch, d, n, 2)``."""
+        return a.unflatten(-1, (2, d)).movedim(-1, -3)
+
     def K_r2(self, r2):
         return r2.mul(-0.5).exp_()
 
@@ -316,115 +361,3 @@ class PeriodicKernel(StationaryKernel):
 
     def dK_dr2(self, r2, K):
         return K.mul(-0.5)
-
-
-class CosineKernel(Kernel):
-    r"""Cosine kernel.
-
-    .. math:: k(x, x') = \cos\!\big(\pi \lVert x - x' \rVert / p\big)
-    """
-
-    is_stationary = True
-
-    def __init__(self, period_length_prior=None, period_length_constraint=None, **kwargs):
-        super().__init__(**kwargs)
-        constraint = Positive() if period_length_constraint is None else period_length_constraint
-        init = constraint.transform(torch.zeros(*self.batch_shape, 1, 1))
-        self.register_constrained("period_length", init, constraint, period_length_prior)
-
-    def forward(self, x1, x2, diag=False, **params):
-        if diag and x1 is x2:
-            return _ones_diag(x1, self.batch_shape)
-        p = self.period_length
-        a = x1 / p
-        b = a if x2 is x1 else x2 / p
-        return torch.cos(math.pi * _sq_dist(a, b, diag).clamp_min(1e-30).sqrt())
-
-
-class SpectralMixtureKernel(Kernel):
-    r"""Spectral mixture kernel (Wilson & Adams 2013, eq. 12), Q components.
-
-    .. math::
-        k(\tau) = \sum_q w_q \exp\!\big(-2\pi^2 \textstyle\sum_j \tau_j^2 \sigma_{qj}^2\big)
-        \cos\!\big(2\pi \textstyle\sum_j \tau_j \mu_{qj}\big),\quad \tau = x - x'
-
-    ``mixture_scales`` are σ (inverse lengthscales), ``mixture_means`` μ (frequencies).
-
-    Args:
-        num_mixtures: Q.
-        ard_num_dims: input dimension d (default 1).
-    """
-
-    is_stationary = True
-
-    def __init__(
-        self,
-        num_mixtures: int,
-        ard_num_dims: int | None = 1,
-        batch_shape=torch.Size([]),
-        mixture_scales_prior=None,
-        mixture_scales_constraint=None,
-        mixture_means_prior=None,
-        mixture_means_constraint=None,
-        mixture_weights_prior=None,
-        mixture_weights_constraint=None,
-        **kwargs,
-    ):
-        if not isinstance(num_mixtures, int) or num_mixtures < 1:
-            raise ValueError(f"SpectralMixtureKernel: num_mixtures must be a positive int; got {num_mixtures!r}.")
-        super().__init__(ard_num_dims=ard_num_dims, batch_shape=batch_shape, **kwargs)
-        self.num_mixtures = num_mixtures
-        d = 1 if ard_num_dims is None else ard_num_dims
-        b = self.batch_shape
-        for name, shape, prior, constraint in (
-            ("mixture_weights", (*b, num_mixtures), mixture_weights_prior, mixture_weights_constraint),
-            ("mixture_means", (*b, num_mixtures, 1, d), mixture_means_prior, mixture_means_constraint),
-            ("mixture_scales", (*b, num_mixtures, 1, d), mixture_scales_prior, mixture_scales_constraint),
-        ):
-            constraint = Positive() if constraint is None else constraint
-            self.register_constrained(name, constraint.transform(torch.zeros(shape)), constraint, prior)
-
-    def initialize_from_data(self, train_x: torch.Tensor, train_y: torch.Tensor, **kwargs) -> None:
-        """Draw scales from the data's range and means below its Nyquist frequency.
-
-        Scales: σ = 1 / ``|N(0, range²)|``; means: μ ~ U(0, ½ / smallest gap); weights: std(y)/Q.
-
-        Args:
-            train_x: ``(n, d)`` or ``(n,)``; train_y: ``(n,)``.
-        """
-        with torch.no_grad():
-            x = train_x.unsqueeze(-1) if train_x.dim() == 1 else train_x
-            if self.active_dims is not None:
-                x = x[..., self.active_dims]
-            xs = x.sort(dim=-2).values
-            span = (xs[..., -1, :] - xs[..., 0, :]).reshape(-1, x.shape[-1]).max(0).values
-            gaps = xs[..., 1:, :] - xs[..., :-1, :]
-            gaps = torch.where(gaps > 0, gaps, torch.full_like(gaps, math.inf)).reshape(-1, x.shape[-1]).min(0).values
-            gaps = torch.where(torch.isfinite(gaps), gaps, span.clamp_min(1.0))
-            shape = self.raw_mixture_scales.shape
-            self.mixture_scales = (torch.randn(shape) * span).abs().clamp_min(1e-6).reciprocal()
-            self.mixture_means = (torch.rand(shape) * 0.5 / gaps).clamp_min(1e-6)
-            self.mixture_weights = (
-                (train_y.std() / self.num_mixtures).clamp_min(1e-6).expand(self.raw_mixture_weights.shape)
-            )
-
-    def initialize_from_data_empspect(self, train_x, train_y):
-        """Alias of :meth:`initialize_from_data` (GPyTorch name)."""
-        self.initialize_from_data(train_x, train_y)
-
-    def forward(self, x1, x2, diag=False, **params):
-        x1q, x2q = x1.unsqueeze(-3), x2.unsqueeze(-3)  # (*batch, 1, n, d): broadcast over q
-        scales, means = self.mixture_scales, self.mixture_means  # (*b, Q, 1, d)
-        w = self.mixture_weights  # (*b, Q)
-        if diag and x1 is x2:
-            return w.sum(-1, keepdim=True).expand(*broadcast_shapes(x1.shape[:-1], (*self.batch_shape, 1)))
-        if diag:
-            tau = x1q - x2q  # (*b, Q, n, d)
-            envelope = torch.exp(-2 * math.pi**2 * (tau * scales).pow(2).sum(-1))
-            phase = 2 * math.pi * (tau * means).sum(-1)
-            return (w[..., None] * envelope * torch.cos(phase)).sum(-2)
-        a = x1q * (2 * math.pi * scales)
-        b = x2q * (2 * math.pi * scales)
-        envelope = torch.exp(-0.5 * sq_dist(a, b))  # exp(-2π² Σ τ² σ²): (*b, Q, n, m)
-        phase = 2 * math.pi * ((x1q * means).sum(-1).unsqueeze(-1) - (x2q * means).sum(-1).unsqueeze(-2))
-        return (w[..., None, None] * envelope * torch.cos(phase)).sum(-3)

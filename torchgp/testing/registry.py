@@ -111,10 +111,7 @@ TABLE = [
     ),
     KernelCase(
         "newton_girard",
-        # last_dim_is_batch puts d just before (n, m): a base batch (*b, 1) shares one lengthscale over the columns
-        lambda d, b: K.NewtonGirardAdditiveKernel(
-            K.RBFKernel(batch_shape=(*b, 1)), num_dims=d, max_degree=2, batch_shape=b
-        ),
+        lambda d, b: K.NewtonGirardAdditiveKernel(K.RBFKernel(batch_shape=b), num_dims=d, max_degree=2, batch_shape=b),
         single_lengthscale=False,
     ),
     *(
