@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torchgp  # noqa: E402
 import torchgp.linalg.iterative as iterative  # noqa: E402
+import torchgp.linalg.iterative_system as iterative_system  # noqa: E402
 from torchgp import settings  # noqa: E402
 from torchgp.linalg import warm_start  # noqa: E402
 
@@ -59,7 +60,7 @@ def _recording(fn, key):
 
 
 iterative.pcg = _recording(iterative.pcg, "pcg")
-iterative.build_preconditioner = _recording(iterative.build_preconditioner, "precond")
+iterative_system.build_preconditioner = _recording(iterative_system.build_preconditioner, "precond")
 
 
 def _reset_stats():

@@ -45,7 +45,7 @@ class _System:
     """What the Functions need besides their tensor inputs: ``K = base + diag(d)`` and the solve dtype.
 
     :class:`_IterativeSolve` needs of its ``system`` only ``shape``, ``diag``, ``solve_dtype``, ``matmul_fn()``,
-    ``preconditioner()`` and ``bilinear_grads(U, V, needed)``; ``structured_solve._Holder`` provides them too.
+    ``preconditioner()`` and ``bilinear_grads(U, V, needed)``; ``structured_system._Holder`` provides them too.
     """
 
     def __init__(self, op: Operator):
