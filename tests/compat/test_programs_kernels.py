@@ -80,12 +80,8 @@ def test_cosine_kernel_in_one_dimension():
     assert_same(ref, ours, rtol=1e-6, atol=1e-7)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="GPyTorch's ScaleKernel keeps its base kernel's active_dims as its own buffer (state_dict key "
-    "'active_dims'); torchgp's ScaleKernel has no such buffer, so the checkpoint does not load strictly",
-)
 def test_scale_kernel_over_active_dims():
+    # GPyTorch's ScaleKernel saves its base kernel's active_dims as its own buffer: the checkpoint loads strictly
     def program(gp, share):
         x, y, x_test = _data(30, 2)
         covar = gp.kernels.ScaleKernel(gp.kernels.MaternKernel(nu=2.5, active_dims=[1]))
@@ -284,10 +280,6 @@ def test_periodic_kernel_closed_form():
     torch.testing.assert_close(k(x1, x2).to_dense().detach(), torch.exp(-2 * s / 0.7))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="IndexKernel draws only covar_factor; GPyTorch also draws raw_var ~ randn(*batch, num_tasks)",
-)
 def test_index_kernel_initial_draws():
     def program(gp, share):
         kernel = gp.kernels.IndexKernel(num_tasks=3, rank=2)

@@ -32,7 +32,8 @@ class IndexKernel(Kernel):
         self.num_tasks = num_tasks
         self.covar_factor = torch.nn.Parameter(torch.randn(*self.batch_shape, num_tasks, rank))
         constraint = Positive() if var_constraint is None else var_constraint
-        self.register_constrained("var", constraint.transform(torch.zeros(*self.batch_shape, num_tasks)), constraint)
+        # raw var ~ N(0, 1), drawn right after the factor: GPyTorch's initial values and random stream
+        self.register_constrained("var", constraint.transform(torch.randn(*self.batch_shape, num_tasks)), constraint)
         if prior is not None:
             self.register_prior("IndexKernelPrior", prior, lambda m: m.covar_matrix)
 

@@ -33,6 +33,7 @@ class ScaleKernel(Kernel):
         constraint = Positive() if outputscale_constraint is None else outputscale_constraint
         init = constraint.transform(torch.zeros(self.batch_shape))
         self.register_constrained("outputscale", init, constraint, outputscale_prior)
+        self._register_load_state_dict_pre_hook(_gpytorch_active_dims, with_module=True)
 
     @property
     def is_stationary(self) -> bool:
@@ -83,3 +84,16 @@ class ScaleKernel(Kernel):
             return self.base_kernel.evaluate_block(x1, x2, diag=True, outputscale=self.outputscale, **params)
         base = self.base_kernel.evaluate_block(x1, x2, diag=True, last_dim_is_batch=last_dim_is_batch, **params)
         return base * self._scale(last_dim_is_batch, 1)
+
+
+def _gpytorch_active_dims(module, state_dict, prefix, *args):
+    """GPyTorch's ScaleKernel saves its base kernel's ``active_dims`` as its own (``<prefix>active_dims``).
+
+    torchgp's ScaleKernel leaves column selection to the base kernel, so that key, when it repeats the base
+    kernel's ``active_dims``, carries nothing to load: it is consumed, and GPyTorch checkpoints load strictly.
+    A different value stays in the dict and is reported as unexpected.
+    """
+    key = prefix + "active_dims"
+    given, base = state_dict.get(key), module.base_kernel.active_dims
+    if module.active_dims is None and given is not None and base is not None and torch.equal(given.to(base), base):
+        del state_dict[key]
