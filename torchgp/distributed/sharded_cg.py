@@ -25,8 +25,8 @@ import torch
 
 from torchgp import settings
 from torchgp.distributed import process_group
-from torchgp.errors import NotPSDError, ShapeError
-from torchgp.linalg.cg import _STALL, CGInfo, _nonconvergence
+from torchgp.errors import ShapeError
+from torchgp.linalg.cg import CGInfo, cg_rows, finish
 from torchgp.linalg.operators.kernel import KernelOperator, _tile, _tiles, kernel_matmul_nograd
 from torchgp.linalg.sharded_preconditioner import ShardedPivotedCholeskyPreconditioner, row_range
 
@@ -136,84 +136,19 @@ def sharded_pcg(
         max_iter = min(max_iter, n)
     if B.shape[-2] != n:
         raise ShapeError(f"sharded_pcg: B must have {n} rows, (*batch, {n}, k); got {tuple(B.shape)}.")
+    if x0 is not None and x0.shape != B.shape:
+        raise ShapeError(f"pcg: x0 must have the shape of B, {tuple(B.shape)}; got {tuple(x0.shape)}.")
     precond = _precond_rows(matmul, precond_fn)
     with torch.no_grad():
-        B_r = B[..., lo:hi, :]
-        if x0 is None:
-            X = torch.zeros_like(B_r)
-            R = B_r.clone()
-        else:
-            if x0.shape != B.shape:
-                raise ShapeError(f"pcg: x0 must have the shape of B, {tuple(B.shape)}; got {tuple(x0.shape)}.")
-            X = x0[..., lo:hi, :].to(B.dtype).clone()
-            R = B_r - matmul.rows(X)
-        Z = precond(R)
-        Pdir = Z.clone()
-        rz, bb, rr = (R * Z).sum(-2), B_r.square().sum(-2), R.square().sum(-2)
-        _sum([rz, bb, rr], "start", group)
-        rz0 = rz.clone()
-        b_norm = bb.sqrt()
-        safe_b = torch.where(b_norm > 0, b_norm, torch.ones_like(b_norm))
-        if x0 is None:
-            residual = torch.where(b_norm > 0, torch.ones_like(b_norm), torch.zeros_like(b_norm))
-        else:
-            residual = torch.where(b_norm > 0, rr.sqrt() / safe_b, torch.zeros_like(b_norm))
-            zero = (b_norm == 0).unsqueeze(-2)
-            X.masked_fill_(zero, 0.0)
-            R.masked_fill_(zero, 0.0)
-        num_steps = torch.zeros(b_norm.shape, dtype=torch.long, device=B.device)
-        alphas, betas = [], []
-        active = residual > tol
-        best = residual.clone()
-        since_best = torch.zeros_like(num_steps)
-        it = 0
-        for step in range(1, max_iter + 1):
-            if not bool(active.any()):
-                break
-            it = step
-            AP = matmul.rows(Pdir)
-            pAp = (Pdir * AP).sum(-2)
-            _sum([pAp], "pᵀAp", group)
-            bad = active & ~(pAp > 0)
-            if bool(bad.any()):
-                raise NotPSDError(
-                    f"Conjugate gradients met a direction p with pᵀKp = {pAp[bad].min().item():.3e} ≤ 0 at "
-                    f"iteration {it}: the covariance is not positive definite. A custom kernel must be a valid "
-                    "covariance function (check it with torchgp.check.check_kernel); if the matrix is only "
-                    "numerically singular, add noise or jitter (K + σ²I) or use float64."
-                )
-            # α = rᵀz / pᵀAp, x += αp, r -= αAp, β = r'ᵀz' / rᵀz, p = z' + βp, on this process's rows.
-            alpha = torch.where(active, rz / torch.where(active, pAp, torch.ones_like(pAp)), torch.zeros_like(rz))
-            X.addcmul_(alpha.unsqueeze(-2), Pdir)
-            R.addcmul_(alpha.unsqueeze(-2), AP, value=-1.0)
-            del AP
-            Z = precond(R)
-            rz_new, rr = (R * Z).sum(-2), R.square().sum(-2)
-            _sum([rz_new, rr], "rᵀz", group)
-            beta = torch.where(active, rz_new / torch.where(rz != 0, rz, torch.ones_like(rz)), torch.zeros_like(rz))
-            Pdir = Z + beta.unsqueeze(-2) * Pdir
-            rz = torch.where(active, rz_new, rz)
-            num_steps += active.long()
-            if record:
-                alphas.append(alpha)
-                betas.append(beta)
-            residual = torch.where(active, rr.sqrt() / safe_b, residual)
-            improved = residual < 0.9 * best
-            best = torch.where(improved, residual, best)
-            since_best = torch.where(improved, 0, since_best + 1)
-            active = active & (residual > tol) & (since_best < _STALL)
-        del R, Z, Pdir
+        X, state = cg_rows(
+            matmul.rows,
+            B[..., lo:hi, :],
+            precond,
+            tol,
+            max_iter,
+            record,
+            None if x0 is None else x0[..., lo:hi, :],
+            reduce=lambda tensors, what: _sum(tensors, what, group),
+        )
         X = process_group.all_gather_rows(X, n, "all_gather of the CG solution", group)
-    unconverged = residual > tol
-    if bool(unconverged.any()):
-        _nonconvergence(it, residual, tol, unconverged)
-    info = CGInfo(
-        iterations=it,
-        residual=residual,
-        converged=~unconverged,
-        num_steps=num_steps,
-        alphas=torch.stack(alphas) if record and alphas else None,
-        betas=torch.stack(betas) if record and betas else None,
-        rz0=rz0,
-    )
-    return X, info
+    return X, finish(state, tol, record)

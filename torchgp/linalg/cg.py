@@ -125,25 +125,47 @@ def pcg(
         max_iter,
     )
     precond = precond_fn if precond_fn is not None else (lambda V: V)
+    if x0 is not None and x0.shape != B.shape:
+        raise ShapeError(f"pcg: x0 must have the shape of B, {tuple(B.shape)}; got {tuple(x0.shape)}.")
+    bar = _progress.progress(max_iter, "torchgp: conjugate gradients")  # a no-op unless predicted > ~10 s
+    X, state = cg_rows(matmul_fn, B, precond, tol, max_iter, record, x0, bar=bar)
+    bar.close()
+    return X, finish(state, tol, record)
+
+
+def cg_rows(matmul_rows, B, precond, tol, max_iter: int, record: bool, x0=None, reduce=None, bar=None):
+    """The PCG recurrences of :func:`pcg` on rows of the vectors; shared by it and the row-split CG.
+
+    ``B``, ``x0`` and every vector are one block of rows ``(*batch, r, k)`` (all ``n`` rows in :func:`pcg`);
+    ``matmul_rows`` and ``precond`` map such blocks to blocks, and ``reduce(tensors, what)``, when given, sums
+    each per-column partial inner product ``(*batch, k)`` over the blocks in place (the processes of
+    :mod:`torchgp.distributed.sharded_cg`). Every block then runs identical iterations.
+
+    Returns:
+        ``X`` (this block's rows) and the run's state for :func:`finish`.
+    """
+
+    def total(tensors, what):
+        if reduce is not None:
+            reduce(tensors, what)
+        return tensors
 
     if x0 is None:
         X = torch.zeros_like(B)
         R = B.clone()
     else:
-        if x0.shape != B.shape:
-            raise ShapeError(f"pcg: x0 must have the shape of B, {tuple(B.shape)}; got {tuple(x0.shape)}.")
         X = x0.to(B.dtype).clone()
-        R = B - matmul_fn(X)  # warm start: CG on A (X - x0) = B - A x0
+        R = B - matmul_rows(X)  # warm start: CG on A (X - x0) = B - A x0
     Z = precond(R)
     Pdir = Z.clone()
-    rz = (R * Z).sum(-2)  # (*batch, k)
+    rz, bb, rr = total([(R * Z).sum(-2), B.square().sum(-2), R.square().sum(-2)], "start")  # (*batch, k)
     rz0 = rz.clone()
-    b_norm = B.norm(dim=-2)
+    b_norm = bb.sqrt()
     safe_b = torch.where(b_norm > 0, b_norm, torch.ones_like(b_norm))
     if x0 is None:
         residual = torch.where(b_norm > 0, torch.ones_like(b_norm), torch.zeros_like(b_norm))
     else:
-        residual = torch.where(b_norm > 0, R.norm(dim=-2) / safe_b, torch.zeros_like(b_norm))
+        residual = torch.where(b_norm > 0, rr.sqrt() / safe_b, torch.zeros_like(b_norm))
         zero = (b_norm == 0).unsqueeze(-2)  # B = 0 has the solution 0 whatever the guess
         X.masked_fill_(zero, 0.0)
         R.masked_fill_(zero, 0.0)
@@ -153,13 +175,12 @@ def pcg(
     best = residual.clone()  # stagnation: a column whose residual has not fallen 10 % below its best
     since_best = torch.zeros_like(num_steps)  # in _STALL iterations stops (it can only burn kernel passes)
     it = 0
-    bar = _progress.progress(max_iter, "torchgp: conjugate gradients")  # a no-op unless predicted > ~10 s
     for step in range(1, max_iter + 1):
         if not bool(active.any()):
             break
         it = step
-        AP = matmul_fn(Pdir)
-        pAp = (Pdir * AP).sum(-2)
+        AP = matmul_rows(Pdir)
+        (pAp,) = total([(Pdir * AP).sum(-2)], "pᵀAp")
         bad = active & ~(pAp > 0)
         if bool(bad.any()):
             raise NotPSDError(
@@ -172,8 +193,9 @@ def pcg(
         alpha = torch.where(active, rz / torch.where(active, pAp, torch.ones_like(pAp)), torch.zeros_like(rz))
         X.addcmul_(alpha.unsqueeze(-2), Pdir)
         R.addcmul_(alpha.unsqueeze(-2), AP, value=-1.0)
+        del AP
         Z = precond(R)
-        rz_new = (R * Z).sum(-2)
+        rz_new, rr = total([(R * Z).sum(-2), R.square().sum(-2)], "rᵀz")
         beta = torch.where(active, rz_new / torch.where(rz != 0, rz, torch.ones_like(rz)), torch.zeros_like(rz))
         Pdir = Z + beta.unsqueeze(-2) * Pdir
         rz = torch.where(active, rz_new, rz)
@@ -181,19 +203,25 @@ def pcg(
         if record:
             alphas.append(alpha)
             betas.append(beta)
-        residual = torch.where(active, R.norm(dim=-2) / safe_b, residual)
+        residual = torch.where(active, rr.sqrt() / safe_b, residual)
         improved = residual < 0.9 * best
         best = torch.where(improved, residual, best)
         since_best = torch.where(improved, 0, since_best + 1)
         active = active & (residual > tol) & (since_best < _STALL)
-        bar.update()
-    bar.close()
+        if bar is not None:
+            bar.update()
+    return X, (it, residual, num_steps, alphas, betas, rz0)
+
+
+def finish(state, tol, record: bool) -> CGInfo:
+    """The :class:`CGInfo` of a :func:`cg_rows` run, reporting its columns that did not converge."""
+    it, residual, num_steps, alphas, betas, rz0 = state
     if settings.verbose_linalg.on() and residual.numel():
         _log.debug("CG: %d iterations, worst relative residual %.3e", it, float(residual.max()))
     unconverged = residual > tol
     if bool(unconverged.any()):
         _nonconvergence(it, residual, tol, unconverged)
-    info = CGInfo(
+    return CGInfo(
         iterations=it,
         residual=residual,
         converged=~unconverged,
@@ -202,4 +230,3 @@ def pcg(
         betas=torch.stack(betas) if record and betas else None,
         rz0=rz0,
     )
-    return X, info
