@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-import torchgp
 import torchgp.optim._batched as lockstep
+from tests.tools._batched_models import batched_mll
 from torchgp.optim._active import SubBatch
 from torchgp.optim.fit import fit
 
@@ -20,21 +20,6 @@ def _data():
     y = torch.sin((2 + 3 * torch.arange(B, dtype=torch.float64)[:, None]) * X[..., 0]) + X[..., 1] ** 2
     y = y + 0.05 * torch.randn(B, N, generator=g, dtype=torch.float64)
     return X, y
-
-
-def _mll(X, y, batch_shape=torch.Size()):
-    class GP(torchgp.models.ExactGP):
-        def __init__(self, lik):
-            super().__init__(X, y, lik)
-            self.mean_module = torchgp.means.ConstantMean(batch_shape=batch_shape)
-            base = torchgp.kernels.MaternKernel(nu=2.5, ard_num_dims=D, batch_shape=batch_shape)
-            self.covar_module = torchgp.kernels.ScaleKernel(base, batch_shape=batch_shape)
-
-        def forward(self, x):
-            return torchgp.distributions.MultivariateNormal(self.mean_module(x), self.covar_module(x))
-
-    lik = torchgp.likelihoods.GaussianLikelihood(batch_shape=batch_shape)
-    return torchgp.mlls.ExactMarginalLogLikelihood(lik, GP(lik).double())
 
 
 def _value(mll):
@@ -60,13 +45,13 @@ def _sizes_seen(monkeypatch):
 def test_subset_rounds_give_each_model_its_own_optimum(monkeypatch):
     X, y = _data()
     seen = _sizes_seen(monkeypatch)
-    batched = _mll(X, y, torch.Size([B]))
+    batched = batched_mll(X, y, torch.Size([B]))
     r = fit(batched, progress=False)
     assert seen and all(k < B for k, _ in seen)  # some rounds served only the models still running
     assert all(kept for _, kept in seen)  # the check against the whole batch passed: the subset stayed in use
     values = _value(batched)
     for i in range(B):
-        alone = _mll(X[i], y[i])
+        alone = batched_mll(X[i], y[i])
         fit(alone, progress=False)
         assert float(values[i]) == pytest.approx(float(_value(alone)), abs=1e-6)
     assert r.loss == pytest.approx(-float(values.sum()), abs=1e-8)
@@ -74,7 +59,7 @@ def test_subset_rounds_give_each_model_its_own_optimum(monkeypatch):
 
 def test_subset_evaluation_equals_the_whole_batch_and_restores_everything():
     X, y = _data()
-    mll = _mll(X, y, torch.Size([B]))
+    mll = batched_mll(X, y, torch.Size([B]))
     model = mll.model
     with torch.no_grad():
         for p in mll.parameters():
@@ -106,7 +91,7 @@ def test_subset_evaluation_equals_the_whole_batch_and_restores_everything():
 
 def test_subset_is_put_back_when_the_evaluation_raises():
     X, y = _data()
-    mll = _mll(X, y, torch.Size([B]))
+    mll = batched_mll(X, y, torch.Size([B]))
     model = mll.model
     params = [p for p in mll.parameters() if p.requires_grad]
     sub = SubBatch.build(mll, model, params, B)
@@ -120,7 +105,7 @@ def test_subset_is_put_back_when_the_evaluation_raises():
 
 def test_no_subset_where_a_per_member_tensor_cannot_be_identified():
     X, y = _data()
-    mll = _mll(X, y, torch.Size([B]))
+    mll = batched_mll(X, y, torch.Size([B]))
     params = [p for p in mll.parameters() if p.requires_grad]
     assert SubBatch.build(mll, mll.model, params, B) is not None
     mll.model.mean_module.offsets = torch.zeros(B, N, dtype=torch.float64)  # a plain per-member attribute
@@ -133,7 +118,7 @@ def test_no_subset_where_a_per_member_tensor_cannot_be_identified():
 def test_a_forward_hook_keeps_the_whole_batch(monkeypatch):
     X, y = _data()
     seen = _sizes_seen(monkeypatch)
-    mll = _mll(X, y, torch.Size([B]))
+    mll = batched_mll(X, y, torch.Size([B]))
     shapes = []
     mll.model.covar_module.register_forward_pre_hook(lambda mod, args: shapes.append(args[0].shape[0]))
     fit(mll, progress=False)
@@ -147,12 +132,12 @@ def test_with_priors_each_member_keeps_its_own_prior(monkeypatch):
 
     X, y = _data()
     seen = _sizes_seen(monkeypatch)
-    mll = _mll(X, y, torch.Size([B]))
+    mll = batched_mll(X, y, torch.Size([B]))
     mll.model.covar_module.base_kernel.register_prior("lengthscale_prior", GammaPrior(3.0, 6.0), "lengthscale")
     fit(mll, progress=False)
     assert seen and all(kept for _, kept in seen)
     for i in (0, B - 1):
-        alone = _mll(X[i], y[i])
+        alone = batched_mll(X[i], y[i])
         alone.model.covar_module.base_kernel.register_prior("lengthscale_prior", GammaPrior(3.0, 6.0), "lengthscale")
         fit(alone, progress=False)
         torch.testing.assert_close(

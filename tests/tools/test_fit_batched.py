@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import torchgp
+from tests.tools._batched_models import batched_mll
 from torchgp.errors import InputError
 from torchgp.optim._batched import independent_blocks
 from torchgp.optim.fit import fit
@@ -21,21 +22,6 @@ def _data():
     return X, y
 
 
-def _mll(X, y, batch_shape=torch.Size()):
-    class GP(torchgp.models.ExactGP):
-        def __init__(self, lik):
-            super().__init__(X, y, lik)
-            self.mean_module = torchgp.means.ConstantMean(batch_shape=batch_shape)
-            base = torchgp.kernels.MaternKernel(nu=2.5, ard_num_dims=D, batch_shape=batch_shape)
-            self.covar_module = torchgp.kernels.ScaleKernel(base, batch_shape=batch_shape)
-
-        def forward(self, x):
-            return torchgp.distributions.MultivariateNormal(self.mean_module(x), self.covar_module(x))
-
-    lik = torchgp.likelihoods.GaussianLikelihood(batch_shape=batch_shape)
-    return torchgp.mlls.ExactMarginalLogLikelihood(lik, GP(lik).double())
-
-
 def _raw(mll, i=None):
     return {n: (p[i] if i is not None else p).detach().clone() for n, p in mll.named_parameters()}
 
@@ -48,13 +34,13 @@ def _mll_value(mll):
 
 def test_batched_fit_equals_separate_fits():
     X, y = _data()
-    batched = _mll(X, y, torch.Size([B]))
+    batched = batched_mll(X, y, torch.Size([B]))
     r = fit(batched, progress=False)
     assert r.success and r.message.endswith(f"of {B} models converged")
     values = _mll_value(batched)
     assert values.shape == (B,)
     for i in range(B):
-        alone = _mll(X[i], y[i])
+        alone = batched_mll(X[i], y[i])
         r_i = fit(alone, progress=False)
         # the same optimum, model by model (the batch follows each model's own L-BFGS-B iterates)
         assert float(values[i]) == pytest.approx(float(_mll_value(alone)), abs=1e-6)
@@ -66,8 +52,8 @@ def test_batched_fit_equals_separate_fits():
 
 def test_joint_fit_on_request_reaches_a_worse_or_equal_optimum():
     X, y = _data()
-    joint = _mll(X, y, torch.Size([B]))
-    lockstep = _mll(X, y, torch.Size([B]))
+    joint = batched_mll(X, y, torch.Size([B]))
+    lockstep = batched_mll(X, y, torch.Size([B]))
     rj = fit(joint, progress=False, batch_independent=False)
     rl = fit(lockstep, progress=False)
     assert "models converged" not in rj.message
@@ -76,7 +62,7 @@ def test_joint_fit_on_request_reaches_a_worse_or_equal_optimum():
 
 def test_batch_independent_true_needs_batched_parameters():
     X, y = _data()
-    single = _mll(X[0], y[0])
+    single = batched_mll(X[0], y[0])
     with pytest.raises(InputError, match=r"loss of shape \(B,\)"):
         fit(single, progress=False, batch_independent=True)
 
@@ -91,7 +77,7 @@ def test_independent_blocks_positions():
 
 def test_batched_fit_with_restarts_keeps_each_models_parameters_consistent():
     X, y = _data()
-    mll = _mll(X, y, torch.Size([B]))
+    mll = batched_mll(X, y, torch.Size([B]))
     r = fit(mll, restarts=1, seed=0, progress=False)
     assert len(r.restart_losses) == 2
     assert r.loss == pytest.approx(min(r.restart_losses))
@@ -104,7 +90,7 @@ def test_failing_batched_start_raises_and_leaves_no_threads():
     from torchgp.errors import NotPSDError
 
     X, y = _data()
-    mll = _mll(X, y, torch.Size([B]))
+    mll = batched_mll(X, y, torch.Size([B]))
 
     class Broken(torchgp.means.ConstantMean):
         def forward(self, x):
@@ -119,7 +105,7 @@ def test_failing_batched_start_raises_and_leaves_no_threads():
 
 def test_interrupted_batched_fit_keeps_each_models_best():
     X, y = _data()
-    mll = _mll(X, y, torch.Size([B]))
+    mll = batched_mll(X, y, torch.Size([B]))
     calls = []
     inner = mll.model.mean_module.forward
 
