@@ -58,9 +58,13 @@ def assert_same(ref: dict, ours: dict, rtol: float, atol: float, loose: dict | N
         torch.testing.assert_close(o, r, rtol=rt, atol=at, msg=lambda m, key=key: f"{key}: {m}")
 
 
-def adam_losses(model, loss_fn: Callable, steps: int, lr: float = 0.1) -> torch.Tensor:
-    """Losses of ``steps`` Adam steps on ``model.parameters()`` (the tutorials' training loop)."""
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+def adam_losses(params, loss_fn: Callable, steps: int, lr: float = 0.1) -> torch.Tensor:
+    """Losses of ``steps`` Adam steps on ``params`` (the tutorials' training loop), ``(steps,)``.
+
+    ``params``: a module (its ``parameters()``) or a list of parameters (e.g. the model's and the likelihood's).
+    """
+    params = params.parameters() if isinstance(params, torch.nn.Module) else params
+    opt = torch.optim.Adam(params, lr=lr)
     out = []
     for _ in range(steps):
         opt.zero_grad()

@@ -79,19 +79,11 @@ def test_meanfield_predictive_log_likelihood():
         mll = gp.mlls.PredictiveLogLikelihood(likelihood, model, num_data=60)
         model.train()
         likelihood.train()
-        params = [*model.parameters(), *likelihood.parameters()]
-        opt = torch.optim.Adam(params, lr=0.05)
-        losses = []
-        for _ in range(10):
-            opt.zero_grad()
-            loss = -mll(model(x), y)
-            loss.backward()
-            opt.step()
-            losses.append(loss.detach())
+        losses = adam_losses([*model.parameters(), *likelihood.parameters()], lambda: -mll(model(x), y), 10, lr=0.05)
         model.eval()
         with torch.no_grad():
             f = model(torch.rand(7, 1, dtype=torch.float64))
-        return {"loss": torch.stack(losses), "mean": f.mean, "var": f.variance}
+        return {"loss": losses, "mean": f.mean, "var": f.variance}
 
     ref, ours = run_both(program)
     assert_same(ref, ours, rtol=2e-4, atol=2e-5)

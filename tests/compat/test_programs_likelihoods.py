@@ -39,15 +39,7 @@ def _elbo_program(gp, share, likelihood, x, y, steps=12, batch_shape=torch.Size(
     mll = gp.mlls.VariationalELBO(likelihood, model, num_data=y.size(-1))
     model.train()
     likelihood.train()
-    params = [*model.parameters(), *likelihood.parameters()]
-    opt = torch.optim.Adam(params, lr=lr)
-    losses = []
-    for _ in range(steps):
-        opt.zero_grad()
-        loss = -mll(model(x), y).sum()
-        loss.backward()
-        opt.step()
-        losses.append(loss.detach())
+    losses = adam_losses([*model.parameters(), *likelihood.parameters()], lambda: -mll(model(x), y).sum(), steps, lr=lr)
     model.eval()
     likelihood.eval()
     x_test = torch.linspace(0, 1, 7, dtype=x.dtype).unsqueeze(-1)
@@ -55,7 +47,7 @@ def _elbo_program(gp, share, likelihood, x, y, steps=12, batch_shape=torch.Size(
         f = model(x_test)
         y_test = y[..., :7]
         elp = likelihood.expected_log_prob(y_test, f)
-    out = {"loss": torch.stack(losses), "mean": f.mean, "var": f.variance, "elp": elp}
+    out = {"loss": losses, "mean": f.mean, "var": f.variance, "elp": elp}
     for name, value in likelihood.named_parameters():
         out[name] = value.detach()
     return out
@@ -273,19 +265,12 @@ def test_missing_observations_likelihood():
         mll = gp.mlls.VariationalELBO(likelihood, model, num_data=30)
         model.train()
         likelihood.train()
-        opt = torch.optim.Adam([*model.parameters(), *likelihood.parameters()], lr=0.05)
-        losses = []
-        for _ in range(10):
-            opt.zero_grad()
-            loss = -mll(model(x), y)
-            loss.backward()
-            opt.step()
-            losses.append(loss.detach())
+        losses = adam_losses([*model.parameters(), *likelihood.parameters()], lambda: -mll(model(x), y), 10, lr=0.05)
         model.eval()
         with torch.no_grad():
             f_test = model(x[:6])
             marginal = likelihood.log_marginal(y[:6], f_test)
-        return {"loss": torch.stack(losses), "mean": f_test.mean, "log_marginal": marginal}
+        return {"loss": losses, "mean": f_test.mean, "log_marginal": marginal}
 
     ref, ours = run_both(program)
     assert_same(ref, ours, rtol=1e-6, atol=1e-7)
