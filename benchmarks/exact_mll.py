@@ -1,9 +1,12 @@
 """Exact GP marginal likelihood, forward + backward: torchgp vs bare Cholesky, autograd, GPyTorch, sklearn.
 
-Usage: ``python benchmarks/exact_mll.py [--quick] [--repeats R] [--sizes 100 500 ...] [--device cuda] [--skip NAME ...]``
-(single thread). ScaleKernel(ARD RBF) on d = 4, noise 0.01; float64 and float32. Ratios are to the
-exact gradient's linear-algebra floor, one Cholesky plus one ``cholesky_inverse`` of the same matrix,
-measured in the same run. Not run in CI.
+Usage: ``python benchmarks/exact_mll.py [--quick] [--repeats R] [--sizes 100 500 ...] [--dtypes float64 float32]
+[--device cpu|cuda] [--threads T] [--clock wall|cpu] [--skip NAME ...] [--no-extras]`` (default one thread).
+ScaleKernel(ARD RBF) on d = 4, noise 0.01; float64 and float32. Ratios are to the exact gradient's linear-algebra
+floor, one ``torch.linalg.cholesky`` plus one ``torch.cholesky_inverse`` of the same matrix, measured in the same run
+(``floor_torchgp`` is the same pair by torchgp's own routes, :func:`~torchgp.linalg.cholesky.psd_safe_cholesky` and
+:func:`~torchgp.linalg.cholesky.cholesky_inverse`). ``--clock cpu`` times each call in CPU seconds of this process
+(``time.process_time``), which a loaded machine disturbs less than wall time. Not run in CI.
 """
 
 # ruff: noqa: B023  (the timing lambdas are called inside the iteration that defines them)
@@ -56,15 +59,21 @@ def floor(K):
     return torch.cholesky_inverse(torch.linalg.cholesky(K))
 
 
-def with_torch_inverse(fn):
-    """``fn`` with the Cholesky backward's inverse forced to ``torch.cholesky_inverse`` (the route before potri)."""
+def floor_torchgp(K):
+    """The same floor by torchgp's routes (LAPACK ``potrf`` / ``potri`` through scipy on CPU where they are faster)."""
+    return _cholesky.cholesky_inverse(_cholesky.psd_safe_cholesky(K))
+
+
+def with_torch_lapack(fn):
+    """``fn`` with the Cholesky path's factorisation and inverse forced to torch's routines (no scipy LAPACK)."""
 
     def run():
-        saved, _cholesky.POTRI_MIN_N = _cholesky.POTRI_MIN_N, {}
+        saved = _cholesky.POTRF_MIN_N, _cholesky.POTRI_MIN_N
+        _cholesky.POTRF_MIN_N = _cholesky.POTRI_MIN_N = {}
         try:
             return fn()
         finally:
-            _cholesky.POTRI_MIN_N = saved
+            _cholesky.POTRF_MIN_N, _cholesky.POTRI_MIN_N = saved
 
     return run
 
@@ -141,7 +150,23 @@ def sklearn_setup(X, y):
     return gpr, gpr.kernel_.theta.copy()
 
 
-def run(sizes, dtypes, repeats, device="cpu", skip=()):
+def interleaved_cpu(contenders: dict, repeats: int) -> dict:
+    """Median CPU seconds (``time.process_time``) of each callable, run in turn ``repeats`` times after a warm-up."""
+    import statistics
+    import time
+
+    for fn in contenders.values():
+        fn()
+    times = {k: [] for k in contenders}
+    for _ in range(repeats):
+        for name, fn in contenders.items():
+            t0 = time.process_time()
+            fn()
+            times[name].append(time.process_time() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def run(sizes, dtypes, repeats, device="cpu", skip=(), clock="wall"):
     rows = []
     for dtype in dtypes:
         for n in sizes:
@@ -154,8 +179,9 @@ def run(sizes, dtypes, repeats, device="cpu", skip=()):
             tg_model, tg_mll = torchgp_setup(X, y)
             c = {
                 "floor": lambda: floor(K),
+                "floor_torchgp": lambda: floor_torchgp(K),
                 "torchgp_model": lambda: torchgp_model_step(tg_model, tg_mll, X, y),
-                "torchgp_model_torchinv": with_torch_inverse(lambda: torchgp_model_step(tg_model, tg_mll, X, y)),
+                "torchgp_model_torchlapack": with_torch_lapack(lambda: torchgp_model_step(tg_model, tg_mll, X, y)),
                 "gpytorch_cholesky": lambda: gpytorch_step(model, mll, X, y, True),
                 "gpytorch_default": lambda: gpytorch_step(model, mll, X, y, False),
                 "bare_cholesky": lambda: bare_cholesky(K),
@@ -168,7 +194,8 @@ def run(sizes, dtypes, repeats, device="cpu", skip=()):
             c = {k: synced(fn, device) for k, fn in c.items() if k not in skip}
             with settings.max_cholesky_size(10**9), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                med = interleaved(c, repeats if n <= 1000 else max(1, repeats // 2))
+                reps = repeats if n <= 1000 else max(1, repeats // 2)
+                med = interleaved_cpu(c, reps) if clock == "cpu" and device == "cpu" else interleaved(c, reps)
             base = med["floor"]
             line = f"{str(dtype)[6:]:8s} n={n:5d} " + " ".join(
                 f"{k}={v * 1e3:.2f}ms({v / base:.2f}x)" for k, v in med.items()
@@ -251,15 +278,16 @@ def main():
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--dtypes", nargs="*", default=["float64", "float32"])
     p.add_argument("--skip", nargs="*", default=[], help="contenders to leave out, e.g. gpytorch_default sklearn")
+    p.add_argument("--clock", choices=["wall", "cpu"], default="wall", help="wall time, or CPU seconds (CPU only)")
     p.add_argument("--no-extras", action="store_true", help="skip the Adam-step and iterative-path checks")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     sizes, repeats = ([100, 500, 1000], 3) if a.quick else (a.sizes, a.repeats)
     print(
-        f"torch {torch.__version__}, threads={torch.get_num_threads()}, device={a.device}; times are medians of "
-        "forward+backward; ratios are to the floor = one Cholesky + one cholesky_inverse of the same matrix"
+        f"torch {torch.__version__}, threads={torch.get_num_threads()}, device={a.device}, clock={a.clock}; times are "
+        "medians of forward+backward; ratios are to the floor = one Cholesky + one cholesky_inverse of the same matrix"
     )
-    run(sizes, [getattr(torch, t) for t in a.dtypes], repeats, a.device, skip=set(a.skip))
+    run(sizes, [getattr(torch, t) for t in a.dtypes], repeats, a.device, skip=set(a.skip), clock=a.clock)
     if a.device == "cpu" and not a.no_extras:
         adam_step()
         iterative_error()

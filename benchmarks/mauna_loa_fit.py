@@ -1,6 +1,7 @@
 """Rasmussen's Mauna Loa CO₂ kernel fitted by ``torchgp.fit`` and by GPyTorch + BoTorch's scipy L-BFGS-B.
 
-Usage: ``python benchmarks/mauna_loa_fit.py [--n 1780] [--maxiter 1000] [--eval-repeats 3] [--threads 1] [--device cpu]``.
+Usage: ``python benchmarks/mauna_loa_fit.py [--n 1780] [--maxiter 1000] [--eval-repeats 3] [--threads 1] [--device cpu]
+[--profile ROWS] [--no-fit]``.
 
 Data: the bundled weekly record (``torchgp.datasets.load_co2``, 2225 weeks), ``--n`` of them at evenly
 spaced indices; x in years since the first week, y standardised. Kernel (R&W 2006, §5.4.3, eq. 5.15–5.19,
@@ -16,7 +17,8 @@ the Cholesky path forced (``max_cholesky_size``; GPyTorch would use CG above n =
 evaluations, final −MLL/n of each (evaluated by GPyTorch's code on the fitted values) and the time ratio, and the
 evaluation at which each came within 1e-6 of the other's best loss;
 first, one −MLL + gradient of each at the start values, timed interleaved (the fits run one after the other, so
-on a shared machine their ratio also measures the load's changes).
+on a shared machine their ratio also measures the load's changes). ``--profile ROWS`` prints torch.profiler's table
+of one torchgp evaluation (the ROWS operators of most self CPU time) before the fits; ``--no-fit`` stops there.
 """
 
 from __future__ import annotations
@@ -155,6 +157,27 @@ def per_evaluation(X, y, repeats: int) -> tuple[float, float]:
     return statistics.median(times["torchgp"]), statistics.median(times["gpytorch"])
 
 
+def profile_evaluation(X, y, rows: int) -> None:
+    """torch.profiler's table of one torchgp −MLL + gradient at the start values (after two warm-up evaluations)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    import torchgp
+
+    mll = build(torchgp, X, y)
+    mll.train()
+
+    def evaluation():
+        mll.zero_grad()
+        (-mll(mll.model(X), y)).backward()
+
+    for _ in range(2):
+        evaluation()
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        evaluation()
+    table = prof.key_averages(group_by_input_shape=True).table(sort_by="self_cpu_time_total", row_limit=rows)
+    print(table, flush=True)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--n", type=int, default=1780)
@@ -162,6 +185,8 @@ def main():
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--eval-repeats", type=int, default=3, help="interleaved single evaluations timed first")
+    p.add_argument("--profile", type=int, default=0, help="print the profile of one torchgp evaluation (top ROWS)")
+    p.add_argument("--no-fit", action="store_true", help="stop after the single evaluations (and the profile)")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     torch.set_default_dtype(torch.float64)
@@ -175,6 +200,10 @@ def main():
             f"GPyTorch {e_gp * 1e3:.0f} ms, ratio {e_tg / e_gp:.3f}",
             flush=True,
         )
+    if a.profile:
+        profile_evaluation(X, y, a.profile)
+    if a.no_fit:
+        return
     mll_tg, t_tg, ev_tg, loss_tg, how_tg = fit_torchgp(X, y, a.maxiter)
     print(
         f"torchgp.fit: {t_tg:.1f} s, {ev_tg} evaluations, {t_tg / max(ev_tg, 1) * 1e3:.0f} ms each ({how_tg})",

@@ -11,7 +11,7 @@ import torch
 
 from torchgp import settings
 from torchgp._shapes import broadcast_shapes
-from torchgp.linalg.cholesky import psd_safe_cholesky
+from torchgp.linalg.cholesky import cholesky_solve, psd_safe_cholesky
 from torchgp.linalg.operators import AddedDiagOperator, Operator
 
 __all__ = ["Factor", "CholeskyFactor", "DiagFactor", "WoodburyFactor"]
@@ -88,7 +88,7 @@ class CholeskyFactor(Factor):
 
     def solve(self, rhs):
         L = self.cholesky
-        return torch.cholesky_solve(rhs.to(L.dtype), L).to(rhs.dtype)  # R&W Alg. 2.1 line 3
+        return cholesky_solve(rhs.to(L.dtype), L).to(rhs.dtype)  # R&W Alg. 2.1 line 3
 
     def logdet(self):
         return self.inv_quad_logdet(None, logdet=True)[1]

@@ -8,7 +8,8 @@ The solver is chosen in one place, :mod:`torchgp.linalg.solvers` (Cholesky for n
     \frac{\partial}{\partial K}\big[g_q\, r^\top K^{-1} r + g_l \log|K|\big] = g_l K^{-1} - g_q\,\alpha\alpha^\top,
     \qquad \frac{\partial}{\partial r} = 2 g_q \alpha,\quad \alpha = K^{-1} r
 
-computed with one inverse from the factor (:func:`~torchgp.linalg.cholesky.cholesky_inverse`); autograd carries
+computed with one inverse from the factor (:func:`~torchgp.linalg.cholesky.cholesky_inverse_plus_outer`, which
+scales it and adds the rank-k term in the inverse's own buffer); autograd carries
 ``∂/∂K`` through the kernel's forward to every hyperparameter. Nothing is differentiated through the factorisation
 itself.
 """
@@ -21,7 +22,7 @@ from torchgp import settings
 from torchgp._shapes import any_nonzero
 from torchgp.errors import ShapeError
 from torchgp.linalg import _log
-from torchgp.linalg.cholesky import cholesky_inverse, psd_safe_cholesky
+from torchgp.linalg.cholesky import cholesky_inverse_plus_outer, cholesky_solve, psd_safe_cholesky_plus_diag
 from torchgp.linalg.operators import Operator, as_operator
 
 
@@ -34,13 +35,12 @@ class CholeskyInvQuadLogdet(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, K, noise, rhs):
-        if noise is not None:
-            K = K.clone()
-            K.diagonal(dim1=-2, dim2=-1).add_(noise)
-        _log.debug("Cholesky of the marginal likelihood's %s matrix, %d right-hand sides", tuple(K.shape), rhs.shape[-1])
-        L = psd_safe_cholesky(K)
-        del K
-        alpha = torch.cholesky_solve(rhs, L)  # R&W Alg. 2.1 line 3: α = Lᵀ\(L\y)
+        _log.debug(
+            "Cholesky of the marginal likelihood's %s matrix, %d right-hand sides", tuple(K.shape), rhs.shape[-1]
+        )
+        # K + diag σ² in one buffer, factorised in place; K itself (which the kernel's node may have saved) is untouched
+        L = psd_safe_cholesky_plus_diag(K, noise)
+        alpha = cholesky_solve(rhs, L)  # R&W Alg. 2.1 line 3: α = Lᵀ\(L\y)
         inv_quad = (rhs * alpha).sum((-2, -1))
         logdet = 2 * L.diagonal(dim1=-2, dim2=-1).log().sum(-1)  # R&W Alg. 2.1 line 7
         ctx.save_for_backward(L, alpha)
@@ -52,17 +52,17 @@ class CholeskyInvQuadLogdet(torch.autograd.Function):
         L, alpha = ctx.saved_tensors
         grad_A = grad_noise = grad_rhs = None
         if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
-            # ∂/∂A = g_l A⁻¹ − g_q ααᵀ, built in place in the buffer of A⁻¹ (one cholesky_inverse).
-            scaled = alpha * (-g_quad)[..., None, None]
+            # ∂/∂A = g_l A⁻¹ − g_q ααᵀ (R&W eq. 5.9), in the buffer of A⁻¹ (one inverse from the factor)
             if g_logdet is not None and any_nonzero(g_logdet):
-                # torch's own routine when this backward is itself recorded (create_graph), else the fastest route.
-                inverse = torch.cholesky_inverse if torch.is_grad_enabled() else cholesky_inverse
-                grad_A = inverse(L).mul_(g_logdet[..., None, None])
-                n, k = alpha.shape[-2], alpha.shape[-1]
-                flat = grad_A.view(-1, n, n)
-                flat.baddbmm_(scaled.reshape(-1, n, k), alpha.mT.reshape(-1, k, n))
+                if torch.is_grad_enabled():  # this backward is itself recorded (create_graph): torch's routines
+                    grad_A = (
+                        torch.cholesky_inverse(L) * g_logdet[..., None, None]
+                        - (alpha * g_quad[..., None, None]) @ alpha.mT
+                    )
+                else:
+                    grad_A = cholesky_inverse_plus_outer(L, g_logdet, alpha, -g_quad)
             else:
-                grad_A = scaled @ alpha.mT
+                grad_A = (alpha * (-g_quad)[..., None, None]) @ alpha.mT
             if ctx.has_noise and ctx.needs_input_grad[1]:
                 grad_noise = grad_A.diagonal(dim1=-2, dim2=-1).clone()
         if ctx.needs_input_grad[2]:
