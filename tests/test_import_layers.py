@@ -38,7 +38,9 @@ LAYERS = {
     "models": 5,
     "mlls": 6,
     "variational": 6,
-    **dict.fromkeys(["optim", "io", "sklearn", "cli", "cli_multitask", "cli_tables", "cli_fit", "bo", "distributed"], TOOLS),
+    **dict.fromkeys(
+        ["optim", "io", "sklearn", "cli", "cli_multitask", "cli_tables", "cli_fit", "bo", "distributed"], TOOLS
+    ),
     **dict.fromkeys(["plot", "demo", "__main__"], TOOLS),
     # user-facing namespaces and tools that use the whole library
     **dict.fromkeys(["check", "testing", "datasets", "metrics", "functions", "lazy"], TOOLS),

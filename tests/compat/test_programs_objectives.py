@@ -56,7 +56,10 @@ def test_predictive_log_likelihood_for_classification():
         )
 
     ref, ours = run_both(program)
-    assert_same(ref, ours, rtol=1e-6, atol=1e-7)
+    # Adam divides each gradient entry by its running RMS, so entries that are rounding noise in both libraries
+    # (near-zero ones) take steps of order lr with their own signs: after 10 steps the predictive mean near its
+    # zero crossing differs by about 1e-7 while the losses still agree to rtol 1e-6
+    assert_same(ref, ours, rtol=1e-6, atol=5e-7)
 
 
 def test_gamma_robust_elbo_with_gaussian():

@@ -28,6 +28,10 @@ from torch.autograd.function import once_differentiable
 
 from torchgp.kernels.distance import _DIRECT_LIMIT
 
+# Up to this many entries per n × m matrix the backward takes the route of fewest operations (each costs a few µs of
+# dispatch, more than its arithmetic at n ≤ 64), else the one of fewest passes over the matrix.
+_SMALL = 64 * 64
+
 
 def _centred(a: torch.Tensor, b: torch.Tensor | None):
     """``a`` and ``b`` ``(*batch, ·, d)`` shifted by one finite point amid ``a``'s rows, or as they are when small.
@@ -169,6 +173,7 @@ class StationaryCovariance(torch.autograd.Function):
         grad_a = grad_b = grad_s = None
         factor = kernel.dK_dr2_factor
         k_unit = None  # κ(r²) = K / s, formed once if dK_dr2 or dK_dparams needs it
+        coef = None  # the constant 2c of the closed form, times s where W lacks it (a (*batch, 1, 1) tensor then)
         if need_a or need_b or (need_s and factor is not None):
             if factor is not None:  # k' = c k: W = G ∘ K now, the constant c joins the O(n d) results below
                 W = torch.mul(G, K)
@@ -179,29 +184,47 @@ class StationaryCovariance(torch.autograd.Function):
                     W = dk.mul_(G) if _owns(dk, G, K, r2, k_unit) else dk * G  # W = G ∘ k'(r²), one n × m buffer
                 else:
                     W = dk * G  # k'(r²) kept from the forward
-                if s is not None:
-                    W = W.mul_(s) if _fits_in(W.shape, s.shape) else W * s
                 factor = 1.0
-            if ctx.symmetric:
-                bc = ac
-            b1 = torch.cat([bc, torch.ones_like(bc[..., :1])], dim=-1)  # [b, 1]: (*batch, m, d + 1)
-            # [W b, W 1] and [Wᵀ a, Wᵀ 1]: the two products of the closed form above; [W b, W 1] as ([b, 1]ᵀ Wᵀ)ᵀ,
-            # because BLAS streams W faster with the thin factor on the left (2-4x at n ≤ 1000, CPU)
-            Wb = (b1.mT @ W.mT).mT
-            if need_s and kernel.dK_dr2_factor is not None:
-                # ∂L/∂s = Σ G ∘ k = Σ (G ∘ K) / s: the row sums of W = G ∘ K, already formed
-                grad_s = (Wb[..., -1].sum(-1) / scale).sum_to_size(scale.shape)
-            if ctx.symmetric:  # b = a: ∂L/∂a = 2c (((W + Wᵀ) 1) ∘ a − (W + Wᵀ) a), both products with [a, 1]
-                S = Wb + (b1.mT @ W).mT
-                grad_a = ((2 * factor) * (S[..., -1:] * ac - S[..., :-1])).sum_to_size(ctx.a_shape)
-            else:
+                if s is not None:  # W ∘ s enters the O(n d) results only: s multiplies them, not the n × m W
+                    coef = s * 2.0
+            if coef is None:
+                coef = 2 * factor
+            if ctx.symmetric and W.shape[-1] * W.shape[-2] <= _SMALL:
+                # few entries: fewest operations. S = W + Wᵀ (only its symmetric part reaches a symmetric K), then
+                # ∂L/∂a = 2c ((S 1) ∘ a − S a) and, for k' = c k, Σ G ∘ K = ½ Σ S
+                S = W + W.mT
+                rows = S.sum(-1, keepdim=True)  # (*batch, n, 1)
+                if need_s and kernel.dK_dr2_factor is not None:
+                    grad_s = (rows.sum((-2, -1)) * (0.5 / scale)).sum_to_size(scale.shape)
                 if need_a:
-                    grad_a = ((2 * factor) * (Wb[..., -1:] * ac - Wb[..., :-1])).sum_to_size(ctx.a_shape)
-                if need_b:
-                    Wa = (torch.cat([ac, torch.ones_like(ac[..., :1])], dim=-1).mT @ W).mT
-                    grad_b = ((2 * factor) * (Wa[..., -1:] * bc - Wa[..., :-1])).sum_to_size(ctx.b_shape)
-            del W
-        if need_s and grad_s is None:
+                    grad_a = (rows * ac).sub_(S @ ac)
+                    grad_a = grad_a.mul_(coef) if _fits_in(grad_a.shape, getattr(coef, "shape", ())) else grad_a * coef
+                    if grad_a.shape != ctx.a_shape:
+                        grad_a = grad_a.sum_to_size(ctx.a_shape)
+                del W, S
+            else:
+                if ctx.symmetric:
+                    bc = ac
+                b1 = torch.cat([bc, torch.ones_like(bc[..., :1])], dim=-1)  # [b, 1]: (*batch, m, d + 1)
+                # [W b, W 1] and [Wᵀ a, Wᵀ 1]: the two products of the closed form above; [W b, W 1] as
+                # ([b, 1]ᵀ Wᵀ)ᵀ, because BLAS streams W faster with the thin factor on the left (2-4x at n ≤ 1000, CPU)
+                Wb = (b1.mT @ W.mT).mT
+                if need_s and kernel.dK_dr2_factor is not None:
+                    # ∂L/∂s = Σ G ∘ k = Σ (G ∘ K) / s: the row sums of W = G ∘ K, already formed
+                    grad_s = (Wb[..., -1].sum(-1) / scale).sum_to_size(scale.shape)
+                if ctx.symmetric:  # b = a: ∂L/∂a = 2c (((W + Wᵀ) 1) ∘ a − (W + Wᵀ) a), both products with [a, 1]
+                    S = Wb + (b1.mT @ W).mT
+                    grad_a = (coef * (S[..., -1:] * ac - S[..., :-1])).sum_to_size(ctx.a_shape)
+                else:
+                    if need_a:
+                        grad_a = (coef * (Wb[..., -1:] * ac - Wb[..., :-1])).sum_to_size(ctx.a_shape)
+                    if need_b:
+                        Wa = (torch.cat([ac, torch.ones_like(ac[..., :1])], dim=-1).mT @ W).mT
+                        grad_b = (coef * (Wa[..., -1:] * bc - Wa[..., :-1])).sum_to_size(ctx.b_shape)
+                del W
+        if need_s and grad_s is None and K.shape[-1] * K.shape[-2] <= _SMALL:
+            grad_s = (torch.mul(G, K).sum((-2, -1)) / scale).sum_to_size(scale.shape)  # ∂L/∂s = Σ_ij G_ij K_ij / s
+        elif need_s and grad_s is None:
             # ∂L/∂s = Σ_ij G_ij K_ij / s as a batched dot product (no n × m buffer). A column-major G (the
             # Cholesky backward's inverse) of a symmetric K is read as Gᵀ: Σ G_ij K_ij = Σ (Gᵀ)_ij K_ij when K = Kᵀ.
             Gf = G.expand(K.shape)

@@ -25,6 +25,7 @@ from torchgp.models._diagnostics import warn_eval_mode_objective
 from torchgp.models.exact_gp import finite_or_explained
 from torchgp.models.missing_data import masked_log_prob, masking_on, nan_targets_message
 from torchgp.models.validation import check_train_targets
+from torchgp.module import fit_memo
 
 # True inside a batched fit that adds each member's own log-prior itself (torchgp.optim._batched.member_objective)
 _EXCLUDE_PRIORS: ContextVar[bool] = ContextVar("torchgp_exact_mll_exclude_priors", default=False)
@@ -60,9 +61,7 @@ class ExactMarginalLogLikelihood(MarginalLogLikelihood):
         warn_eval_mode_objective(self, stacklevel=5)  # eval mode: the output is the posterior, not the prior
         train_x = self.model.train_inputs[0] if getattr(self.model, "train_inputs", None) else None
         if train_x is not None:
-            target = check_train_targets(
-                target, train_x, getattr(self.model, "_multi_output", False), check_finite=False
-            )
+            target = self._checked_targets(target, train_x)
             params = params or tuple(self.model.train_inputs)
         output = self.likelihood(function_dist, *params, **kwargs)
         n = function_dist.event_shape.numel()  # GPyTorch divides by all n rows, missing ones included
@@ -82,15 +81,30 @@ class ExactMarginalLogLikelihood(MarginalLogLikelihood):
                 raise NonFiniteError(nan_targets_message(target)) from err
             raise
 
-    def _other_terms(self, params) -> torch.Tensor | float:
-        """Σ log p(θ) plus every added loss term of the model (GPyTorch adds them before dividing by n).
+    def _checked_targets(self, target: torch.Tensor, train_x: torch.Tensor) -> torch.Tensor:
+        """``check_train_targets`` of ``target``; within one fit run, once per (target, inputs) pair."""
+        memo = fit_memo()
+        key = ("targets", id(self))
+        hit = None if memo is None else memo.get(key)
+        if hit is not None and hit[0] is target and hit[1] is train_x:
+            return hit[2]
+        checked = check_train_targets(target, train_x, getattr(self.model, "_multi_output", False), check_finite=False)
+        if memo is not None:
+            memo[key] = (target, train_x, checked)
+        return checked
 
-        One walk over the modules: the model's subtree first (its priors and added loss terms), then the rest
-        of this objective's (priors only, e.g. a likelihood that is not the model's). The float 0.0 when
-        there is neither.
+    def _walk(self) -> list[tuple[torch.nn.Module, bool]]:
+        """``(module, with added loss terms)`` in the order :meth:`_other_terms` visits them; memoised per fit run.
+
+        The model's subtree first (its priors and added loss terms), then the rest of this objective's (priors
+        only, e.g. a likelihood that is not the model's); each module once.
         """
-        total, seen, seen_terms = 0.0, set(), set()
-        with_priors = not _EXCLUDE_PRIORS.get()
+        memo = fit_memo()
+        key = ("walk", id(self))
+        hit = None if memo is None else memo.get(key)
+        if hit is not None and hit[0] is self.model:
+            return hit[1]
+        order, seen = [], set()
         for root, with_terms in ((self.model, True), (self, False)):
             stack = [root] if isinstance(root, torch.nn.Module) else []
             while stack:
@@ -98,15 +112,31 @@ class ExactMarginalLogLikelihood(MarginalLogLikelihood):
                 if id(module) in seen:
                     continue
                 seen.add(id(module))
-                state = module.__dict__
-                closures = state.get("_prior_closures") if with_priors else None
-                if closures:
-                    for name, (closure, _) in closures.items():
-                        total = total + module._modules[name].log_prob(closure(module)).sum()
-                if with_terms:
-                    for term in state.get("_added_loss_terms", {}).values():
+                order.append((module, with_terms))
+                stack.extend(child for child in module._modules.values() if child is not None)
+        if memo is not None:
+            memo[key] = (self.model, order)
+        return order
+
+    def _other_terms(self, params) -> torch.Tensor | float:
+        """Σ log p(θ) plus every added loss term of the model (GPyTorch adds them before dividing by n).
+
+        The priors and terms are read afresh at each call from the modules of :meth:`_walk`. The float 0.0 when
+        there is neither.
+        """
+        total, seen_terms = 0.0, set()
+        with_priors = not _EXCLUDE_PRIORS.get()
+        for module, with_terms in self._walk():
+            state = module.__dict__
+            closures = state.get("_prior_closures") if with_priors else None
+            if closures:
+                for name, (closure, _) in closures.items():
+                    total = total + module._modules[name].log_prob(closure(module)).sum()
+            if with_terms:
+                terms = state.get("_added_loss_terms")
+                if terms:
+                    for term in terms.values():
                         if term is not None and id(term) not in seen_terms:
                             seen_terms.add(id(term))
                             total = total + term.loss(*params)
-                stack.extend(child for child in module._modules.values() if child is not None)
         return total

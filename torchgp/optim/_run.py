@@ -37,6 +37,8 @@ class _ParamVector:
         self.shapes = [p.shape for p in params]
         # every parameter on one device in one dtype: the gradients can be gathered by one cat
         self._same = len({(p.dtype, p.device) for p in params}) <= 1
+        # ... and that is float64 on the CPU: the cat is already the array scipy wants
+        self._native = self._same and all(p.dtype == torch.float64 and p.device.type == "cpu" for p in params)
 
     def get(self) -> np.ndarray:
         if not self.params:
@@ -48,7 +50,7 @@ class _ParamVector:
         if not self.params:
             return
         src = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64))
-        chunks = [c.view(shape) for c, shape in zip(src.split(self.sizes), self.shapes)]
+        chunks = [c.view(shape) for c, shape in zip(src.split_with_sizes(self.sizes), self.shapes)]
         with torch.no_grad():
             torch._foreach_copy_(self.params, chunks)  # dtype/device conversion inside the copy
 
@@ -58,6 +60,8 @@ class _ParamVector:
         grads = [
             torch.zeros_like(p).reshape(-1) if p.grad is None else p.grad.detach().reshape(-1) for p in self.params
         ]
+        if self._native:
+            return torch.cat(grads).numpy()  # a fresh tensor: its array needs no copy
         if self._same:
             return torch.cat(grads).to(torch.float64).cpu().numpy()
         return torch.cat([g.to(dtype=torch.float64, device="cpu") for g in grads]).numpy()

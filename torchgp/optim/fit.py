@@ -35,7 +35,7 @@ import torch
 
 from torchgp import _record, settings
 from torchgp.errors import InputError, NonFiniteError, NotPSDError
-from torchgp.module import reuse_constrained_values
+from torchgp.module import fit_scope, reuse_constrained_values
 from torchgp.optim._active import SubBatch
 from torchgp.optim._batched import independent_blocks, member_objective, run_lockstep
 from torchgp.optim._run import _ParamVector, _Run
@@ -217,8 +217,9 @@ def _fit(
                 vec.set(x_start)
                 run = _Run(vec)
                 try:
-                    # the library's warnings reach the user's filters unchanged and are also recorded here
-                    with _record.recording() as wlist, settings.cholesky_jitter(jitter):
+                    # the library's warnings reach the user's filters unchanged and are also recorded here; the
+                    # structure-only checks of the objective run at the run's first evaluation (fit_scope)
+                    with _record.recording() as wlist, settings.cholesky_jitter(jitter), fit_scope():
                         if blocks is not None:
                             with _scipy_blas_one_thread():
                                 subset = SubBatch.build(mll, model, params, len(blocks))
