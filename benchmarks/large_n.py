@@ -6,9 +6,10 @@ Usage::
     python benchmarks/large_n.py --n 20000 --threads 2 --check --peer   # + float64 closed-form gradient, GPyTorch
     python benchmarks/large_n.py --n 10000 --threads 2 --steps 20 --warm both   # Adam, warm vs cold CG starts
     python benchmarks/large_n.py --n 6000 --steps 15 --warm both --skip-logdet both   # + skip_logdet_forward
+    python benchmarks/large_n.py --n 20000 --check --seeds 1 2 3 --probe-tol 1e-4 1e-2   # error over probe seeds
 
 Model: constant mean, ScaleKernel(ARD RBF), Gaussian likelihood; X uniform on [0, 1]^d, lengthscale 0.5, noise
-0.01, float32, ``max_cholesky_size(1)`` (the iterative path at every n). The kernel matrix is never held: products
+0.01, float32 (``--dtype``), ``max_cholesky_size(1)`` (the iterative path at every n). The kernel matrix is never held: products
 and the backward run in tiles (``settings.kernel_block_size``). Printed: CG iterations, the preconditioner's rank,
 forward / backward time and peak RSS (before any peer or reference runs).
 
@@ -18,6 +19,8 @@ after torchgp (its time and the ratio; its memory shows in the process peak only
 (lr 0.01) from the same start, with CG warm starts on, off or both in turn (``--warm``), and with
 ``settings.skip_logdet_forward`` on, off or both (``--skip-logdet``; no Lanczos quadrature in the forward, and a
 warm step runs only its warm columns): time, CG iterations and the final loss, evaluated cold with the full loss.
+``--seeds S1 S2 ..`` (with ``--check``): the gradient's error over probe seeds (``deterministic_probes`` off), each
+``--probe-tol`` value (``settings.cg_probe_tolerance``) in turn per seed: its mean and maximum, CG iterations, CPU s.
 """
 
 from __future__ import annotations
@@ -80,7 +83,7 @@ def _model(lib, X, y, lengthscale):
         def forward(self, x):
             return lib.distributions.MultivariateNormal(self.mean_module(x), self.covar_module(x))
 
-    model = Model().to(X.device)
+    model = Model().to(device=X.device, dtype=X.dtype)
     model.initialize(**{"covar_module.base_kernel.lengthscale": lengthscale, "likelihood.noise": 0.01})
     return model, lib.mlls.ExactMarginalLogLikelihood(model.likelihood, model)
 
@@ -165,6 +168,49 @@ def train(X, y, lengthscale, steps: int, warm: bool, skip: bool = False):
     return wall, cpu, final, iterations
 
 
+def _probe_tol(value):
+    return settings.cg_probe_tolerance(value if value is not None else settings.cg_probe_tolerance.value())
+
+
+def reference(a, model, X, y) -> torch.Tensor:
+    """The float64 closed-form gradient, cached in ``a.ref`` (auto: the temp dir, by n, d, ℓ)."""
+    if a.ref == "auto":
+        a.ref = str(Path(tempfile.gettempdir()) / f"torchgp_large_n_grad_n{a.n}_d{a.d}_l{a.lengthscale}.pt")
+    if Path(a.ref).exists():
+        return torch.load(a.ref)
+    ref = closed_form_gradient(model, X, y)
+    torch.save(ref, a.ref)
+    return ref
+
+
+def spread(a, head, model, mll, X, y):
+    """The gradient's error over probe seeds, every ``--probe-tol`` in turn per seed (interleaved): CG iterations,
+    CPU seconds and the error's mean / max, for the same model and data."""
+    ref = reference(a, model, X, y)
+    rows = {tol: [] for tol in a.probe_tol}
+    for seed in a.seeds:
+        for tol in a.probe_tol:
+            torch.manual_seed(seed)
+            with settings.deterministic_probes(False), _probe_tol(tol):
+                _, grad, wall, _ = one_step(model, mll, X, y)
+            err = ((grad - ref).norm() / ref.norm()).item()
+            rows[tol].append((err, _STATS["cg_iterations"], _STATS["cpu_s"], wall))
+            print(
+                f"{head} probe_tol={tol} seed={seed}: gradient error {err:.2e}, CG {_STATS['cg_iterations']} "
+                f"iterations, CPU {_STATS['cpu_s']:.1f} s, wall {wall:.1f} s",
+                flush=True,
+            )
+    for tol, r in rows.items():
+        errs = torch.tensor([e for e, *_ in r])
+        print(
+            f"{head} probe_tol={tol}: {len(r)} seeds, gradient error mean {errs.mean():.2e} (rms "
+            f"{errs.square().mean().sqrt():.2e}, max {errs.max():.2e}), CG iterations "
+            f"{sorted({i for _, i, _, _ in r})}, median CPU {torch.tensor([c for *_, c, _ in r]).median():.1f} s, "
+            f"peak RSS {_rss_gib():.2f} GiB",
+            flush=True,
+        )
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, default=100_000)
@@ -172,9 +218,24 @@ def main():
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--lengthscale", type=float, default=0.5)
+    p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     p.add_argument("--probes", type=int, default=None, help="settings.num_trace_samples (default 32)")
     p.add_argument("--max-rank", type=int, default=None, help="settings.max_preconditioner_size (default 2000)")
     p.add_argument("--cg-tol", type=float, default=None, help="settings.cg_tolerance (default 1e-4)")
+    p.add_argument(
+        "--probe-tol",
+        type=float,
+        nargs="+",
+        default=[None],
+        help="settings.cg_probe_tolerance, one or more (each run in turn per seed; default: the setting's default)",
+    )
+    p.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=None,
+        help="with --check: probe seeds (deterministic_probes off, torch.manual_seed(s)) for the error's spread",
+    )
     p.add_argument("--check", action="store_true", help="float64 closed-form gradient and its relative error")
     p.add_argument(
         "--ref",
@@ -192,8 +253,8 @@ def main():
     gen = torch.Generator().manual_seed(0)
     X = torch.rand(a.n, a.d, generator=gen)
     y = torch.sin(3 * X[:, 0]) + X[:, 1] + 0.1 * torch.randn(a.n, generator=gen)
-    X, y = X.to(a.device), y.to(a.device)
-    head = f"n={a.n} d={a.d} float32 threads={torch.get_num_threads()} device={a.device}"
+    X, y = X.to(a.device, getattr(torch, a.dtype)), y.to(a.device, getattr(torch, a.dtype))
+    head = f"n={a.n} d={a.d} {a.dtype} threads={torch.get_num_threads()} device={a.device}"
     levers = {"probes": a.probes, "max_rank": a.max_rank, "cg_tol": a.cg_tol}
     head += "".join(f" {k}={v}" for k, v in levers.items() if v is not None)
     with (
@@ -214,7 +275,10 @@ def main():
                 )
             return
         model, mll = _model(torchgp, X, y, a.lengthscale)
-        loss, grad, wall, t_fwd = one_step(model, mll, X, y)
+        if a.seeds:
+            return spread(a, head, model, mll, X, y)
+        with _probe_tol(a.probe_tol[0]):
+            loss, grad, wall, t_fwd = one_step(model, mll, X, y)
     rss = _rss_gib()
     print(
         f"{head}: -MLL/n={loss:.5f}, |grad|={grad.norm().item():.4f}, wall {wall:.1f} s (forward {t_fwd:.1f} s, "
@@ -223,13 +287,7 @@ def main():
         flush=True,
     )
     if a.check:
-        if a.ref == "auto":
-            a.ref = str(Path(tempfile.gettempdir()) / f"torchgp_large_n_grad_n{a.n}_d{a.d}_l{a.lengthscale}.pt")
-        if Path(a.ref).exists():
-            ref = torch.load(a.ref)
-        else:
-            ref = closed_form_gradient(model, X, y)
-            torch.save(ref, a.ref)
+        ref = reference(a, model, X, y)
         rel = (grad - ref).norm() / ref.norm()
         worst = ((grad - ref).abs() / ref.abs().clamp_min(1e-3 * ref.abs().max())).max()
         print(f"  gradient vs float64 closed form: {rel:.2e} relative (norm), worst entry {worst:.2e}", flush=True)

@@ -39,6 +39,7 @@ from torchgp._settings_compat import (  # noqa: F401  (re-exported: GPyTorch's a
 )
 from torchgp._settings_iterative import (  # noqa: F401  (re-exported: the iterative path's settings)
     cg_nonconvergence,
+    cg_probe_tolerance,
     cg_tolerance,
     cg_warm_start,
     ciq_samples,

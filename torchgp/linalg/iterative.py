@@ -29,6 +29,9 @@ The control variate uses the rank-``k_c`` leading part ``P_c`` of ``P`` (``k_c �
 Warm starts (Lin et al. 2024; :mod:`torchgp.linalg.warm_start`, ``settings.cg_warm_start``): a later call on
 the same training inputs starts CG on ``[r, z]`` from the previous call's solutions, and runs cold copies
 of the probes in the same lockstep CG to a looser tolerance only for the Lanczos matrices (``_warm_pcg``).
+The probe columns stop at ``settings.cg_probe_tolerance`` (default ``min(100 · cg_tolerance, 1e-2)``), the data
+columns at ``settings.cg_tolerance``: the trace estimate's Hutchinson noise is far above the CG error of a probe
+solved to 1e-2 (measured, see the setting), and finished columns cost no kernel products (:func:`pcg`).
 Under ``settings.skip_logdet_forward`` the log-determinant's value is not computed (zeros are returned, its gradient
 is the same trace estimate): the probes are solved only for the backward, no Lanczos matrices are recorded, and a
 warm-started call runs only the warm ``[r, z]`` columns.
@@ -40,6 +43,7 @@ All terms are bilinear forms ``Σ_j u_jᵀ (∂K/∂θ) v_j``, differentiated bl
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import torch
@@ -93,7 +97,29 @@ def _control_coefficient(KinvZ: torch.Tensor, PinvZ: torch.Tensor, AZ: torch.Ten
     return (c.clamp(0, 1) * fade)[..., None, None]
 
 
-def _warm_pcg(system: _System, B: torch.Tensor, X0: torch.Tensor, Z: torch.Tensor, precond):
+# The probes' default tolerance relative to cg_tolerance, and its cap (settings.cg_probe_tolerance).
+_PROBE_TOL_FACTOR, _PROBE_TOL_CAP = 100.0, 1e-2
+
+
+def probe_tolerance() -> float:
+    """The relative residual the probe columns stop at: ``settings.cg_probe_tolerance``, never tighter than
+    ``settings.cg_tolerance`` (``None``: ``min(100 · cg_tolerance, 1e-2)``, but at least ``cg_tolerance``)."""
+    tol = float(settings.cg_tolerance.value())
+    probe = settings.cg_probe_tolerance.value()
+    if probe is None:
+        probe = min(_PROBE_TOL_FACTOR * tol, _PROBE_TOL_CAP)
+    return max(tol, float(probe))
+
+
+def _column_tolerances(k: int, t: int, like: torch.Tensor) -> torch.Tensor | float:
+    """Per-column tolerances of ``[r (k columns), z (t columns)]``: ``cg_tolerance`` then :func:`probe_tolerance`."""
+    tol, probe = float(settings.cg_tolerance.value()), probe_tolerance()
+    if t == 0 or probe == tol:
+        return tol
+    return torch.cat([like.new_full((k,), tol), like.new_full((t,), probe)])
+
+
+def _warm_pcg(system: _System, B: torch.Tensor, X0: torch.Tensor, Z: torch.Tensor, precond, k: int):
     """PCG on ``B = [r, z]`` from ``X0`` and, in the same lockstep run, cold on the probes ``Z`` for SLQ.
 
     Lanczos quadrature needs CG started from zero (its matrices are those of the start vector), so the
@@ -107,10 +133,13 @@ def _warm_pcg(system: _System, B: torch.Tensor, X0: torch.Tensor, Z: torch.Tenso
     """
     tol = float(settings.cg_tolerance.value())
     t = Z.shape[-1]
+    warm_tols = _column_tolerances(k, B.shape[-1] - k, B)
     if t == 0:
-        return pcg(system.matmul_fn(), B, precond.solve, x0=X0)
+        return pcg(system.matmul_fn(), B, precond.solve, tol=warm_tols, x0=X0)
     cols = B.shape[-1]
-    tols = torch.cat([B.new_full((cols,), tol), B.new_full((t,), math.sqrt(tol))])
+    warm_tols = torch.as_tensor(warm_tols, dtype=B.dtype, device=B.device).expand(cols)
+    cold = max(math.sqrt(tol), probe_tolerance())
+    tols = torch.cat([warm_tols, B.new_full((t,), cold)])
     return pcg(
         system.matmul_fn(),
         torch.cat([B, Z], -1),
@@ -142,10 +171,11 @@ class _IterativeInvQuadLogdet(torch.autograd.Function):
         quadrature = want_logdet and logdet_value
         if X0 is None:
             # One batched PCG on [r, z₁..z_t] (Gardner et al. 2018, Alg. 2 / eq. (6)).
-            X, info = pcg(system.matmul_fn(), B, precond.solve, record=quadrature)
+            tols = _column_tolerances(k, t, B)  # the probes may stop earlier (settings.cg_probe_tolerance)
+            X, info = pcg(system.matmul_fn(), B, precond.solve, tol=tols, record=quadrature)
             lanczos = k  # the probes' Lanczos matrices are those of columns k..k+t
         else:
-            X, info = _warm_pcg(system, B, X0, Z if quadrature else Z[..., :0], precond)
+            X, info = _warm_pcg(system, B, X0, Z if quadrature else Z[..., :0], precond, k)
             lanczos = k + t  # the cold copies of the probes come last
         X = X[..., : k + t]
         warm_start.cache.put(key, X, precond.pivots)
@@ -158,6 +188,7 @@ class _IterativeInvQuadLogdet(torch.autograd.Function):
         else:
             logdet = torch.zeros(batch, dtype=dtype, device=rhs.device)
         ctx.system, ctx.precond, ctx.t = system, precond, t
+        ctx.pieces = None  # (P⁻¹Z, W_c, D⁻¹, full rank): formed by the first backward, kept for a retained graph
         ctx.save_for_backward(alpha, KinvZ, Z)
         ctx.rhs_shape = rhs.shape
         return inv_quad.to(rhs.dtype), logdet.to(rhs.dtype)
@@ -166,63 +197,91 @@ class _IterativeInvQuadLogdet(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, g_quad, g_logdet):
         alpha, KinvZ, Z = ctx.saved_tensors
-        system, precond, t = ctx.system, ctx.precond, ctx.t
+        system, t = ctx.system, ctx.t
         dtype = alpha.dtype
         g_q = g_quad.to(dtype)[..., None, None]
         g_l = g_logdet.to(dtype)[..., None, None] if t else None
         need_rhs, need_diag = ctx.needs_input_grad[3], ctx.needs_input_grad[4]
         need_inputs = ctx.needs_input_grad[5:]
+        wanted = [x for x, need in zip(system.inputs, need_inputs) if need]
         # The bilinear forms are evaluated in the kernel's dtype (kernel_bilinear_grads casts to it), so they are
         # formed in it: at n = 10⁵ the n × (1 + t + 256) factors are 231 MB each in float64, half in float32.
         bdtype = system.base.dtype if isinstance(system.base, KernelOperator) else dtype
+        k = alpha.shape[-1]
 
         grad_rhs = (2 * g_q * alpha).sum_to_size(ctx.rhs_shape) if need_rhs else None  # ∂ rᵀK⁻¹r/∂r = 2α
-        U, V = [-g_q * alpha], [alpha]
         g_d = -(g_q * alpha.square()).sum(-1)  # ∂/∂d of -g_q αᵀ diag(∂d) α
         diag_weight = None
+        Vc = None  # the factor V of the stacked bilinear form Σ_j u_jᵀ ∂K v_j, allocated once at its full width
         if g_l is not None:
-            PinvZ = precond.solve(Z)
-            # Control variate A = P_c⁻¹, the inverse of the rank-k_c leading part of the preconditioner:
-            # its Woodbury factor is exactly the first k_c columns of W (R is lower triangular), and any fixed
-            # A keeps the estimator unbiased, E[(A z)(P⁻¹z)ᵀ] = A P P⁻¹ = A. tr(A ∂K) costs a bilinear form
-            # of rank k_c in the backward (O(n² k_c)), so k_c is capped (_CONTROL_RANK) however large P is.
-            Wc_p = precond.leading_factor(_CONTROL_RANK)  # all n rows (assembled when sharded), P's dtype
+            if ctx.pieces is None:
+                precond = ctx.precond
+                PinvZ = precond.solve(Z)
+                # Control variate A = P_c⁻¹, the inverse of the rank-k_c leading part of the preconditioner:
+                # its Woodbury factor is exactly the first k_c columns of W (R is lower triangular), and any fixed
+                # A keeps the estimator unbiased, E[(A z)(P⁻¹z)ᵀ] = A P P⁻¹ = A. tr(A ∂K) costs a bilinear form
+                # of rank k_c in the backward (O(n² k_c)), so k_c is capped (_CONTROL_RANK) however large P is.
+                kc = min(_CONTROL_RANK, precond.rank)
+                shape = torch.broadcast_shapes(alpha.shape[:-1], Z.shape[:-1])
+                Wc_p = None
+                if wanted and "out" in inspect.signature(precond.leading_factor).parameters:
+                    Vc = torch.empty(*shape, k + t + kc, dtype=bdtype, device=alpha.device)
+                    if precond.D_inv.dtype == bdtype and precond.D_inv.shape[:-1] == shape[:-1]:
+                        # written straight into V's control columns: no separate n × k_c copy (sharded: gathered)
+                        Wc_p = precond.leading_factor(kc, out=Vc[..., k + t :])
+                if Wc_p is None:
+                    Wc_p = precond.leading_factor(kc)  # all n rows (assembled when sharded), P's dtype
+                ctx.pieces = (PinvZ, Wc_p, precond.D_inv, Wc_p.shape[-1] == precond.rank)
+                ctx.precond = None  # the preconditioner's n × rank factor is not needed again: free it now
+                del precond
+            PinvZ, Wc_p, D_inv, full_rank = ctx.pieces
             # A Z and diag(A) in the solve dtype, by blocks of rows: no whole n × k_c copy of W_c in it
             # (102 MB at n = 5·10⁴ in float64, plus its square).
-            if Wc_p.shape[-1] == precond.rank:
+            if full_rank:
                 AZ = PinvZ
             else:
                 WtZ = sum(w.to(dtype).mT @ Z[..., rows, :] for rows, w in _row_blocks(Wc_p))
-                WWtZ = torch.cat([w.to(dtype) @ WtZ for _, w in _row_blocks(Wc_p)], -2)
-                AZ = precond.D_inv.to(dtype).unsqueeze(-1) * Z - WWtZ
-                del WtZ, WWtZ
+                AZ = D_inv.to(dtype).unsqueeze(-1) * Z
+                for rows, w in _row_blocks(Wc_p):
+                    AZ[..., rows, :] -= w.to(dtype) @ WtZ
+                del WtZ
             c = _control_coefficient(KinvZ, PinvZ, AZ)  # (*batch, 1, 1)
             # tr(K⁻¹∂K) ≈ c tr(A∂K) + (1/t) Σ (K⁻¹z - c A z)ᵀ ∂K (P⁻¹z), with
             # tr(A∂K) = Σ_i D_i⁻¹ ∂K_ii - Σ_j w_jᵀ ∂K w_j exactly (module docstring).
             delta = KinvZ - c * AZ
-            U.append(g_l * delta / t)
-            V.append(PinvZ)
-            diag_A = precond.D_inv.to(dtype) - torch.cat(
-                [w.to(dtype).square().sum(-1) for _, w in _row_blocks(Wc_p)], -1
-            )
-            if bool((c != 0).any()):  # else the rank-k_c control-variate columns would only add zeros (and cost)
-                Wc_b = Wc_p.to(bdtype).expand(*delta.shape[:-1], Wc_p.shape[-1])
-                U.append(-(g_l * c).to(bdtype) * Wc_b)
-                V.append(Wc_b)
-                diag_weight = (g_l * c)[..., 0] * precond.D_inv.to(dtype)
+            del AZ
+            diag_A = D_inv.to(dtype) - torch.cat([w.to(dtype).square().sum(-1) for _, w in _row_blocks(Wc_p)], -1)
+            use_control = bool((c != 0).any())  # else the rank-k_c columns would only add zeros (and cost)
+            if use_control:
+                diag_weight = (g_l * c)[..., 0] * D_inv.to(dtype)
             # diag(K⁻¹) ≈ c diag(A) + (1/t) Σ (K⁻¹z - c A z) ⊙ P⁻¹z
             g_d = g_d + g_l[..., 0] * (c[..., 0] * diag_A + (delta * PinvZ).sum(-1) / t)
         grad_diag = _diag_grad(system.diag, g_d, need_diag)
 
-        wanted = [x for x, need in zip(system.inputs, need_inputs) if need]
         grads = iter([])
         if wanted:
-            shape = torch.broadcast_shapes(*(u.shape[:-1] for u in U))
-            Uc = torch.cat([u.to(bdtype).expand(*shape, u.shape[-1]) for u in U], -1)
-            del U
-            Vc = torch.cat([v.to(bdtype).expand(*shape, v.shape[-1]) for v in V], -1)
-            del V
+            # U = [-g_q α | g_l δ / t | -g_l c W_c], V = [α | P⁻¹Z | W_c], filled column slice by slice (no concatenated
+            # copies, no scaled copy of W_c).
+            if g_l is None:
+                Uc, Vc = (-g_q * alpha).to(bdtype), alpha.to(bdtype)
+            else:
+                kc = Wc_p.shape[-1] if use_control else 0
+                shape = torch.broadcast_shapes(alpha.shape[:-1], delta.shape[:-1])
+                if Vc is None or Vc.shape[:-1] != shape:
+                    Vc = torch.empty(*shape, k + t + Wc_p.shape[-1], dtype=bdtype, device=alpha.device)
+                if use_control and Vc[..., k + t :].data_ptr() != Wc_p.data_ptr():
+                    Vc[..., k + t :].copy_(Wc_p)
+                Vc[..., :k].copy_(alpha)
+                Vc[..., k : k + t].copy_(PinvZ)
+                Vc = Vc[..., : k + t + kc]
+                Uc = torch.empty_like(Vc)
+                Uc[..., :k].copy_(-g_q * alpha)
+                Uc[..., k : k + t].copy_(g_l * delta / t)
+                del delta
+                if use_control:
+                    Uc[..., k + t :].copy_(Vc[..., k + t :]).mul_(-(g_l * c).to(bdtype))
             grads = iter(operator_bilinear_grads(system.base, wanted, Uc, Vc, diag_weight))
+            del Uc, Vc
         rest = [next(grads) if need else None for need in need_inputs]
         return (None, None, None, grad_rhs, grad_diag, *rest)
 
