@@ -12,7 +12,8 @@ Launch with torchrun (gloo on CPU, NCCL on GPU); without torchrun it runs as one
 
 Every run takes ``--device cpu|cuda`` (default cpu; cuda: NCCL, one GPU per process) and ``--threads``.
 Rank 0 prints one JSON line: wall time (the slowest rank's), every rank's CPU seconds and peak RSS. For the exact
-GP, ``--profile`` adds one line per rank with ``[wall s, CPU s, calls, MiB the peak RSS rose by]`` for each part
+GP, ``--profile`` adds one line per rank with ``[wall s, CPU s, calls, peak RSS MiB sampled while it ran]`` for
+each part
 (kernel tiles, each collective by name, preconditioner build and apply, backward), ``--replicated-cg`` runs CG
 replicated on every rank instead of split by rows, and ``--max-cg-iterations`` caps CG (a memory run at large n).
 """
@@ -21,8 +22,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -95,28 +98,62 @@ def _gather(value: float) -> list[float]:
     return buf.tolist()
 
 
+def _rss_mib() -> float:
+    """Resident memory now, MiB (``/proc/self/statm``; 0 where there is none)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * _PAGE / 2**20
+    except OSError:
+        return 0.0
+
+
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+_OUTSIDE = "(outside the wrapped parts)"
+
+
 class _Timers:
-    """Wall and CPU seconds spent in named library functions on this rank (``--profile``), wrapped in place."""
+    """Wall and CPU seconds spent in named library functions on this rank (``--profile``), wrapped in place.
+
+    A sampling thread reads the resident memory every 2 ms (torch's operators release the GIL) and keeps, for
+    each part, the largest value seen while it was running: the peak RSS per phase.
+    """
 
     def __init__(self):
         self.seconds: dict[str, float] = {}
         self.cpu: dict[str, float] = {}
         self.calls: dict[str, int] = {}
-        self.peak_rise: dict[str, float] = {}
+        self.rss_peak: dict[str, float] = {}
+        self.active: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def start(self) -> None:
+        """Start the RSS sampling thread (after :meth:`install`)."""
+        self._thread.start()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.002):
+            rss = _rss_mib()
+            for key in list(self.active) or [_OUTSIDE]:
+                if rss > self.rss_peak.get(key, 0.0):
+                    self.rss_peak[key] = rss
 
     def wrap(self, owner, name: str, label: str, what_at: int | None = None) -> None:
-        fn = getattr(owner, name)
+        fn = getattr(owner, name, None)
+        if fn is None:  # a part this version of the library does not have
+            return
 
         def timed(*args, **kwargs):
             key = label
             if what_at is not None:  # the collective's ``what`` argument names the part
                 what = args[what_at] if len(args) > what_at else kwargs.get("what", "")
                 key = f"{label}: {what}"
-            t0, c0, h0 = time.perf_counter(), time.process_time(), _hwm_mib()
+            t0, c0 = time.perf_counter(), time.process_time()
+            self.active.append(key)
             try:
                 return fn(*args, **kwargs)
             finally:
-                self.peak_rise[key] = self.peak_rise.get(key, 0.0) + _hwm_mib() - h0
+                self.active.pop()
                 self.seconds[key] = self.seconds.get(key, 0.0) + time.perf_counter() - t0
                 self.cpu[key] = self.cpu.get(key, 0.0) + time.process_time() - c0
                 self.calls[key] = self.calls.get(key, 0) + 1
@@ -125,17 +162,23 @@ class _Timers:
 
     def install(self) -> None:
         from torchgp.distributed import process_group
-        from torchgp.linalg import iterative, sharded_preconditioner
+        from torchgp.linalg import iterative, iterative_system, pivoted_cholesky, sharded_preconditioner
 
         self.wrap(process_group, "all_reduce_", "collective", what_at=1)
         self.wrap(process_group, "all_gather_rows", "collective", what_at=2)
         self.wrap(process_group, "reduce_scatter_rows", "collective", what_at=2)
-        self.wrap(iterative, "kernel_matmul_nograd", "kernel product K V (incl. its collective)")
-        self.wrap(iterative, "build_preconditioner", "preconditioner build")
+        for module in (iterative, iterative_system):
+            self.wrap(module, "kernel_matmul_nograd", "kernel product K V (incl. its collective)")
+            self.wrap(module, "build_preconditioner", "preconditioner build")
         self.wrap(iterative, "pcg", "CG total")
         self.wrap(iterative, "operator_bilinear_grads", "backward bilinear forms")
+        self.wrap(iterative._IterativeInvQuadLogdet, "forward", "forward total")
+        iterative._IterativeInvQuadLogdet.forward = staticmethod(iterative._IterativeInvQuadLogdet.forward)
         self.wrap(iterative._IterativeInvQuadLogdet, "backward", "backward total")
         iterative._IterativeInvQuadLogdet.backward = staticmethod(iterative._IterativeInvQuadLogdet.backward)
+        self.wrap(pivoted_cholesky, "sharded_pivoted_cholesky", "preconditioner build: pivoted Cholesky rows")
+        self.wrap(sharded_preconditioner.ShardedPivotedCholeskyPreconditioner, "__init__", "preconditioner build: core")
+        self.wrap(sharded_preconditioner.ShardedPivotedCholeskyPreconditioner, "sample", "preconditioner probes")
         self.wrap(sharded_preconditioner.ShardedPivotedCholeskyPreconditioner, "leading_factor", "control factor")
         self.wrap(sharded_preconditioner.ShardedPivotedCholeskyPreconditioner, "solve", "preconditioner solve")
         try:
@@ -148,11 +191,14 @@ class _Timers:
             pass
 
     def report(self) -> dict:
-        """``{part: [wall s, CPU s, calls, MiB the peak RSS rose by inside it]}`` (nested parts count in both)."""
-        return {
-            k: [round(self.seconds[k], 2), round(self.cpu[k], 2), self.calls[k], round(self.peak_rise[k])]
+        """``{part: [wall s, CPU s, calls, peak RSS MiB sampled while it ran]}`` (nested parts count in both)."""
+        self._stop.set()
+        out = {
+            k: [round(self.seconds[k], 2), round(self.cpu[k], 2), self.calls[k], round(self.rss_peak.get(k, 0.0))]
             for k in sorted(self.seconds)
         }
+        out[_OUTSIDE] = [None, None, None, round(self.rss_peak.get(_OUTSIDE, 0.0))]
+        return out
 
 
 _TIMERS: _Timers | None = None
@@ -174,6 +220,7 @@ def bench_exact(a) -> dict:
     with settings.max_cholesky_size(1), cap, settings.cg_nonconvergence("warn"):  # the iterative path at every n
         loss = -mll(model(X), y)
         t_fwd = time.perf_counter() - t0
+        rss_forward = _hwm_mib()
         loss.backward()
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     return {
@@ -185,6 +232,7 @@ def bench_exact(a) -> dict:
         "cpu_s_per_rank": [round(c, 2) for c in _gather(cpu)],
         "grad_norm": float(torch.cat([p.grad.reshape(-1) for p in model.parameters()]).norm()),
         "rss_before_mll_mib_per_rank": [round(r) for r in _gather(rss_start)],
+        "peak_rss_forward_mib_per_rank": [round(r) for r in _gather(rss_forward)],
     }
 
 
@@ -232,6 +280,7 @@ def main():
     if a.profile:
         _TIMERS = _Timers()
         _TIMERS.install()
+        _TIMERS.start()
     out = bench_exact(a) if a.what == "exact" else bench_svgp(a)
     rss = _gather(_peak_rss_mib())
     if dist.rank() == 0:
@@ -244,7 +293,7 @@ def main():
     if _TIMERS is not None:  # one line per rank, in rank order
         for r in range(dist.world_size()):
             if r == dist.rank():
-                print(json.dumps({"rank": r, "wall_cpu_calls_peakrise": _TIMERS.report()}), flush=True)
+                print(json.dumps({"rank": r, "wall_cpu_calls_peakrss": _TIMERS.report()}), flush=True)
             dist.barrier()
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()

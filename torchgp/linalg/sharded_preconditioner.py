@@ -2,8 +2,9 @@ r"""The pivoted-Cholesky preconditioner with its factor split by rows over the p
 
 Under :class:`~torchgp.distributed.ShardedKernel` every process runs the same CG on the same vectors,
 but the ``n × k`` factor of ``P = L Lᵀ + D`` (:mod:`torchgp.linalg.pivoted_cholesky`) need not be
-replicated: process ``r`` of ``p`` holds only the rows ``[lo_r, hi_r)`` of ``L`` and of the Woodbury factor
-``W = D⁻¹ L R⁻ᵀ``, ``O(n k / p)`` numbers, and every process holds ``D``, ``R`` (``k × k``) and the data.
+replicated: process ``r`` of ``p`` holds only the rows ``[lo_r, hi_r)`` of ``D⁻¹L``, ``n k / p`` numbers in
+one buffer (the factor's own, scaled in place), and every process holds ``D``, the Cholesky factor ``R`` of the
+``k × k`` core and the data.
 
 Factor (Harbrecht, Peters & Schneider 2012, Alg. 1, rows distributed): at step ``m`` the pivot is the
 global ``i = argmax_j d_j`` of the residual diagonal. Each process proposes its own largest residual, its
@@ -14,21 +15,39 @@ own rows,
 .. math:: l_m[\text{lo}:\text{hi}] = \big(K[\text{lo}:\text{hi},\, i] - L[\text{lo}:\text{hi}, :m]\, L[i, :m]^\top\big) / \sqrt{d_i},
 
 so the pivots, and hence ``P``, are those of the unsharded factorisation (ties go to the lowest index,
-as ``argmax`` does). The core ``C = I + Lᵀ D⁻¹ L = Σ_r L_rᵀ D_r⁻¹ L_r + I`` is one ``k × k`` sum.
+as ``argmax`` does). The factor's buffer is allocated at the maximum rank but left untouched beyond the
+columns written, so the pages of an early stop are never resident. The core
+``C = I + Lᵀ D⁻¹ L = I + Σ_r L_rᵀ D_r⁻¹ L_r = R Rᵀ`` is one ``k × k`` sum, formed by blocks of rows.
 
-Apply (Woodbury, ``P⁻¹ V = D⁻¹ V - W (Wᵀ V)``): ``Wᵀ V = Σ_r W_rᵀ V_r`` is a ``k × t`` sum. A CG whose
+Apply (Woodbury, ``P⁻¹ V = D⁻¹ V - (D⁻¹L) C⁻¹ (D⁻¹L)ᵀ V``): ``(D⁻¹L)ᵀ V = Σ_r (D_r⁻¹L_r)ᵀ V_r`` is a
+``k × t`` sum, after which every process applies ``C⁻¹ = R⁻ᵀ R⁻¹`` to the same ``k × t`` numbers. This is
+``D⁻¹ V - W (Wᵀ V)`` with ``W = D⁻¹ L R⁻ᵀ``, without holding ``W`` next to the factor (``n k / p`` numbers fewer;
+the two triangular solves cost ``O(k² t)``, against the ``O(n k t / p)`` of the products). A CG whose
 vectors are split by rows (:mod:`torchgp.distributed.sharded_cg`) needs only its own rows
-``D_r⁻¹ V_r - W_r (Wᵀ V)`` (:meth:`ShardedPivotedCholeskyPreconditioner.solve_rows`); a whole ``P⁻¹ V``
-assembles the rows of every process with one gather of ``n × t`` numbers.
+(:meth:`ShardedPivotedCholeskyPreconditioner.solve_rows`); a whole ``P⁻¹ V`` assembles the rows of every
+process with one gather of ``n × t`` numbers. Columns of ``W`` itself (the backward's control variate,
+:meth:`~ShardedPivotedCholeskyPreconditioner.leading_factor`) are formed on demand by blocks of rows.
 """
 
 from __future__ import annotations
 
 import torch
 
+from torchgp.errors import ShapeError
 from torchgp.linalg.operators import DenseOperator, KernelOperator, Operator
 
 __all__ = ["row_range", "gather_rows", "sharded_pivoted_cholesky", "ShardedPivotedCholeskyPreconditioner"]
+
+# Numbers per row block of the temporaries formed from the factor (8 MB in float32): the core, W's columns and
+# diag(P⁻¹) are built from blocks of rows of D⁻¹L so that no second n/p × k array exists next to it.
+_BLOCK_NUMBERS = 1 << 21
+
+
+def _row_slices(rows: int, cols: int):
+    """Slices of ``rows`` rows, each block holding about ``_BLOCK_NUMBERS`` numbers of ``cols`` columns."""
+    step = max(1, _BLOCK_NUMBERS // max(cols, 1))
+    for start in range(0, rows, step):
+        yield slice(start, min(start + step, rows))
 
 
 def row_range(n: int, rank: int, world_size: int) -> tuple[int, int]:
@@ -36,15 +55,28 @@ def row_range(n: int, rank: int, world_size: int) -> tuple[int, int]:
     return rank * n // world_size, (rank + 1) * n // world_size
 
 
-def gather_rows(shard, local: torch.Tensor, n: int, lo: int, what: str) -> torch.Tensor:
+def gather_rows(
+    shard, local: torch.Tensor, n: int, lo: int, what: str, max_numbers: int | None = None, out=None
+) -> torch.Tensor:
     """Every process's row block, stacked: ``local (*batch, hi - lo, c)`` → ``(*batch, n, c)`` on every process.
 
     One ``all_gather`` of the blocks where the shard offers it (``shard.all_gather_rows``), else one sum over
-    the processes of an ``n × c`` buffer that is zero outside each process's rows (twice the traffic).
+    the processes of an ``n × c`` buffer that is zero outside each process's rows (twice the traffic). With
+    ``max_numbers``, a result of more numbers is gathered by blocks of columns into ``out`` (``(*batch, n, c)``,
+    allocated if None; ``local`` may be its own rows ``out[..., lo:hi, :]``), one collective per block: the
+    collective's staging copy (gloo stages a whole all_gather output) is then one block, not the whole.
     """
+    c = local.shape[-1]
+    step = c if max_numbers is None else max(1, max_numbers // max(n, 1))
+    if step < c or out is not None:
+        out = local.new_empty(*local.shape[:-2], n, c) if out is None else out
+        for start in range(0, c, step):
+            cols = slice(start, min(start + step, c))
+            out[..., cols] = gather_rows(shard, local[..., cols].contiguous(), n, lo, what)
+        return out
     if hasattr(shard, "all_gather_rows"):
         return shard.all_gather_rows(local, n, what)
-    out = local.new_zeros(*local.shape[:-2], n, local.shape[-1])
+    out = local.new_zeros(*local.shape[:-2], n, c)
     out[..., lo : lo + local.shape[-2], :] = local
     shard.all_reduce([out], what)
     return out
@@ -96,7 +128,9 @@ def sharded_pivoted_cholesky(
         d_full = base.diagonal().detach().expand(*batch, n)
         floor = max(torch.finfo(d_full.dtype).eps * n, rel_floor) * d_full.abs().amax(-1)
         d = d_full[..., lo:hi].clone()
-        rows = torch.zeros(*batch, rank, hi - lo, dtype=d.dtype, device=d.device)
+        # Row m of the buffer (column m of L) is written at step m before any read of it: uninitialised, so an
+        # early stop leaves the pages of the unused columns untouched (never resident).
+        rows = torch.empty(*batch, rank, hi - lo, dtype=d.dtype, device=d.device)
         own = torch.arange(lo, hi, device=d.device)
         used = torch.zeros(*batch, rank, dtype=torch.long, device=d.device)
         m = 0
@@ -142,14 +176,21 @@ def sharded_pivoted_cholesky(
         return rows[..., :m, :].mT, used[..., :m]
 
 
+def _scalable_in_place(L: torch.Tensor, shape: torch.Size) -> bool:
+    """Whether ``L`` can be scaled row by row in place into a result of shape ``shape`` (its own, not expanded)."""
+    return L.shape == shape and not L.requires_grad and all(st != 0 or sz == 1 for st, sz in zip(L.stride(), L.shape))
+
+
 class ShardedPivotedCholeskyPreconditioner:
-    """``P = L Lᵀ + diag(D)`` with ``L`` and ``W`` held by rows over the processes (the module docstring).
+    """``P = L Lᵀ + diag(D)`` with the rows of ``D⁻¹L`` held by rows over the processes (the module docstring).
 
     The same interface as :class:`~torchgp.linalg.pivoted_cholesky.PivotedCholeskyPreconditioner`: every
     method takes and returns whole ``(*batch, n, ·)`` tensors, equal on every process.
 
     Args:
-        L: this process's rows ``(*batch, hi - lo, k)``.
+        L: this process's rows ``(*batch, hi - lo, k)``. Its storage is reused: it is scaled in place into
+            ``D⁻¹L`` (the buffer :func:`sharded_pivoted_cholesky` returns serves no one else), unless it is an
+            expanded view or needs a larger batch, when a scaled copy is made.
         D: ``(*batch, n)``, positive (whole).
         shard: the kernel's ``tile_shard``.
     """
@@ -158,74 +199,127 @@ class ShardedPivotedCholeskyPreconditioner:
         n = D.shape[-1]
         self.shard, self.n = shard, n
         self.lo, self.hi = row_range(n, shard.rank, shard.world_size)
-        self.L, self.D = L, D
+        self.D = D
         self.D_inv = D.reciprocal()
         k = L.shape[-1]
-        LD = L * self.D_inv[..., self.lo : self.hi].unsqueeze(-1)  # D_r⁻¹ L_r
-        C = L.mT @ LD  # Σ_r L_rᵀ D_r⁻¹ L_r after the sum
+        d_inv = self.D_inv[..., self.lo : self.hi].unsqueeze(-1)  # (*batch, hi - lo, 1)
+        shape = torch.Size((*torch.broadcast_shapes(L.shape[:-2], D.shape[:-1]), *L.shape[-2:]))
+        # C = I + Σ_r L_rᵀ D_r⁻¹ L_r (after the sum), by blocks of rows B = D_r^{-1/2} L_r: C += BᵀB.
+        scale = d_inv.sqrt()
+        C = L.new_zeros(*shape[:-2], k, k)
+        for rows in _row_slices(L.shape[-2], k):
+            B = L[..., rows, :] * scale[..., rows, :]
+            C += B.mT @ B
+            del B
         shard.all_reduce([C], "preconditioner core LᵀD⁻¹L")
-        C = C + torch.eye(k, dtype=L.dtype, device=L.device)
-        self.R = torch.linalg.cholesky(C)
-        self.W = torch.linalg.solve_triangular(self.R, LD.mT, upper=False).mT  # rows lo:hi of D⁻¹ L R⁻ᵀ
+        C.diagonal(dim1=-2, dim2=-1).add_(1)
+        self.R = torch.linalg.cholesky(C)  # C = R Rᵀ, R lower triangular
+        del C
+        # D⁻¹L, rows lo:hi: the only n/p × k array held (W = D⁻¹ L R⁻ᵀ is formed from it where needed).
+        self.LD = L.mul_(d_inv) if _scalable_in_place(L, shape) else L * d_inv
 
     @property
     def rank(self) -> int:
         """Rank ``k`` of the low-rank part."""
-        return self.W.shape[-1]
+        return self.LD.shape[-1]
+
+    @property
+    def local_rows(self) -> int:
+        """The number of rows of the factor this process holds, ``hi - lo``."""
+        return self.LD.shape[-2]
 
     def forget_factor(self) -> None:
-        """Drop ``L`` (only :meth:`sample` needs it; the other methods use ``W``, ``R`` and ``D``)."""
-        self.L = None
+        """Release what only :meth:`sample` needs: nothing here, as ``L`` is held as ``D⁻¹L``, which the solves use.
+
+        The unsharded preconditioner drops its copy of ``L`` here; this one keeps :meth:`sample` working.
+        """
 
     def _rows(self, V: torch.Tensor) -> torch.Tensor:
         return V[..., self.lo : self.hi, :]
 
-    def leading_factor(self, k: int) -> torch.Tensor:
-        """All rows of the first ``k`` columns of ``W``, ``(*batch, n, min(k, rank))`` (assembled: one sum)."""
-        return gather_rows(self.shard, self.W[..., :k].contiguous(), self.n, self.lo, "preconditioner factor rows")
+    def _low_rank_rows(self, V_rows: torch.Tensor) -> torch.Tensor:
+        """This process's rows of ``(D⁻¹L) C⁻¹ (D⁻¹L)ᵀ V`` from its rows of ``V``, in the factor's dtype; one sum.
+
+        ``(D⁻¹L)ᵀ V = Σ_s (D_s⁻¹L_s)ᵀ V_s`` (``k × t``, summed over the processes), then ``C⁻¹`` by the two
+        triangular solves of ``C = R Rᵀ`` (the same numbers on every process), then this process's rows.
+        """
+        LD = self.LD
+        Y = LD.mT @ V_rows.to(LD.dtype)  # (*batch, k, t)
+        Y = Y.expand(*torch.broadcast_shapes(Y.shape[:-2], V_rows.shape[:-2]), *Y.shape[-2:]).contiguous()
+        self.shard.all_reduce([Y], "preconditioner solve WᵀV")
+        Y = torch.cholesky_solve(Y, self.R.expand(*Y.shape[:-2], *self.R.shape[-2:]), upper=False)
+        return LD @ Y
 
     def solve(self, V: torch.Tensor) -> torch.Tensor:
-        """``P⁻¹ V`` for ``V (*batch, n, t)``, in ``V``'s dtype; two sums over the processes."""
-        W = self.W
-        Y = W.mT @ self._rows(V).to(W.dtype)  # W_rᵀ V_r, (*batch, k, t)
-        Y = Y.expand(*torch.broadcast_shapes(Y.shape[:-2], V.shape[:-2]), *Y.shape[-2:]).contiguous()
-        self.shard.all_reduce([Y], "preconditioner solve WᵀV")
-        low = gather_rows(self.shard, (W @ Y).to(V.dtype), self.n, self.lo, "preconditioner solve rows")
-        return self.D_inv.to(V.dtype).unsqueeze(-1) * V - low
+        """``P⁻¹ V`` for ``V (*batch, n, t)``, in ``V``'s dtype; two collectives (a ``k × t`` sum, a gather)."""
+        low = self._low_rank_rows(self._rows(V)).to(V.dtype)
+        low = gather_rows(self.shard, low, self.n, self.lo, "preconditioner solve rows")
+        return low.neg_().addcmul_(self.D_inv.to(V.dtype).unsqueeze(-1), V)  # D⁻¹V - low, in low's buffer
 
     def solve_rows(self, V_rows: torch.Tensor) -> torch.Tensor:
         """This process's rows of ``P⁻¹ V`` from its rows of ``V``: ``(*batch, hi - lo, t)`` → same; one ``k × t`` sum.
 
-        ``(P⁻¹V)_r = D_r⁻¹ V_r - W_r Σ_s W_sᵀ V_s`` (Woodbury), for a CG whose vectors are split by rows.
+        ``(P⁻¹V)_r = D_r⁻¹ V_r - D_r⁻¹L_r C⁻¹ Σ_s (D_s⁻¹L_s)ᵀ V_s`` (Woodbury), for a CG whose vectors are split
+        by rows.
         """
-        W = self.W
-        Y = W.mT @ V_rows.to(W.dtype)  # W_rᵀ V_r, (*batch, k, t)
-        Y = Y.expand(*torch.broadcast_shapes(Y.shape[:-2], V_rows.shape[:-2]), *Y.shape[-2:]).contiguous()
-        self.shard.all_reduce([Y], "preconditioner solve WᵀV")
-        return self.D_inv[..., self.lo : self.hi].to(V_rows.dtype).unsqueeze(-1) * V_rows - (W @ Y).to(V_rows.dtype)
+        low = self._low_rank_rows(V_rows).to(V_rows.dtype)
+        return self.D_inv[..., self.lo : self.hi].to(V_rows.dtype).unsqueeze(-1) * V_rows - low
+
+    def _w_rows(self, k: int, rows: slice) -> torch.Tensor:
+        """Rows ``rows`` (of this process's block) of the first ``k`` columns of ``W = D⁻¹ L R⁻ᵀ``, ``(*batch, ·, k)``.
+
+        ``R`` is lower triangular, so ``R⁻ᵀ`` is upper triangular and those columns need only ``(D⁻¹L)[:, :k]``
+        and ``R[:k, :k]``: ``W[:, :k]ᵀ = R[:k, :k]⁻¹ (D⁻¹L)[:, :k]ᵀ``.
+        """
+        R = self.R[..., :k, :k]
+        B = self.LD[..., rows, :k]
+        R = R.expand(*torch.broadcast_shapes(R.shape[:-2], B.shape[:-2]), k, k)
+        return torch.linalg.solve_triangular(R, B.mT, upper=False).mT
+
+    def leading_factor(self, k: int, out: torch.Tensor | None = None) -> torch.Tensor:
+        """All rows of the first ``k`` columns of ``W``, ``(*batch, n, min(k, rank))`` (assembled: gathers by columns).
+
+        Args:
+            k: the number of leading columns wanted.
+            out: optional ``(*batch, n, min(k, rank))`` tensor (a column slice of a larger buffer will do) to write
+                them into, e.g. the columns a caller would otherwise copy them to; returned.
+        """
+        k = min(int(k), self.rank)
+        LD = self.LD
+        if out is None:
+            out = LD.new_empty(*LD.shape[:-2], self.n, k)
+        elif out.shape[-2:] != (self.n, k):
+            raise ShapeError(f"leading_factor: out must have shape (*batch, {self.n}, {k}); got {tuple(out.shape)}.")
+        own = out[..., self.lo : self.hi, :]  # this process's rows are formed in place, then the others gathered
+        for rows in _row_slices(self.local_rows, k):
+            own[..., rows, :] = self._w_rows(k, rows)
+        return gather_rows(self.shard, own, self.n, self.lo, "preconditioner factor rows", _BLOCK_NUMBERS, out=out)
 
     def logdet(self) -> torch.Tensor:
-        """``log|P|``, ``(*batch)`` (matrix determinant lemma)."""
+        """``log|P| = log|D| + log|C|`` (matrix determinant lemma), ``(*batch)``."""
         return self.D.log().sum(-1) + 2 * self.R.diagonal(dim1=-2, dim2=-1).log().sum(-1)
 
     def inv_diagonal(self) -> torch.Tensor:
-        """``diag(P⁻¹)``, ``(*batch, n)``."""
-        sq = self.W.square().sum(-1, keepdim=True)
+        """``diag(P⁻¹) = D⁻¹ - Σ_j W_ij²``, ``(*batch, n)`` (``W`` by blocks of rows)."""
+        k = self.rank
+        sq = torch.cat(
+            [self._w_rows(k, rows).square().sum(-1, keepdim=True) for rows in _row_slices(self.local_rows, k)], -2
+        )
         return self.D_inv - gather_rows(self.shard, sq, self.n, self.lo, "preconditioner diagonal")[..., 0]
 
     def sample(self, t: int, generator: torch.Generator) -> torch.Tensor:
-        """``t`` probes ``z = L ε₁ + D^{1/2} ε₂`` (Rademacher ε, the same draws as unsharded): ``(*batch, n, t)``."""
+        """``t`` probes ``z = L ε₁ + D^{1/2} ε₂`` (Rademacher ε, the same draws as unsharded): ``(*batch, n, t)``.
+
+        ``L_r ε₁ = D_r (D_r⁻¹L_r) ε₁`` from the rows held.
+        """
         from torchgp.linalg.lanczos import rademacher
 
-        if self.L is None:
-            raise RuntimeError(
-                "sample() needs the factor L, which forget_factor() dropped; build a new preconditioner."
-            )
-        k = self.L.shape[-1]
+        k = self.rank
         batch = self.D.shape[:-1]
         eps2 = rademacher((*batch, self.n, t), generator, self.D.dtype, self.D.device)
         z = self.D.sqrt().unsqueeze(-1) * eps2
         if k > 0:
             eps1 = rademacher((*batch, k, t), generator, self.D.dtype, self.D.device)
-            z = z + gather_rows(self.shard, self.L @ eps1, self.n, self.lo, "preconditioner probes")
+            Le = self.D[..., self.lo : self.hi].unsqueeze(-1) * (self.LD @ eps1.to(self.LD.dtype))
+            z = z + gather_rows(self.shard, Le.to(z.dtype), self.n, self.lo, "preconditioner probes")
         return z
