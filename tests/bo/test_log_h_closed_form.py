@@ -56,3 +56,17 @@ def test_batched_shapes_and_float32():
     assert out.shape == z.shape and out.dtype == torch.float32
     (grad,) = torch.autograd.grad(out.sum(), z)
     assert torch.isfinite(grad).all() and (grad > 0).all()  # log h is increasing: h' = Φ > 0
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_one_branch_shortcut_gives_the_mixed_evaluations_numbers(dtype):
+    """All elements in one branch: only that branch is evaluated; the numbers equal those of a mixed tensor."""
+    mixed = torch.tensor(Z, dtype=dtype)
+    value, slope = _log_h_parts(mixed)
+    z_t = -(torch.finfo(dtype).eps ** (-1.0 / 6.0))
+    groups = [mixed > -1, (mixed <= -1) & (mixed > z_t), mixed <= z_t]
+    assert all(g.sum() >= 2 for g in groups)  # each branch alone, with more than one element
+    for g in groups:
+        v, s = _log_h_parts(mixed[g])
+        torch.testing.assert_close(v, value[g], rtol=0, atol=0)
+        torch.testing.assert_close(s, slope[g], rtol=0, atol=0)

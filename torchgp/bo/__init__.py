@@ -7,7 +7,9 @@ Analytic (one point, ``X (*batch, 1, d)`` → ``(*batch)``): :class:`ExpectedImp
 Monte Carlo (q jointly chosen points, ``X (*batch, q, d)`` → ``(*batch)``): :class:`qExpectedImprovement`,
 :class:`qLogExpectedImprovement`, :class:`qUpperConfidenceBound`.
 
-:func:`optimize_acqf` maximises any of them over a box; :func:`minimize` runs a whole BO loop.
+:func:`optimize_acqf` maximises any of them over a box (through a closed-form
+:class:`PosteriorSnapshot` of the model's posterior, see :func:`frozen_posterior`); :func:`minimize`
+runs a whole BO loop.
 
 Example:
     >>> from torchgp import bo  # doctest: +SKIP
@@ -26,7 +28,7 @@ from torchgp.bo.acquisition import (
     ProbabilityOfImprovement,
     UpperConfidenceBound,
 )
-from torchgp.bo.loop import BOModel, BOResult, fit_gp_mll, fit_scipy_lbfgsb, minimize
+from torchgp.bo.loop import BOModel, BOResult, fit_gp_mll, fit_scipy_lbfgsb, fit_surrogate, minimize
 from torchgp.bo.monte_carlo import (
     MCAcquisitionFunction,
     qExpectedImprovement,
@@ -35,6 +37,7 @@ from torchgp.bo.monte_carlo import (
 )
 from torchgp.bo.numerics import log_h, ndtr
 from torchgp.bo.optimize import optimize_acqf
+from torchgp.bo.snapshot import PosteriorSnapshot, frozen_posterior
 
 __all__ = [
     "AcquisitionFunction",
@@ -46,10 +49,13 @@ __all__ = [
     "LogProbabilityOfImprovement",
     "MCAcquisitionFunction",
     "PosteriorMean",
+    "PosteriorSnapshot",
     "ProbabilityOfImprovement",
     "UpperConfidenceBound",
     "fit_gp_mll",
     "fit_scipy_lbfgsb",
+    "fit_surrogate",
+    "frozen_posterior",
     "log_h",
     "minimize",
     "ndtr",

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from torchgp.bo.numerics import h, log_h, ndtr
+from torchgp.bo.snapshot import active_snapshot
 from torchgp.distributions import MultivariateNormal
 from torchgp.errors import InputError, ModelTypeError, ShapeError
 
@@ -101,6 +102,7 @@ def posterior_moments(model, X: torch.Tensor, likelihood=None, joint: bool = Fal
     The ``*batch`` dimensions are flattened into one call of the model on ``(batch · q, d)`` points,
     so the training covariance is factorised once, not once per batch element. For ``joint=True``
     the model is called on chunks of at most ``512`` points and the ``q × q`` diagonal blocks are cut out.
+    Inside :func:`~torchgp.bo.snapshot.frozen_posterior` for ``model`` its closed-form snapshot answers instead.
 
     Args:
         model: a single-output model in eval mode.
@@ -111,6 +113,9 @@ def posterior_moments(model, X: torch.Tensor, likelihood=None, joint: bool = Fal
     Returns:
         ``mean (*batch, q)`` and ``variance (*batch, q)`` (or ``covariance (*batch, q, q)`` if ``joint``).
     """
+    snap = active_snapshot(model)
+    if snap is not None and (likelihood is None or likelihood is model.likelihood):
+        return snap.moments(X, observation_noise=likelihood is not None, joint=joint)
     batch, (q, d) = X.shape[:-2], X.shape[-2:]
     X_flat = X.reshape(-1, d)
     if not joint or q == 1:

@@ -6,18 +6,31 @@
    sum of their (negated) values, whose gradient, from autograd, is block-separable, so one batched
    evaluation of the acquisition function serves every restart (Balandat et al. 2020, BoTorch, Sec. 4);
 4. the best restart (never worse than its start) is returned.
+
+The whole optimisation runs inside :func:`~torchgp.bo.snapshot.frozen_posterior` for the acquisition
+function's model: its posterior is taken once, in closed form, and every evaluation above reuses it.
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import numpy as np
 import torch
 from scipy.optimize import minimize
 
+from torchgp.bo.snapshot import frozen_posterior
 from torchgp.errors import InputError, ShapeError
 from torchgp.optim._scipy_runner import _scipy_blas_one_thread
 
-_DEFAULT_OPTIONS = {"maxiter": 200, "batch_limit": 256, "seed": None, "ftol": 1e-9, "gtol": 1e-6}
+_DEFAULT_OPTIONS = {
+    "maxiter": 200,
+    "batch_limit": 256,
+    "seed": None,
+    "ftol": 1e-9,
+    "gtol": 1e-6,
+    "frozen_posterior": True,
+}
 
 
 def check_bounds(bounds) -> torch.Tensor:
@@ -60,7 +73,10 @@ def optimize_acqf(acq_function, bounds, q: int = 1, num_restarts: int = 8, raw_s
         raw_samples: scrambled Sobol q-batches scored to choose the starts (at least ``num_restarts``).
         options: dict with ``maxiter`` (L-BFGS-B iterations, default 200), ``batch_limit`` (raw samples
             scored per call, 256), ``seed`` (Sobol scrambling; default drawn from torch's generator, so
-            ``torch.manual_seed`` makes runs repeatable), ``ftol`` and ``gtol`` (scipy tolerances).
+            ``torch.manual_seed`` makes runs repeatable), ``ftol`` and ``gtol`` (scipy tolerances),
+            ``frozen_posterior`` (default True: evaluate through one closed-form snapshot of the model's
+            posterior, :class:`~torchgp.bo.snapshot.PosteriorSnapshot`, where it covers the model; False:
+            call the model every time).
 
     Returns:
         ``(candidates, value)``: the best q-batch ``(q, d)`` (inside the bounds, in the bounds' dtype)
@@ -84,9 +100,17 @@ def optimize_acqf(acq_function, bounds, q: int = 1, num_restarts: int = 8, raw_s
             f"optimize_acqf needs q >= 1, num_restarts >= 1 and raw_samples >= num_restarts; got q={q}, "
             f"num_restarts={num_restarts}, raw_samples={raw_samples}."
         )
+    seed = opts["seed"] if opts["seed"] is not None else int(torch.randint(0, 2**31 - 1, ()).item())
+    model = getattr(acq_function, "model", None)
+    frozen = frozen_posterior(model) if opts["frozen_posterior"] and model is not None else contextlib.nullcontext()
+    with frozen:
+        return _optimize(acq_function, bounds, q, num_restarts, raw_samples, opts, seed)
+
+
+def _optimize(acq_function, bounds, q, num_restarts, raw_samples, opts, seed):
+    """The body of :func:`optimize_acqf` (arguments checked there): steps 1–4 of the module docs."""
     d = bounds.shape[1]
     lower, upper = bounds[0], bounds[1]
-    seed = opts["seed"] if opts["seed"] is not None else int(torch.randint(0, 2**31 - 1, ()).item())
 
     # 1-2. Raw Sobol q-batches in the box; the best num_restarts of them start L-BFGS-B.
     sobol = torch.quasirandom.SobolEngine(dimension=q * d, scramble=True, seed=seed)
