@@ -33,6 +33,7 @@ COMMANDS=(
     "fantasy.py|--n 2000 --repeats 2|--n 300 --repeats 1"
     "mixed_precision.py|--n 2000|--n 300 --repeats 1"
     "multitask.py|--sizes 2000x4|--sizes 200x2 --repeats 1"
+    "batch_independent.py|--sizes 500x4 2000x4|--sizes 100x2 --repeats 1"
     "state_key.py|--sizes 100 1000|--sizes 100 500 --repeats 3"
     "svgp.py|--quick|--n 4096 --ms 32 --epochs 1"
     "svgp_step.py||--m 32 --n 2048 --repeats 2"

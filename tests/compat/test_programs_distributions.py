@@ -85,11 +85,6 @@ def test_repeated_mvn_log_prob():
     assert_same(ref, ours, rtol=1e-10, atol=1e-10)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="GPyTorch's from_batch_mvn / from_repeated_mvn are interleaved (point-major covariance_matrix, a "
-    "block-interleaved operator); torchgp's are task-major (interleaved=False): same law, other row order",
-)
 def test_batch_mvn_covariance_row_order():
     def program(gp, share):
         d1, _ = _two_mvns(gp, (2,))

@@ -6,7 +6,9 @@ row ``a n + i``, so ``K_t ⊗ K_x``). The mean and every result are ``(*batch, n
 
 ``log_prob`` of a covariance ``K_1 ⊗ K_2 + S_1 ⊗ S_2`` (a multitask kernel plus a multitask Gaussian
 likelihood's noise) runs through :mod:`torchgp.linalg.kronecker_solve`: exact, never forming the
-``nt × nt`` matrix; any other covariance goes through :func:`torchgp.linalg.inv_quad_logdet`.
+``nt × nt`` matrix; any other covariance goes through :func:`torchgp.linalg.inv_quad_logdet`. Independent tasks
+(:meth:`MultitaskMultivariateNormal.from_batch_mvn`, interleaved as GPyTorch's) have a
+:class:`~torchgp.linalg.operators.BlockInterleavedOperator` covariance, solved and sampled one ``n × n`` block per task.
 """
 
 from __future__ import annotations
@@ -20,11 +22,13 @@ from torch.distributions import Normal
 from torchgp import settings
 from torchgp.distributions.multivariate_normal import MultivariateNormal
 from torchgp.errors import ShapeError
+from torchgp.linalg.cholesky import psd_safe_cholesky
 from torchgp.linalg.inv_quad_logdet import inv_quad_logdet
 from torchgp.linalg.kronecker_solve import kronecker_inv_quad_logdet, kronecker_sum
 from torchgp.linalg.operators import (
     AddedDiagOperator,
     BlockDiagOperator,
+    BlockInterleavedOperator,
     ConstantDiagOperator,
     DenseOperator,
     DiagOperator,
@@ -49,8 +53,9 @@ def unflatten_tasks(flat: torch.Tensor, n: int, t: int, interleaved: bool) -> to
 def task_blocks(cov, n: int, t: int, interleaved: bool) -> torch.Tensor:
     """Each point's ``t × t`` block of a covariance ``(*batch, nt, nt)``: ``(*batch, n, t, t)``.
 
-    Kronecker products (``K_x ⊗ B`` gives ``K_x[i, i] B``), diagonals, block-diagonal tasks, sums of these and operators
-    with a ``task_blocks`` method are read without forming the ``nt × nt`` matrix; any other covariance is made dense.
+    Kronecker products (``K_x ⊗ B`` gives ``K_x[i, i] B``), diagonals, independent tasks (block-diagonal, or
+    block-interleaved in interleaved order: each point's block is diagonal), sums of these and operators with a
+    ``task_blocks`` method are read without forming the ``nt × nt`` matrix; any other covariance is made dense.
     """
     if hasattr(cov, "task_blocks"):
         return cov.task_blocks(n, t, interleaved)
@@ -58,7 +63,11 @@ def task_blocks(cov, n: int, t: int, interleaved: bool) -> torch.Tensor:
         point, task = cov.factors if interleaved else cov.factors[::-1]
         if point.shape[-1] == n and task.shape[-1] == t:
             return point.diagonal()[..., :, None, None] * task.to_dense().unsqueeze(-3)
-    if isinstance(cov, DiagOperator) or (isinstance(cov, BlockDiagOperator) and not interleaved):
+    if (
+        isinstance(cov, DiagOperator)
+        or (isinstance(cov, BlockDiagOperator) and not interleaved)
+        or (isinstance(cov, BlockInterleavedOperator) and interleaved)
+    ):
         return torch.diag_embed(unflatten_tasks(cov.diagonal(), n, t, interleaved))
     if isinstance(cov, AddedDiagOperator):
         base = task_blocks(cov.base, n, t, interleaved)
@@ -161,6 +170,16 @@ class MultitaskMultivariateNormal(MultivariateNormal):
         return self.mean - std2, self.mean + std2
 
     # ------------------------------------------------------------------ samples and densities
+    @property
+    def scale_tril(self) -> torch.Tensor:
+        """Lower Cholesky factor of the covariance, ``(*batch, nt, nt)``; independent tasks (a block-diagonal or
+        block-interleaved covariance) are factorised block by block, ``O(t n³)`` (the factor keeps their layout)."""
+        if self._chol is None and isinstance(self._covar, (BlockDiagOperator, BlockInterleavedOperator)):
+            L = psd_safe_cholesky(self._covar.base.to_dense())  # (*batch, t, n, n)
+            L = type(self._covar)(DenseOperator(L)).to_dense()
+            self._chol = L.expand(*self.batch_shape, *L.shape[-2:])
+        return super().scale_tril
+
     def rsample(self, sample_shape=torch.Size(), base_samples: torch.Tensor | None = None) -> torch.Tensor:
         """Reparameterised samples ``(*sample_shape, *batch, n, t)``; ``base_samples (..., *batch, n, t)``."""
         if base_samples is not None:
@@ -210,7 +229,9 @@ class MultitaskMultivariateNormal(MultivariateNormal):
         """Independent tasks from a batch of MVNs: batch dimension ``task_dim`` becomes the task dimension.
 
         Shapes: ``batch_mvn`` with batch ``(*batch, t)`` (at ``task_dim``) and event ``(n,)`` →
-        batch ``*batch``, event ``(n, t)``; the covariance is block diagonal (task-major order).
+        batch ``*batch``, event ``(n, t)``. As GPyTorch's, the result is interleaved (row ``i t + a`` is point ``i``,
+        task ``a``): the covariance is a :class:`~torchgp.linalg.operators.BlockInterleavedOperator` over the MVN's
+        ``t`` covariances, solved, factorised and sampled block by block.
         """
         nb = len(batch_mvn.batch_shape)
         d = task_dim if task_dim >= 0 else nb + task_dim
@@ -222,8 +243,8 @@ class MultitaskMultivariateNormal(MultivariateNormal):
         n = batch_mvn.event_shape[0]
         mean = batch_mvn.mean.movedim(d, -1)  # (*batch, n, t)
         cov = batch_mvn.lazy_covariance_matrix.expand(*batch_mvn.batch_shape, n, n)
-        blocks = BlockDiagOperator(cov, block_dim=d - nb - 2)
-        return cls(mean, blocks, interleaved=False)
+        blocks = BlockInterleavedOperator(cov, block_dim=d - nb - 2)
+        return cls(mean, blocks, interleaved=True)
 
     @classmethod
     def from_independent_mvns(cls, mvns) -> MultitaskMultivariateNormal:
@@ -248,12 +269,13 @@ class MultitaskMultivariateNormal(MultivariateNormal):
     def from_repeated_mvn(cls, mvn: MultivariateNormal, num_tasks: int) -> MultitaskMultivariateNormal:
         """``num_tasks`` independent copies of one MVN ``(*batch, n)`` → event ``(n, num_tasks)``.
 
-        The covariance is ``I_t ⊗ K`` (task-major), kept as a Kronecker product.
+        As GPyTorch's, the result is interleaved (row ``i t + a`` is point ``i``, task ``a``); its covariance
+        ``K ⊗ I_t`` is kept as a Kronecker product (solved per factor).
         """
         mean = mvn.mean.unsqueeze(-1).expand(*mvn.mean.shape, num_tasks)
         eye = ConstantDiagOperator(torch.ones(1, dtype=mvn.mean.dtype, device=mvn.mean.device), num_tasks)
-        cov = KroneckerProductOperator(eye, mvn.lazy_covariance_matrix)
-        return cls(mean, cov, interleaved=False)
+        cov = KroneckerProductOperator(mvn.lazy_covariance_matrix, eye)
+        return cls(mean, cov, interleaved=True)
 
     # ------------------------------------------------------------------ views
     def to_data_independent_dist(self, jitter_val: float = 1e-4) -> MultivariateNormal:
@@ -330,7 +352,8 @@ class MultitaskMultivariateNormal(MultivariateNormal):
             rows = rows.reshape(1)
         N = self._covar.shape[-1]
         C = self._covar.expand(*self.batch_shape, N, N)[batch_idx] if batch_idx else self._covar
-        sub = C.to_dense()[..., rows.reshape(-1)[:, None], rows.reshape(-1)[None, :]]
+        flat = rows.reshape(-1)
+        sub = C[..., flat[:, None], flat[None, :]]  # entries only (independent tasks: from their blocks)
         if rows.dim() == 2:
             return type(self)(mean, DenseOperator(sub), interleaved=True)
         if mean.dim() == len(sub.shape) - 2:

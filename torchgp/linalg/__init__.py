@@ -8,7 +8,8 @@ r"""Numeric core: Cholesky with jitter, the covariance operators, the one solver
   :class:`ProductOperator` (``A ∘ B``), :class:`ConstantMulOperator` (``c A``),
   :class:`KroneckerProductOperator` (``A_1 ⊗ … ⊗ A_p``, ``(*batch, Π n_i, Π m_i)``) and
   :class:`KroneckerProductAddedDiag` (``⊗A_i + σ²I`` or ``+ D_t ⊗ I``), :class:`BlockDiagOperator`
-  (blocks ``(*batch, b, n, n)`` as ``(*batch, b n, b n)``).
+  (blocks ``(*batch, b, n, n)`` as ``(*batch, b n, b n)``), :class:`BlockInterleavedOperator` (the same blocks in
+  interleaved row order ``i t + a``: independent tasks).
 * :mod:`~torchgp.linalg.solvers`: :func:`choose_solver` / :func:`factorize` map each operator to one of
   Cholesky (``n ≤ settings.max_cholesky_size``), Woodbury (low rank + diagonal), Kronecker
   (per-factor factorisations) or iterative (CG + stochastic Lanczos quadrature); the returned
@@ -25,6 +26,7 @@ from torchgp.linalg.minres import contour_integral_quad
 from torchgp.linalg.operators import (
     AddedDiagOperator,
     BlockDiagOperator,
+    BlockInterleavedOperator,
     ConstantDiagOperator,
     ConstantMulOperator,
     DenseOperator,
@@ -60,6 +62,7 @@ __all__ = [
     "KroneckerProductOperator",
     "KroneckerProductAddedDiag",
     "BlockDiagOperator",
+    "BlockInterleavedOperator",
     "as_operator",
     "choose_solver",
     "factorize",

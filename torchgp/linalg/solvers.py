@@ -50,6 +50,7 @@ from torchgp.linalg.kronecker_solve import KroneckerEig, kronecker_inv_quad_logd
 from torchgp.linalg.operators import (
     AddedDiagOperator,
     BlockDiagOperator,
+    BlockInterleavedOperator,
     DenseOperator,
     DiagOperator,
     KernelOperator,
@@ -78,6 +79,8 @@ def choose_solver(op) -> str:
         return "kronecker"
     if isinstance(op, BlockDiagOperator):
         return choose_solver(op.base) if choose_solver(op.base) != "iterative" else "iterative"
+    if isinstance(op, BlockInterleavedOperator):  # a permuted block-diagonal matrix: as its blocks
+        return choose_solver(op.base)
     return "cholesky" if n <= settings.max_cholesky_size.value() else "iterative"
 
 
@@ -97,6 +100,8 @@ def factorize(op) -> Factor:
     _log.debug("solver: %s for %s of shape %s", kind, type(op).__name__, tuple(op.shape))
     if isinstance(op, BlockDiagOperator) and kind != "iterative":
         return BlockDiagFactor(op)
+    if isinstance(op, BlockInterleavedOperator) and kind != "iterative":
+        return BlockInterleavedFactor(op)
     if kind == "cholesky":
         return DiagFactor(op) if isinstance(op, DiagOperator) else CholeskyFactor(op)
     if kind == "woodbury":
@@ -225,6 +230,28 @@ class BlockDiagFactor(Factor):
         quad, ld = self.inner.inv_quad_logdet(None if rhs is None else self._split(rhs), logdet, reduce)
         quad = quad.sum(-1) if reduce or rhs is None else quad.sum(-2)
         return quad, (None if ld is None else ld.sum(-1))
+
+
+class BlockInterleavedFactor(BlockDiagFactor):
+    """Block-interleaved ``A = P diag(K_a) Pᵀ`` (:class:`~torchgp.linalg.operators.BlockInterleavedOperator`, blocks
+    ``(*batch, t, n, n)``): the blocks factorised as :class:`BlockDiagFactor` does, right-hand sides regrouped from
+    interleaved rows ``i t + a`` to ``(t, n)`` and back; ``log|A| = Σ_a log|K_a|`` (a permutation has ``|P| = ±1``)."""
+
+    @property
+    def cholesky(self):
+        L = self.inner.cholesky
+        if L is None:
+            return None
+        return BlockInterleavedOperator(DenseOperator(L)).to_dense()  # lower triangular in interleaved order
+
+    def _split(self, rhs):
+        batch = broadcast_shapes(self.op.batch_shape, rhs.shape[:-2])
+        rhs = rhs.expand(*batch, *rhs.shape[-2:])
+        return rhs.reshape(*batch, self.n, self.b, rhs.shape[-1]).transpose(-3, -2)
+
+    def solve(self, rhs):
+        X = self.inner.solve(self._split(rhs))  # (*batch, t, n, k)
+        return X.transpose(-3, -2).reshape(*X.shape[:-3], self.b * self.n, X.shape[-1])
 
 
 class IterativeFactor(Factor):

@@ -252,7 +252,8 @@ class IndependentMultitaskGPModel(_KernelMeanSpec, ExactGP):
         mean: a torchgp mean with batch ``(t,)`` or a name.
 
     Shapes:
-        eval mode: ``model(X* (n*, d))`` → ``MultitaskMultivariateNormal`` ``(n*, t)`` (block-diagonal covariance).
+        eval mode: ``model(X* (n*, d))`` → ``MultitaskMultivariateNormal`` ``(n*, t)``, its covariance
+        block-interleaved (one block per output, rows point-major, as GPyTorch's ``from_batch_mvn``).
     """
 
     def __init__(self, train_x, train_y, likelihood=None, kernel="rbf", mean="constant"):

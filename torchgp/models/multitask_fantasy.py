@@ -16,8 +16,9 @@ The cached posterior holds ``A = K_1 ⊗ K_2 + S_1 ⊗ S_2`` (``nt`` rows) throu
 the bracket being the Kronecker posterior covariance of the old data (never formed). Nothing of size
 ``(n + q) t`` squared is formed and ``K_x`` is not decomposed again; a fantasy batch of targets shares the factor.
 
-Independent outputs (block-diagonal covariance, one ``n × n`` Cholesky factor per task) are updated task by task
-with :func:`~torchgp.models.fantasy.cholesky_append` (``O(n² q)`` each), :func:`blocks_fantasy_posterior`.
+Independent outputs (block-interleaved or block-diagonal covariance, one ``n × n`` Cholesky factor per task) are
+updated task by task with :func:`~torchgp.models.fantasy.cholesky_append` (``O(n² q)`` each),
+:func:`blocks_fantasy_posterior`.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from torchgp.linalg.cholesky import psd_safe_cholesky
 from torchgp.linalg.operators import DenseOperator, KroneckerProductOperator, Operator
 from torchgp.linalg.operators.kronecker import kron_apply
 from torchgp.models.fantasy import cholesky_append
-from torchgp.models.multitask_posterior import KroneckerPosteriorCovariance, MultitaskExactPosterior
+from torchgp.models.multitask_posterior import KroneckerPosteriorCovariance, MultitaskExactPosterior, _task_blocks_type
 
 __all__ = ["KroneckerFantasyPosterior", "DowndatedCovariance", "blocks_fantasy_posterior"]
 
@@ -172,17 +173,17 @@ def blocks_fantasy_posterior(post: MultitaskExactPosterior, full, noisy_new, res
 
     Args:
         post: the old posterior, factors ``L (*b, t, n, n)``.
-        full: the prior over the ``n + q`` training points (block-diagonal covariance, blocks ``(*b, t, n+q, n+q)``).
-        noisy_new: the likelihood's marginal over the new points alone (block diagonal).
+        full: the prior over the ``n + q`` training points (independent tasks: a block-interleaved covariance, or
+            block-diagonal if task-major, blocks ``(*b, t, n+q, n+q)``).
+        noisy_new: the likelihood's marginal over the new points alone (the same layout).
         residuals: ``(*f, n + q, t)``, the old and new targets minus ``full``'s mean.
 
     Returns:
-        The updated :class:`MultitaskExactPosterior`, or None if the covariances are not block diagonal.
+        The updated :class:`MultitaskExactPosterior`, or None if the covariances are not the old posterior's blocks.
     """
-    from torchgp.linalg.operators import BlockDiagOperator
-
     C, A_qq = full.lazy_covariance_matrix, noisy_new.lazy_covariance_matrix
-    if not (isinstance(C, BlockDiagOperator) and isinstance(A_qq, BlockDiagOperator)):
+    kind = post.blocks_type
+    if not (_task_blocks_type(C, post.interleaved) is kind and _task_blocks_type(A_qq, post.interleaved) is kind):
         return None
     n = post.n
     K_xq = _dense(C.base[..., :n, n:])  # (*b, t, n, q)

@@ -14,7 +14,8 @@ Three cases, chosen from the structure of the training covariance ``A = K + nois
 
   ``U = C_1 P_1``, ``V = C_2 P_2``, ``T_i`` the test-test factors: ``O(n³ + t³)`` once, then ``O(n_* n (n + t))``;
   no ``nt × nt`` matrix is formed.
-* **block diagonal** (independent tasks, ``MultitaskMultivariateNormal.from_batch_mvn``): one Cholesky per task.
+* **independent tasks** (block-interleaved, ``MultitaskMultivariateNormal.from_batch_mvn``, or block-diagonal
+  task-major): one Cholesky per task.
 * anything else: the dense ``nt × nt`` solve of :func:`torchgp.linalg.solvers.factorize`.
 """
 
@@ -34,6 +35,7 @@ from torchgp.linalg.cholesky import psd_safe_cholesky
 from torchgp.linalg.kronecker_solve import KroneckerEig, kronecker_sum
 from torchgp.linalg.operators import (
     BlockDiagOperator,
+    BlockInterleavedOperator,
     DenseOperator,
     KroneckerProductOperator,
     Operator,
@@ -132,11 +134,12 @@ class MultitaskExactPosterior:
             self.eig = KroneckerEig(self.parts)
             p, q = self.parts.sizes
             self.alpha = self.eig.solve(r).reshape(*r.shape[:-2], p, q)  # Α, vec(Α) = A⁻¹ r
-        elif isinstance(op, BlockDiagOperator) and not self.interleaved and self.observed is None:
+        elif _task_blocks_type(op, self.interleaved) is not None and self.observed is None:
             self.kind = "blocks"
+            self.blocks_type = _task_blocks_type(op, self.interleaved)
             blocks = _dense(op.base)  # (*batch, t, n, n)
             self.blocks_L = psd_safe_cholesky(blocks)
-            R = r.reshape(*r.shape[:-2], self.t, self.n, 1)
+            R = unflatten_tasks(r.squeeze(-1), self.n, self.t, self.interleaved).mT.unsqueeze(-1)  # (*batch, t, n, 1)
             self.alpha = torch.cholesky_solve(R, self.blocks_L)  # (*batch, t, n, 1)
         else:
             self.kind = "dense"
@@ -192,18 +195,18 @@ class MultitaskExactPosterior:
 
     def _predict_blocks(self, C, test_mean, n_test):
         n = self.n
-        if not isinstance(C, BlockDiagOperator):
+        if _task_blocks_type(C, self.interleaved) is not self.blocks_type:
             raise ModelTypeError(
-                f"The multitask model's covariance at new inputs is {type(C).__name__}, not block diagonal as at the "
-                "training inputs."
+                f"The multitask model's covariance at new inputs is {type(C).__name__}, not {self.blocks_type.__name__} "
+                "(independent tasks) as at the training inputs."
             )
         base = C.base  # (*batch, t, N, N)
         K_sx = _dense(base[..., n:, :n])
         K_ss = _dense(base[..., n:, n:])
         mean = test_mean + (K_sx @ self.alpha).squeeze(-1).mT  # (*batch, n*, t)
         V = torch.linalg.solve_triangular(self.blocks_L, K_sx.mT, upper=False)
-        cov = BlockDiagOperator(DenseOperator(K_ss - V.mT @ V))
-        return MultitaskMultivariateNormal(mean, cov, interleaved=False)
+        cov = self.blocks_type(DenseOperator(K_ss - V.mT @ V))
+        return MultitaskMultivariateNormal(mean, cov, interleaved=self.interleaved)
 
     def detach(self) -> MultitaskExactPosterior:
         new = object.__new__(MultitaskExactPosterior)
@@ -212,6 +215,13 @@ class MultitaskExactPosterior:
         if self.blocks_L is not None:
             new.blocks_L = self.blocks_L.detach()
         return new
+
+
+def _task_blocks_type(op, interleaved: bool):
+    """The operator type of independent tasks' covariance in ``op``'s row order (blocks ``op.base (*batch, t, n, n)``):
+    :class:`BlockInterleavedOperator` (interleaved) or :class:`BlockDiagOperator` (task-major), else None."""
+    kind = BlockInterleavedOperator if interleaved else BlockDiagOperator
+    return kind if isinstance(op, kind) else None
 
 
 def cached_multitask_posterior(model, **kwargs) -> MultitaskExactPosterior:

@@ -20,6 +20,7 @@ operator                        matrix                                          
 :class:`KroneckerProductOperator` ``A_1 ⊗ … ⊗ A_p``                                    per-factor Cholesky
 :class:`KroneckerProductAddedDiag` ``A_1 ⊗ … ⊗ A_p + σ²I`` (or ``+ D_t ⊗ I``)           per-factor eigh
 :class:`BlockDiagOperator`      blocks ``(*batch, b, n, n)`` as ``(*batch, bn, bn)``    per-block Cholesky
+:class:`BlockInterleavedOperator` blocks ``(*batch, t, n, n)``, rows ``i t + a``        per-block Cholesky
 ==============================  =====================================================  ==========================
 
 Structure is kept through ``+``, ``*``, ``.mul``, ``.add_diagonal``, ``.add_jitter`` where it pays:
@@ -39,6 +40,7 @@ from torchgp.linalg.operators.basic import (
     DenseOperator,
     DiagOperator,
 )
+from torchgp.linalg.operators.block_interleaved import BlockInterleavedOperator
 from torchgp.linalg.operators.kernel import KernelOperator
 from torchgp.linalg.operators.kronecker import BlockDiagOperator, KroneckerProductAddedDiag, KroneckerProductOperator
 from torchgp.linalg.operators.structured import (
@@ -74,6 +76,7 @@ __all__ = [
     "KroneckerProductOperator",
     "KroneckerProductAddedDiag",
     "BlockDiagOperator",
+    "BlockInterleavedOperator",
     "as_operator",
     "_fmt_bytes",
 ]

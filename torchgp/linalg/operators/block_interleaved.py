@@ -1,0 +1,190 @@
+r"""Blocks in interleaved row order: :class:`BlockInterleavedOperator`.
+
+Blocks ``K (*batch, t, n, m)`` are seen as the ``(*batch, n t, m t)`` matrix
+
+.. math:: A[(i, a), (j, b)] = \delta_{ab}\, K_a[i, j],\qquad \text{row } (i, a) = i t + a,
+
+the block-diagonal matrix ``diag(K_1, …, K_t)`` with its rows and columns permuted from task-major
+(``a n + i``) to interleaved (``i t + a``) order: ``A = P diag(K_a) Pᵀ``. Products, diagonals, solves,
+log-determinants and Cholesky factors therefore go block by block (the permutation is a reshape and a
+transpose of the right-hand side); the ``nt × nt`` matrix is formed only when asked for.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from torchgp._shapes import broadcast_shapes
+from torchgp.errors import ShapeError
+from torchgp.linalg.cholesky import psd_safe_cholesky
+from torchgp.linalg.operators.base import Operator, _diag_tensor
+from torchgp.linalg.operators.basic import DenseOperator, DiagOperator
+from torchgp.linalg.operators.kronecker import _move_batch_dim
+
+
+def _point_slice(s: slice, size: int, t: int) -> slice | None:
+    """A slice of interleaved rows that takes whole points (``start``, ``stop`` multiples of ``t``, step 1) as a
+    slice of points, else None."""
+    start, stop, step = s.indices(size)
+    if step != 1 or start % t or stop % t or stop < start:
+        return None
+    return slice(start // t, stop // t)
+
+
+def _index_tensor(i, size: int, device) -> torch.Tensor:
+    """A row or column index (int, slice or long tensor) as a long tensor of positions."""
+    if isinstance(i, slice):
+        return torch.arange(size, device=device)[i]
+    return torch.as_tensor(i, device=device).long() % size
+
+
+class BlockInterleavedOperator(Operator):
+    """Blocks ``(*batch, t, n, m)`` seen as one interleaved matrix ``(*batch, n t, m t)`` (see the module docstring).
+
+    Args:
+        base: an operator or tensor of blocks, ``(*batch, t, n, m)``.
+        block_dim: the dimension of ``base`` that indexes the blocks (GPyTorch's argument; default ``-3``).
+
+    Example:
+        >>> import torch
+        >>> K = torch.stack([torch.eye(2), 2 * torch.ones(2, 2)])  # t = 2 blocks, n = 2 points
+        >>> BlockInterleavedOperator(K).to_dense()
+        tensor([[1., 0., 0., 0.],
+                [0., 2., 0., 2.],
+                [0., 0., 1., 0.],
+                [0., 2., 0., 2.]])
+    """
+
+    def __init__(self, base, block_dim: int = -3):
+        if isinstance(base, torch.Tensor):
+            base = DenseOperator(base)
+        elif not isinstance(base, Operator):
+            raise TypeError(
+                f"BlockInterleavedOperator needs a tensor or an Operator of blocks; got {type(base).__name__}."
+            )
+        if base.dim() < 3:
+            raise ShapeError(
+                f"BlockInterleavedOperator needs blocks of shape (*batch, t, n, m); got {tuple(base.shape)}."
+            )
+        bd = block_dim % base.dim()
+        if bd >= base.dim() - 2:
+            raise ShapeError("block_dim must be a batch dimension of the blocks.")
+        if bd != base.dim() - 3:
+            base = _move_batch_dim(base, bd)
+        self.base = base
+        t, n, m = base.shape[-3:]
+        self.num_blocks = t
+        self.shape = torch.Size([*base.shape[:-3], n * t, m * t])
+        self.dtype, self.device = base.dtype, base.device
+
+    @property
+    def base_linear_op(self) -> Operator:
+        """The blocks ``(*batch, t, n, m)`` (GPyTorch's name)."""
+        return self.base
+
+    def _blocks(self) -> torch.Tensor:
+        return self.base.to_dense().expand(self.base.shape)
+
+    def _dense(self):
+        B = self._blocks()
+        eye = torch.eye(self.num_blocks, dtype=B.dtype, device=B.device)
+        out = torch.einsum("...apq,ab->...paqb", B, eye)  # A[(p, a), (q, b)] = δ_ab K_a[p, q]
+        return out.reshape(self.shape)
+
+    def diagonal(self, offset: int = 0, dim1: int = -2, dim2: int = -1):
+        if (offset, dim1 % self.dim(), dim2 % self.dim()) != (0, self.dim() - 2, self.dim() - 1):
+            return self.to_dense().diagonal(offset=offset, dim1=dim1, dim2=dim2)
+        d = self.base.diagonal().expand(self.base.shape[:-1])  # (*batch, t, n)
+        return d.mT.reshape(*d.shape[:-2], -1)
+
+    def _matmul(self, rhs):
+        # A v = P diag(K_a) Pᵀ v: rows (j, b) of v regrouped by task, one batched product, regrouped back.
+        t, m, k = self.num_blocks, self.base.shape[-1], rhs.shape[-1]
+        batch = broadcast_shapes(self.batch_shape, rhs.shape[:-2])
+        X = rhs.expand(*batch, *rhs.shape[-2:]).reshape(*batch, m, t, k).transpose(-3, -2)  # (*batch, t, m, k)
+        Y = self.base.matmul(X)  # (*batch, t, n, k)
+        return Y.transpose(-3, -2).reshape(*Y.shape[:-3], -1, k)
+
+    def _tensors(self):
+        return self.base._tensors()
+
+    def _map(self, fn):
+        return BlockInterleavedOperator(self.base._map(fn))
+
+    def _transpose(self):
+        return BlockInterleavedOperator(self.base._transpose())
+
+    def _expand(self, batch_shape):
+        return BlockInterleavedOperator(self.base.expand(*batch_shape, *self.base.shape[-3:]))
+
+    def _getitem_batch(self, batch_idx):
+        base = self.base.expand(*self.batch_shape, *self.base.shape[-3:])
+        return BlockInterleavedOperator(base._getitem_batch((*batch_idx, slice(None))))
+
+    def _getitem_slices(self, rows, cols):
+        t = self.num_blocks
+        pr, pc = _point_slice(rows, self.shape[-2], t), _point_slice(cols, self.shape[-1], t)
+        if pr is not None and pc is not None:  # whole points: the same blocks, sliced
+            return BlockInterleavedOperator(self.base._getitem_slices(pr, pc))
+        r = _index_tensor(rows, self.shape[-2], self.device)
+        c = _index_tensor(cols, self.shape[-1], self.device)
+        return DenseOperator(self._entries(r[:, None], c[None, :]))
+
+    def _getitem_entries(self, rows, cols):
+        r = _index_tensor(rows, self.shape[-2], self.device)
+        c = _index_tensor(cols, self.shape[-1], self.device)
+        # a slice keeps its own axis, as in tensor indexing (rows first)
+        if isinstance(rows, slice):
+            r = r.reshape(-1, *([1] * c.dim()))
+        elif isinstance(cols, slice):
+            r = r.unsqueeze(-1)
+        return self._entries(r, c)
+
+    def _entries(self, r: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """Entries ``A[r, c]`` for broadcastable index tensors, from the blocks alone: ``(*batch, *broadcast)``."""
+        t = self.num_blocks
+        pi, a = r // t, r % t
+        pj, b = c // t, c % t
+        vals = self._blocks()[..., a, pi, pj]
+        return vals * (a == b).to(vals.dtype)
+
+    def _sum_batch(self, dim):
+        base = self.base.expand(*self.batch_shape, *self.base.shape[-3:])
+        return BlockInterleavedOperator(base._sum_batch(dim))
+
+    def _scale(self, c):
+        c = torch.as_tensor(c, dtype=self.dtype, device=self.device)
+        return BlockInterleavedOperator(self.base._scale(c[..., None]))
+
+    def _same_blocks(self, other) -> bool:
+        return isinstance(other, BlockInterleavedOperator) and other.base.shape[-3:] == self.base.shape[-3:]
+
+    def _add_operator(self, other):
+        if self._same_blocks(other):
+            return BlockInterleavedOperator(self.base + other.base)
+        if isinstance(other, DiagOperator):
+            return self.add_diagonal(other.diagonal())
+        return super()._add_operator(other)
+
+    def add_diagonal(self, diag):
+        diag = _diag_tensor(diag, self)
+        if diag.dim() == 0 or diag.shape[-1] == 1:
+            return BlockInterleavedOperator(self.base.add_diagonal(diag.unsqueeze(-1) if diag.dim() else diag))
+        d = diag.reshape(*diag.shape[:-1], -1, self.num_blocks).mT  # rows (i, a) → (*batch, t, n)
+        return BlockInterleavedOperator(self.base.add_diagonal(d))
+
+    def _mul_operator(self, other):
+        if self._same_blocks(other):
+            return BlockInterleavedOperator(self.base.mul(other.base))
+        if isinstance(other, DiagOperator):
+            return other._mul_operator(self)
+        return super()._mul_operator(other)
+
+    def cholesky(self, upper: bool = False) -> Operator:
+        """``L`` with ``A = L Lᵀ``, block by block: ``P diag(L_a) Pᵀ`` is lower triangular in interleaved order
+        (its entry ``[(i, a), (j, a)]`` is nonzero only for ``i ≥ j``), so it is the Cholesky factor of ``A``."""
+        L = BlockInterleavedOperator(DenseOperator(psd_safe_cholesky(self._blocks())))
+        return L._transpose() if upper else L
+
+    def evaluate_kernel(self):
+        return BlockInterleavedOperator(self.base.evaluate_kernel())
