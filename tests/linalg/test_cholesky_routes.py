@@ -8,17 +8,12 @@ import pytest
 import torch
 
 from tests._tol import assert_close
+from tests.linalg.test_cholesky_inverse import _spd
 from torchgp.errors import NotPSDError, NumericalWarning
 from torchgp.linalg import _lapack, inv_quad_logdet
 from torchgp.linalg import cholesky as chol
 
 DTYPES = [torch.float64, torch.float32]
-
-
-def _spd(batch, n, dtype, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    A = torch.randn(*batch, n, n, generator=g, dtype=torch.float64)
-    return (A @ A.mT / n + 0.5 * torch.eye(n, dtype=torch.float64)).to(dtype)
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from torchgp.errors import ShapeError
 from torchgp.linalg.cholesky import psd_safe_cholesky
 from torchgp.linalg.operators.base import Operator, _diag_tensor
 from torchgp.linalg.operators.basic import DenseOperator, DiagOperator
-from torchgp.linalg.operators.kronecker import _move_batch_dim
+from torchgp.linalg.operators.kronecker import _BlockStack, _move_batch_dim
 
 
 def _point_slice(s: slice, size: int, t: int) -> slice | None:
@@ -38,7 +38,7 @@ def _index_tensor(i, size: int, device) -> torch.Tensor:
     return torch.as_tensor(i, device=device).long() % size
 
 
-class BlockInterleavedOperator(Operator):
+class BlockInterleavedOperator(_BlockStack, Operator):
     """Blocks ``(*batch, t, n, m)`` seen as one interleaved matrix ``(*batch, n t, m t)`` (see the module docstring).
 
     Args:
@@ -104,22 +104,6 @@ class BlockInterleavedOperator(Operator):
         X = rhs.expand(*batch, *rhs.shape[-2:]).reshape(*batch, m, t, k).transpose(-3, -2)  # (*batch, t, m, k)
         Y = self.base.matmul(X)  # (*batch, t, n, k)
         return Y.transpose(-3, -2).reshape(*Y.shape[:-3], -1, k)
-
-    def _tensors(self):
-        return self.base._tensors()
-
-    def _map(self, fn):
-        return BlockInterleavedOperator(self.base._map(fn))
-
-    def _transpose(self):
-        return BlockInterleavedOperator(self.base._transpose())
-
-    def _expand(self, batch_shape):
-        return BlockInterleavedOperator(self.base.expand(*batch_shape, *self.base.shape[-3:]))
-
-    def _getitem_batch(self, batch_idx):
-        base = self.base.expand(*self.batch_shape, *self.base.shape[-3:])
-        return BlockInterleavedOperator(base._getitem_batch((*batch_idx, slice(None))))
 
     def _getitem_slices(self, rows, cols):
         t = self.num_blocks

@@ -270,7 +270,29 @@ class KroneckerProductAddedDiag(AddedDiagOperator):
         return KroneckerProductAddedDiag(self.base._scale(c), diag_factors=new)
 
 
-class BlockDiagOperator(Operator):
+class _BlockStack:
+    """What acts on the blocks ``(*batch, b, n, m)`` alone, whatever their row order: shared by
+    :class:`BlockDiagOperator` and :class:`~torchgp.linalg.operators.block_interleaved.BlockInterleavedOperator`,
+    each built from its ``base`` of blocks as ``type(self)(base)``."""
+
+    def _tensors(self):
+        return self.base._tensors()
+
+    def _map(self, fn):
+        return type(self)(self.base._map(fn))
+
+    def _transpose(self):
+        return type(self)(self.base._transpose())
+
+    def _expand(self, batch_shape):
+        return type(self)(self.base.expand(*batch_shape, *self.base.shape[-3:]))
+
+    def _getitem_batch(self, batch_idx):
+        base = self.base.expand(*self.batch_shape, *self.base.shape[-3:])
+        return type(self)(base._getitem_batch((*batch_idx, slice(None))))
+
+
+class BlockDiagOperator(_BlockStack, Operator):
     """Blocks ``(*batch, b, n, m)`` seen as one block-diagonal matrix ``(*batch, b n, b m)``.
 
     Args:
@@ -313,22 +335,6 @@ class BlockDiagOperator(Operator):
         X = rhs.expand(*batch, *rhs.shape[-2:]).reshape(*batch, b, m, rhs.shape[-1])
         Y = self.base.matmul(X)
         return Y.reshape(*Y.shape[:-3], -1, Y.shape[-1])
-
-    def _tensors(self):
-        return self.base._tensors()
-
-    def _map(self, fn):
-        return BlockDiagOperator(self.base._map(fn))
-
-    def _transpose(self):
-        return BlockDiagOperator(self.base._transpose())
-
-    def _expand(self, batch_shape):
-        return BlockDiagOperator(self.base.expand(*batch_shape, *self.base.shape[-3:]))
-
-    def _getitem_batch(self, batch_idx):
-        base = self.base.expand(*self.batch_shape, *self.base.shape[-3:])
-        return BlockDiagOperator(base._getitem_batch((*batch_idx, slice(None))))
 
     def _sum_batch(self, dim):
         return BlockDiagOperator(self.base.expand(*self.batch_shape, *self.base.shape[-3:])._sum_batch(dim))
