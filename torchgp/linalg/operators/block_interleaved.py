@@ -15,11 +15,10 @@ from __future__ import annotations
 import torch
 
 from torchgp._shapes import broadcast_shapes
-from torchgp.errors import ShapeError
 from torchgp.linalg.cholesky import psd_safe_cholesky
 from torchgp.linalg.operators.base import Operator, _diag_tensor
 from torchgp.linalg.operators.basic import DenseOperator, DiagOperator
-from torchgp.linalg.operators.kronecker import _BlockStack, _move_batch_dim
+from torchgp.linalg.operators.kronecker import _BlockStack
 
 
 def _point_slice(s: slice, size: int, t: int) -> slice | None:
@@ -62,20 +61,7 @@ class BlockInterleavedOperator(_BlockStack, Operator):
             raise TypeError(
                 f"BlockInterleavedOperator needs a tensor or an Operator of blocks; got {type(base).__name__}."
             )
-        if base.dim() < 3:
-            raise ShapeError(
-                f"BlockInterleavedOperator needs blocks of shape (*batch, t, n, m); got {tuple(base.shape)}."
-            )
-        bd = block_dim % base.dim()
-        if bd >= base.dim() - 2:
-            raise ShapeError("block_dim must be a batch dimension of the blocks.")
-        if bd != base.dim() - 3:
-            base = _move_batch_dim(base, bd)
-        self.base = base
-        t, n, m = base.shape[-3:]
-        self.num_blocks = t
-        self.shape = torch.Size([*base.shape[:-3], n * t, m * t])
-        self.dtype, self.device = base.dtype, base.device
+        self._set_blocks(base, block_dim)
 
     @property
     def base_linear_op(self) -> Operator:

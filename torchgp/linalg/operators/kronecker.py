@@ -275,6 +275,25 @@ class _BlockStack:
     :class:`BlockDiagOperator` and :class:`~torchgp.linalg.operators.block_interleaved.BlockInterleavedOperator`,
     each built from its ``base`` of blocks as ``type(self)(base)``."""
 
+    def _set_blocks(self, base, block_dim: int) -> None:
+        """Hold ``base`` (tensor or operator) with its block dimension moved to ``-3``; the shape ``(*batch, b n, b m)``."""
+        from torchgp.linalg.operators import as_operator
+
+        base = as_operator(base)
+        name = type(self).__name__
+        if base.dim() < 3:
+            raise ShapeError(f"{name} needs blocks of shape (*batch, b, n, m); got {tuple(base.shape)}.")
+        bd = block_dim % base.dim()
+        if bd >= base.dim() - 2:
+            raise ShapeError(f"{name}: block_dim must be a batch dimension of the blocks.")
+        if bd != base.dim() - 3:
+            base = _move_batch_dim(base, bd)
+        self.base = base
+        b, n, m = base.shape[-3:]
+        self.num_blocks = b
+        self.shape = torch.Size([*base.shape[:-3], b * n, b * m])
+        self.dtype, self.device = base.dtype, base.device
+
     def _tensors(self):
         return self.base._tensors()
 
@@ -301,21 +320,7 @@ class BlockDiagOperator(_BlockStack, Operator):
     """
 
     def __init__(self, base, block_dim: int = -3):
-        from torchgp.linalg.operators import as_operator
-
-        base = as_operator(base)
-        if base.dim() < 3:
-            raise ShapeError(f"BlockDiagOperator needs blocks of shape (*batch, b, n, m); got {tuple(base.shape)}.")
-        bd = block_dim % base.dim()
-        if bd >= base.dim() - 2:
-            raise ShapeError("block_dim must be a batch dimension of the blocks.")
-        if bd != base.dim() - 3:
-            base = _move_batch_dim(base, bd)
-        self.base = base
-        b, n, m = base.shape[-3:]
-        self.num_blocks = b
-        self.shape = torch.Size([*base.shape[:-3], b * n, b * m])
-        self.dtype, self.device = base.dtype, base.device
+        self._set_blocks(base, block_dim)
 
     def _dense(self):
         B = self.base.to_dense().expand(self.base.shape)
