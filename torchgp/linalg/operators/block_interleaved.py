@@ -16,8 +16,8 @@ import torch
 
 from torchgp._shapes import broadcast_shapes
 from torchgp.linalg.cholesky import psd_safe_cholesky
-from torchgp.linalg.operators.base import Operator, _diag_tensor
-from torchgp.linalg.operators.basic import DenseOperator, DiagOperator
+from torchgp.linalg.operators.base import Operator
+from torchgp.linalg.operators.basic import DenseOperator
 from torchgp.linalg.operators.kronecker import _BlockStack
 
 
@@ -118,43 +118,11 @@ class BlockInterleavedOperator(_BlockStack, Operator):
         vals = self._blocks()[..., a, pi, pj]
         return vals * (a == b).to(vals.dtype)
 
-    def _sum_batch(self, dim):
-        base = self.base.expand(*self.batch_shape, *self.base.shape[-3:])
-        return BlockInterleavedOperator(base._sum_batch(dim))
-
-    def _scale(self, c):
-        c = torch.as_tensor(c, dtype=self.dtype, device=self.device)
-        return BlockInterleavedOperator(self.base._scale(c[..., None]))
-
-    def _same_blocks(self, other) -> bool:
-        return isinstance(other, BlockInterleavedOperator) and other.base.shape[-3:] == self.base.shape[-3:]
-
-    def _add_operator(self, other):
-        if self._same_blocks(other):
-            return BlockInterleavedOperator(self.base + other.base)
-        if isinstance(other, DiagOperator):
-            return self.add_diagonal(other.diagonal())
-        return super()._add_operator(other)
-
-    def add_diagonal(self, diag):
-        diag = _diag_tensor(diag, self)
-        if diag.dim() == 0 or diag.shape[-1] == 1:
-            return BlockInterleavedOperator(self.base.add_diagonal(diag.unsqueeze(-1) if diag.dim() else diag))
-        d = diag.reshape(*diag.shape[:-1], -1, self.num_blocks).mT  # rows (i, a) → (*batch, t, n)
-        return BlockInterleavedOperator(self.base.add_diagonal(d))
-
-    def _mul_operator(self, other):
-        if self._same_blocks(other):
-            return BlockInterleavedOperator(self.base.mul(other.base))
-        if isinstance(other, DiagOperator):
-            return other._mul_operator(self)
-        return super()._mul_operator(other)
+    def _diagonal_blocks(self, diag: torch.Tensor) -> torch.Tensor:
+        return diag.reshape(*diag.shape[:-1], -1, self.num_blocks).mT  # rows (i, a) → (*batch, t, n)
 
     def cholesky(self, upper: bool = False) -> Operator:
         """``L`` with ``A = L Lᵀ``, block by block: ``P diag(L_a) Pᵀ`` is lower triangular in interleaved order
         (its entry ``[(i, a), (j, a)]`` is nonzero only for ``i ≥ j``), so it is the Cholesky factor of ``A``."""
         L = BlockInterleavedOperator(DenseOperator(psd_safe_cholesky(self._blocks())))
         return L._transpose() if upper else L
-
-    def evaluate_kernel(self):
-        return BlockInterleavedOperator(self.base.evaluate_kernel())

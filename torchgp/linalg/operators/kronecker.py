@@ -310,6 +310,45 @@ class _BlockStack:
         base = self.base.expand(*self.batch_shape, *self.base.shape[-3:])
         return type(self)(base._getitem_batch((*batch_idx, slice(None))))
 
+    def _sum_batch(self, dim):
+        return type(self)(self.base.expand(*self.batch_shape, *self.base.shape[-3:])._sum_batch(dim))
+
+    def _scale(self, c):
+        c = torch.as_tensor(c, dtype=self.dtype, device=self.device)
+        return type(self)(self.base._scale(c[..., None]))
+
+    def _same_blocks(self, other) -> bool:
+        return type(other) is type(self) and other.base.shape[-3:] == self.base.shape[-3:]
+
+    def _add_operator(self, other):
+        if self._same_blocks(other):
+            return type(self)(self.base + other.base)
+        if isinstance(other, DiagOperator):
+            return self.add_diagonal(other.diagonal())
+        return super()._add_operator(other)
+
+    def _mul_operator(self, other):
+        if self._same_blocks(other):
+            return type(self)(self.base.mul(other.base))
+        if isinstance(other, DiagOperator):
+            return other._mul_operator(self)
+        return super()._mul_operator(other)
+
+    def add_diagonal(self, diag):
+        from torchgp.linalg.operators.base import _diag_tensor
+
+        diag = _diag_tensor(diag, self)
+        if diag.dim() == 0 or diag.shape[-1] == 1:
+            return type(self)(self.base.add_diagonal(diag.unsqueeze(-1) if diag.dim() else diag))
+        return type(self)(self.base.add_diagonal(self._diagonal_blocks(diag)))
+
+    def _diagonal_blocks(self, diag: torch.Tensor) -> torch.Tensor:
+        """A diagonal ``(*batch, b n)`` in this operator's row order as one per block, ``(*batch, b, n)``."""
+        raise NotImplementedError
+
+    def evaluate_kernel(self):
+        return type(self)(self.base.evaluate_kernel())
+
 
 class BlockDiagOperator(_BlockStack, Operator):
     """Blocks ``(*batch, b, n, m)`` seen as one block-diagonal matrix ``(*batch, b n, b m)``.
@@ -341,38 +380,8 @@ class BlockDiagOperator(_BlockStack, Operator):
         Y = self.base.matmul(X)
         return Y.reshape(*Y.shape[:-3], -1, Y.shape[-1])
 
-    def _sum_batch(self, dim):
-        return BlockDiagOperator(self.base.expand(*self.batch_shape, *self.base.shape[-3:])._sum_batch(dim))
-
-    def _scale(self, c):
-        c = torch.as_tensor(c, dtype=self.dtype, device=self.device)
-        return BlockDiagOperator(self.base._scale(c[..., None]))
-
-    def _add_operator(self, other):
-        if isinstance(other, BlockDiagOperator) and other.base.shape[-3:] == self.base.shape[-3:]:
-            return BlockDiagOperator(self.base + other.base)
-        if isinstance(other, DiagOperator):
-            return self.add_diagonal(other.diagonal())
-        return super()._add_operator(other)
-
-    def add_diagonal(self, diag):
-        from torchgp.linalg.operators.base import _diag_tensor
-
-        diag = _diag_tensor(diag, self)
-        if diag.dim() == 0 or diag.shape[-1] == 1:
-            return BlockDiagOperator(self.base.add_diagonal(diag.unsqueeze(-1) if diag.dim() else diag))
-        d = diag.reshape(*diag.shape[:-1], self.num_blocks, -1)
-        return BlockDiagOperator(self.base.add_diagonal(d))
-
-    def _mul_operator(self, other):
-        if isinstance(other, BlockDiagOperator) and other.base.shape[-3:] == self.base.shape[-3:]:
-            return BlockDiagOperator(self.base.mul(other.base))
-        if isinstance(other, DiagOperator):
-            return other._mul_operator(self)
-        return super()._mul_operator(other)
-
-    def evaluate_kernel(self):
-        return BlockDiagOperator(self.base.evaluate_kernel())
+    def _diagonal_blocks(self, diag: torch.Tensor) -> torch.Tensor:
+        return diag.reshape(*diag.shape[:-1], self.num_blocks, -1)  # rows (a, i) → (*batch, b, n)
 
 
 def _move_batch_dim(op: Operator, dim: int) -> Operator:
