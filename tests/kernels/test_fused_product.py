@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from tests._tol import tol
+from tests.kernels.test_fused import _graph_names
 from torchgp import kernels, settings
 
 
@@ -35,18 +36,6 @@ def _randomise(module, seed=0):
         for p in module.parameters():
             p.copy_(torch.rand(p.shape, generator=g, dtype=p.dtype) - 0.5)
     return module.double()
-
-
-def _nodes(t: torch.Tensor) -> list[str]:
-    seen, todo, names = set(), [t.grad_fn], []
-    while todo:
-        node = todo.pop()
-        if node is None or node in seen:
-            continue
-        seen.add(node)
-        names.append(type(node).__name__)
-        todo.extend(f for f, _ in node.next_functions)
-    return names
 
 
 def _both_ways(kernel, x1, x2=None, diag=False, seed=1):
@@ -125,13 +114,13 @@ def test_scaled_exponential_product_is_one_node():
     x = torch.rand(12, 1, dtype=torch.float64)
     K = k(x).to_dense()
     assert type(K.grad_fn).__name__ == "StationaryCovarianceBackward"
-    assert _nodes(K).count("StationaryCovarianceBackward") == 1
+    assert _graph_names(K).count("StationaryCovarianceBackward") == 1
     # a factor outside the exponential profile keeps its own node and the element-wise product
     mixed = _randomise(kernels.ScaleKernel(kernels.RBFKernel() * kernels.PeriodicKernel() * kernels.RQKernel()))
-    names = _nodes(mixed(x).to_dense())
+    names = _graph_names(mixed(x).to_dense())
     assert names.count("StationaryCovarianceBackward") == 2 and names[0] == "MulBackward0"
     with settings.fused_kernels(False):
-        assert "StationaryCovarianceBackward" not in _nodes(k(x).to_dense())
+        assert "StationaryCovarianceBackward" not in _graph_names(k(x).to_dense())
 
 
 def test_product_last_dim_is_batch_keeps_the_elementwise_product():

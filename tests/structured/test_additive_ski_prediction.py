@@ -7,19 +7,10 @@ import torch
 import torchgp
 import torchgp as gpytorch
 from tests._tol import assert_close
+from tests.structured._models import GP
 from torchgp.models.love import SKIPredictionCache, interpolated_parts
 
 D64 = torch.float64
-
-
-class GP(gpytorch.models.ExactGP):
-    def __init__(self, x, y, covar):
-        super().__init__(x, y, gpytorch.likelihoods.GaussianLikelihood())
-        self.mean_module = gpytorch.means.ConstantMean()
-        self.covar_module = covar
-
-    def forward(self, x):
-        return gpytorch.distributions.MultivariateNormal(self.mean_module(x), self.covar_module(x))
 
 
 def _model(n=400, d=3, grid=60):

@@ -7,22 +7,13 @@ import torch
 
 import torchgp
 import torchgp as gpytorch
+from tests.structured._models import GP
 from torchgp.errors import KernelMemoryError
 from torchgp.linalg import DenseOperator, KernelOperator
 from torchgp.linalg.toeplitz import ToeplitzOperator
 from torchgp.utils.grid import create_data_from_grid
 
 D64 = torch.float64
-
-
-class GP(gpytorch.models.ExactGP):
-    def __init__(self, x, y, covar):
-        super().__init__(x, y, gpytorch.likelihoods.GaussianLikelihood())
-        self.mean_module = gpytorch.means.ConstantMean()
-        self.covar_module = covar
-
-    def forward(self, x):
-        return gpytorch.distributions.MultivariateNormal(self.mean_module(x), self.covar_module(x))
 
 
 def _data(n, d, seed=0):

@@ -7,6 +7,7 @@ import torch
 import torchgp
 import torchgp as gpytorch
 from tests._tol import assert_close
+from tests.structured._models import GP
 from torchgp.linalg.structured_solve import StructuredFactor, structured_factor
 
 D64 = torch.float64
@@ -40,23 +41,13 @@ def test_per_dimension_hyperparameters_with_a_batched_base_kernel():
     assert_close(k(x).to_dense(), r0 + r1)
 
 
-class Model(gpytorch.models.ExactGP):
-    def __init__(self, x, y, covar):
-        super().__init__(x, y, gpytorch.likelihoods.GaussianLikelihood())
-        self.mean_module = gpytorch.means.ConstantMean()
-        self.covar_module = covar
-
-    def forward(self, x):
-        return gpytorch.distributions.MultivariateNormal(self.mean_module(x), self.covar_module(x))
-
-
 def test_additive_ski_approximates_the_additive_kernel_and_solves_through_its_products():
     x = _x(300, 4)
     y = torch.sin(5 * x).sum(-1)
     ski = gpytorch.kernels.AdditiveStructureKernel(
         gpytorch.kernels.GridInterpolationKernel(gpytorch.kernels.RBFKernel(), grid_size=200, num_dims=1), num_dims=4
     )
-    model = Model(x, y, ski).double()
+    model = GP(x, y, ski).double()
     model.initialize(**{"likelihood.noise": 0.05, "covar_module.base_kernel.base_kernel.lengthscale": 0.3})
     exact = gpytorch.kernels.AdditiveStructureKernel(gpytorch.kernels.RBFKernel(), num_dims=4).double()
     exact.base_kernel.lengthscale = 0.3
