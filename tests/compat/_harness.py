@@ -58,18 +58,28 @@ def assert_same(ref: dict, ours: dict, rtol: float, atol: float, loose: dict | N
         torch.testing.assert_close(o, r, rtol=rt, atol=at, msg=lambda m, key=key: f"{key}: {m}")
 
 
+def step_losses(optimizers, loss_fn: Callable, steps: int) -> torch.Tensor:
+    """Losses of ``steps`` steps taken by every optimiser of ``optimizers`` together, ``(steps,)``.
+
+    E.g. NGD on the variational parameters with Adam on the hyperparameters (GPyTorch's NGD tutorial loop): each step
+    zeroes every optimiser's gradients, evaluates and differentiates the loss once, then steps each in order.
+    """
+    out = []
+    for _ in range(steps):
+        for opt in optimizers:
+            opt.zero_grad()
+        loss = loss_fn()
+        loss.backward()
+        for opt in optimizers:
+            opt.step()
+        out.append(loss.detach())
+    return torch.stack(out)
+
+
 def adam_losses(params, loss_fn: Callable, steps: int, lr: float = 0.1) -> torch.Tensor:
     """Losses of ``steps`` Adam steps on ``params`` (the tutorials' training loop), ``(steps,)``.
 
     ``params``: a module (its ``parameters()``) or a list of parameters (e.g. the model's and the likelihood's).
     """
     params = params.parameters() if isinstance(params, torch.nn.Module) else params
-    opt = torch.optim.Adam(params, lr=lr)
-    out = []
-    for _ in range(steps):
-        opt.zero_grad()
-        loss = loss_fn()
-        loss.backward()
-        opt.step()
-        out.append(loss.detach())
-    return torch.stack(out)
+    return step_losses([torch.optim.Adam(params, lr=lr)], loss_fn, steps)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from tests.compat._harness import adam_losses, assert_same, run_both
+from tests.compat._harness import adam_losses, assert_same, run_both, step_losses
 
 
 def _svgp(gp, z, distribution="cholesky", strategy="standard", learn=True):
@@ -121,19 +121,11 @@ def test_natural_gradient_descent():
         hyper = torch.optim.Adam([*model.hyperparameters(), *likelihood.parameters()], lr=0.01)
         model.train()
         likelihood.train()
-        losses = []
-        for _ in range(8):
-            ngd.zero_grad()
-            hyper.zero_grad()
-            loss = -mll(model(x), y)
-            loss.backward()
-            ngd.step()
-            hyper.step()
-            losses.append(loss.detach())
+        losses = step_losses([ngd, hyper], lambda: -mll(model(x), y), 8)
         model.eval()
         with torch.no_grad():
             f = model(torch.rand(6, 1))
-        return {"loss": torch.stack(losses), "mean": f.mean, "var": f.variance}
+        return {"loss": losses, "mean": f.mean, "var": f.variance}
 
     ref, ours = run_both(program)
     assert_same(ref, ours, rtol=2e-4, atol=2e-5)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.compat._harness import assert_same, run_both
+from tests.compat._harness import assert_same, run_both, step_losses
 
 DT = torch.float64  # float64 throughout: K_zz's Cholesky needs no jitter, whose escalation rules may differ
 
@@ -119,19 +119,11 @@ def test_tril_natural_distribution_with_ngd():
         hyper = torch.optim.Adam([*model.hyperparameters(), *likelihood.parameters()], lr=0.01)
         model.train()
         likelihood.train()
-        losses = []
-        for _ in range(8):
-            ngd.zero_grad()
-            hyper.zero_grad()
-            loss = -mll(model(x), y)
-            loss.backward()
-            ngd.step()
-            hyper.step()
-            losses.append(loss.detach())
+        losses = step_losses([ngd, hyper], lambda: -mll(model(x), y), 8)
         model.eval()
         with torch.no_grad():
             f = model(torch.rand(6, 1, dtype=DT))
-        return {"loss": torch.stack(losses), "mean": f.mean, "var": f.variance}
+        return {"loss": losses, "mean": f.mean, "var": f.variance}
 
     ref, ours = run_both(program)
     assert_same(ref, ours, rtol=1e-6, atol=1e-7)
