@@ -83,3 +83,17 @@ def adam_losses(params, loss_fn: Callable, steps: int, lr: float = 0.1) -> torch
     """
     params = params.parameters() if isinstance(params, torch.nn.Module) else params
     return step_losses([torch.optim.Adam(params, lr=lr)], loss_fn, steps)
+
+
+def train_exact(gp, share, model, x, y, steps: int, lr: float = 0.1) -> torch.Tensor:
+    """GPyTorch's exact-GP tutorial training of ``model`` under library ``gp``, ``(steps,)`` losses.
+
+    ``model``'s initial state is shared between the libraries first; then ``steps`` Adam steps on
+    ``-ExactMarginalLogLikelihood(model.likelihood, model)(model(x), y)``, and ``model`` is left in eval mode.
+    """
+    share(model)
+    model.train()
+    mll = gp.mlls.ExactMarginalLogLikelihood(model.likelihood, model)
+    losses = adam_losses(model, lambda: -mll(model(x), y), steps, lr=lr)
+    model.eval()
+    return losses

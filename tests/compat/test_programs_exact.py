@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from tests.compat._harness import adam_losses, assert_same, run_both
+from tests.compat._harness import adam_losses, assert_same, run_both, train_exact
 
 
 def _regression_data(n=40, d=1):
@@ -29,11 +29,7 @@ def _exact_model(gp, x, y, covar):
 
 
 def _train_and_predict(gp, share, model, x, y, x_test, steps=15, fast=False):
-    share(model)
-    model.train()
-    mll = gp.mlls.ExactMarginalLogLikelihood(model.likelihood, model)
-    losses = adam_losses(model, lambda: -mll(model(x), y), steps)
-    model.eval()
+    losses = train_exact(gp, share, model, x, y, steps)
     with torch.no_grad(), gp.settings.fast_pred_var(fast):
         pred = model.likelihood(model(x_test))
         lower, upper = pred.confidence_region()

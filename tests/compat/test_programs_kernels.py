@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import torchgp
-from tests.compat._harness import adam_losses, assert_same, run_both
+from tests.compat._harness import adam_losses, assert_same, run_both, train_exact
 
 
 def _exact_program(gp, share, covar, x, y, x_test, steps=8, mean=None):
@@ -22,11 +22,7 @@ def _exact_program(gp, share, covar, x, y, x_test, steps=8, mean=None):
             return gp.distributions.MultivariateNormal(self.mean_module(x), self.covar_module(x))
 
     model = ExactGPModel().double()
-    share(model)
-    model.train()
-    mll = gp.mlls.ExactMarginalLogLikelihood(model.likelihood, model)
-    losses = adam_losses(model, lambda: -mll(model(x), y), steps)
-    model.eval()
+    losses = train_exact(gp, share, model, x, y, steps)
     with torch.no_grad():
         pred = model.likelihood(model(x_test))
     out = {"loss": losses, "mean": pred.mean, "var": pred.variance}
@@ -166,11 +162,7 @@ def test_derivative_gp_rbf_kernel_grad():
                 return gp.distributions.MultitaskMultivariateNormal(self.mean_module(x), self.covar_module(x))
 
         model = GPModelWithDerivatives().double()
-        share(model)
-        model.train()
-        mll = gp.mlls.ExactMarginalLogLikelihood(model.likelihood, model)
-        losses = adam_losses(model, lambda: -mll(model(x), y), 8)
-        model.eval()
+        losses = train_exact(gp, share, model, x, y, 8)
         with torch.no_grad():
             pred = model.likelihood(model(x_test))
         return {"loss": losses, "mean": pred.mean, "var": pred.variance}
@@ -199,11 +191,7 @@ def test_deep_kernel_learning_with_scale_to_bounds():
                 return gp.distributions.MultivariateNormal(self.mean_module(z), self.covar_module(z))
 
         model = DKLModel().double()
-        share(model)
-        model.train()
-        mll = gp.mlls.ExactMarginalLogLikelihood(model.likelihood, model)
-        losses = adam_losses(model, lambda: -mll(model(x), y), 8, lr=0.01)
-        model.eval()
+        losses = train_exact(gp, share, model, x, y, 8, lr=0.01)
         with torch.no_grad():
             pred = model.likelihood(model(x_test))
         return {"loss": losses, "mean": pred.mean, "var": pred.variance}

@@ -8,7 +8,7 @@ import torch
 
 import torchgp
 from tests._tol import assert_close
-from tests.compat._harness import adam_losses, assert_same, run_both
+from tests.compat._harness import adam_losses, assert_same, run_both, train_exact
 
 
 def _svgp(gp, z, batch_shape=torch.Size()):
@@ -183,11 +183,7 @@ def _exact(gp, x, y, likelihood, num_tasks=None):
 
 
 def _exact_program(gp, share, model, x, y, x_test, steps=10, **pred_kwargs):
-    share(model)
-    model.train()
-    mll = gp.mlls.ExactMarginalLogLikelihood(model.likelihood, model)
-    losses = adam_losses(model, lambda: -mll(model(x), y), steps)
-    model.eval()
+    losses = train_exact(gp, share, model, x, y, steps)
     with torch.no_grad():
         f = model(x_test)
         pred = model.likelihood(f, **pred_kwargs)
@@ -331,11 +327,7 @@ def test_observation_nan_policy_mask_multitask():
         with gp.settings.observation_nan_policy("mask"):
             likelihood = gp.likelihoods.MultitaskGaussianLikelihood(num_tasks=2)
             model = _exact(gp, x, y, likelihood, num_tasks=2).double()
-            share(model)
-            model.train()
-            mll = gp.mlls.ExactMarginalLogLikelihood(likelihood, model)
-            losses = adam_losses(model, lambda: -mll(model(x), y), 5)
-            model.eval()
+            losses = train_exact(gp, share, model, x, y, 5)
             with torch.no_grad():
                 f = model(x_test)
         with torch.no_grad():  # dense reference: condition the joint prior on the observed entries only

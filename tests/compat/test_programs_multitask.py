@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from tests.compat._harness import adam_losses, assert_same, run_both
+from tests.compat._harness import adam_losses, assert_same, run_both, train_exact
 
 
 def _two_task_data(n=30):
@@ -28,11 +28,7 @@ def test_multitask_icm_regression():
 
         likelihood = gp.likelihoods.MultitaskGaussianLikelihood(num_tasks=2)
         model = MultitaskGPModel(x, y, likelihood)  # the task factor starts random: shared below
-        share(model)
-        mll = gp.mlls.ExactMarginalLogLikelihood(likelihood, model)
-        model.train()
-        losses = adam_losses(model, lambda: -mll(model(x), y), 10)
-        model.eval()
+        losses = train_exact(gp, share, model, x, y, 10)
         with torch.no_grad():
             pred = likelihood(model(torch.linspace(0, 1, 11)))
         return {"loss": losses, "mean": pred.mean, "var": pred.variance}
