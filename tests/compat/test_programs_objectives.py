@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import torchgp
-from tests.compat._harness import adam_losses, assert_same, gpytorch, run_both
+from tests.compat._harness import adam_losses, assert_same, gpytorch, run_both, train_exact
 
 DT = torch.float64
 
@@ -239,11 +239,7 @@ def test_structured_kernel(name):
                 return gp.distributions.MultivariateNormal(self.mean_module(x), self.covar_module(x))
 
         model = ExactGPModel().to(DT)
-        share(model)
-        model.train()
-        mll = gp.mlls.ExactMarginalLogLikelihood(model.likelihood, model)
-        losses = adam_losses(model, lambda: -mll(model(x), y), 8)
-        model.eval()
+        losses = train_exact(gp, share, model, x, y, 8)
         with torch.no_grad():
             pred = model.likelihood(model(torch.rand(6, 3, dtype=DT)))
         return {"loss": losses, "mean": pred.mean, "var": pred.variance}
