@@ -43,7 +43,6 @@ All terms are bilinear forms ``Σ_j u_jᵀ (∂K/∂θ) v_j``, differentiated bl
 
 from __future__ import annotations
 
-import inspect
 import math
 
 import torch
@@ -224,11 +223,10 @@ class _IterativeInvQuadLogdet(torch.autograd.Function):
                 kc = min(_CONTROL_RANK, precond.rank)
                 shape = torch.broadcast_shapes(alpha.shape[:-1], Z.shape[:-1])
                 Wc_p = None
-                if wanted and "out" in inspect.signature(precond.leading_factor).parameters:
+                if wanted and precond.D_inv.dtype == bdtype and precond.D_inv.shape[:-1] == shape[:-1]:
+                    # written straight into V's control columns: no separate n × k_c copy (sharded: gathered)
                     Vc = torch.empty(*shape, k + t + kc, dtype=bdtype, device=alpha.device)
-                    if precond.D_inv.dtype == bdtype and precond.D_inv.shape[:-1] == shape[:-1]:
-                        # written straight into V's control columns: no separate n × k_c copy (sharded: gathered)
-                        Wc_p = precond.leading_factor(kc, out=Vc[..., k + t :])
+                    Wc_p = precond.leading_factor(kc, out=Vc[..., k + t :])
                 if Wc_p is None:
                     Wc_p = precond.leading_factor(kc)  # all n rows (assembled when sharded), P's dtype
                 ctx.pieces = (PinvZ, Wc_p, precond.D_inv, Wc_p.shape[-1] == precond.rank)

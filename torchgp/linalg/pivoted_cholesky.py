@@ -160,10 +160,15 @@ class PivotedCholeskyPreconditioner:
         """Drop ``L`` (only :meth:`sample` needs it; the other methods use ``W``, ``R`` and ``D``)."""
         self.L = None
 
-    def leading_factor(self, k: int) -> torch.Tensor:
+    def leading_factor(self, k: int, out: torch.Tensor | None = None) -> torch.Tensor:
         """The first ``k`` columns of ``W`` (all rows), ``(*batch, n, min(k, rank))``: the Woodbury factor of
-        the rank-``k`` leading part ``L_{:k} L_{:k}ᵀ + D`` (``R`` is lower triangular)."""
-        return self.W[..., :k]
+        the rank-``k`` leading part ``L_{:k} L_{:k}ᵀ + D`` (``R`` is lower triangular).
+
+        With ``out`` (that shape; a column slice of a larger buffer will do) they are copied into it and it is
+        returned; else they are a view of ``W``.
+        """
+        W = self.W[..., :k]
+        return W if out is None else out.copy_(W)
 
     def solve(self, V: torch.Tensor) -> torch.Tensor:
         """``P⁻¹ V`` for ``V`` of shape ``(*batch, n, t)``, in ``V``'s dtype (the O(n k t) products in P's)."""
