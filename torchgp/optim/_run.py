@@ -37,8 +37,6 @@ class _ParamVector:
         self.shapes = [p.shape for p in params]
         # every parameter on one device in one dtype: the gradients can be gathered by one cat
         self._same = len({(p.dtype, p.device) for p in params}) <= 1
-        # ... and that is float64 on the CPU: the cat is already the array scipy wants
-        self._native = self._same and all(p.dtype == torch.float64 and p.device.type == "cpu" for p in params)
 
     def get(self) -> np.ndarray:
         if not self.params:
@@ -60,8 +58,6 @@ class _ParamVector:
         grads = [
             torch.zeros_like(p).reshape(-1) if p.grad is None else p.grad.detach().reshape(-1) for p in self.params
         ]
-        if self._native:
-            return torch.cat(grads).numpy()  # a fresh tensor: its array needs no copy
         if self._same:
             return torch.cat(grads).to(torch.float64).cpu().numpy()
         return torch.cat([g.to(dtype=torch.float64, device="cpu") for g in grads]).numpy()
