@@ -45,7 +45,17 @@ LAYERS = {
     # user-facing namespaces and tools that use the whole library
     **dict.fromkeys(["check", "testing", "datasets", "metrics", "functions", "lazy"], TOOLS),
     **dict.fromkeys(
-        ["errors", "settings", "_settings_base", "_settings_compat", "_shapes", "_record", "_state", "_module_paths"],
+        [
+            "errors",
+            "settings",
+            "_settings_base",
+            "_settings_compat",
+            "_shapes",
+            "_record",
+            "_state",
+            "_module_paths",
+            "_fit_memo",
+        ],
         CORE,
     ),
     **dict.fromkeys(["_settings_iterative", "_progress", "beta_features", "utils"], CORE),

@@ -19,6 +19,7 @@ from contextvars import ContextVar
 import torch
 from torch import nn
 
+from torchgp._fit_memo import fit_memo, fit_memoised, fit_scope  # noqa: F401  (documented here)
 from torchgp.constraints import Interval
 from torchgp.errors import InputError, ModelTypeError
 
@@ -40,33 +41,6 @@ def reuse_constrained_values():
         yield
     finally:
         _CONSTRAINED_VALUES.reset(token)
-
-
-# the memo of the optimiser run in progress (``fit_scope()``), else None
-_FIT_MEMO: ContextVar[dict | None] = ContextVar("torchgp_fit_memo", default=None)
-
-
-@contextmanager
-def fit_scope() -> Iterator[dict]:
-    """One optimiser run, over which the model's structure is fixed: :func:`fit_memo` returns one dict throughout.
-
-    During :func:`torchgp.fit` the optimiser changes parameter values and nothing else: the modules, their
-    priors and added loss terms, the training data stay the same objects. What depends on that structure alone
-    (which modules hold priors, that the targets have the right shape) is then worked out at the run's first
-    evaluation and reused by the later ones. Each entry is keyed on the identity of the objects it describes,
-    and the memo ends with the run, so nothing can go stale across runs.
-    """
-    memo: dict = {}
-    token = _FIT_MEMO.set(memo)
-    try:
-        yield memo
-    finally:
-        _FIT_MEMO.reset(token)
-
-
-def fit_memo() -> dict | None:
-    """The current run's memo (see :func:`fit_scope`), or ``None`` outside one: then compute everything."""
-    return _FIT_MEMO.get()
 
 
 class _Getter:

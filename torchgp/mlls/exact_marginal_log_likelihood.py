@@ -25,7 +25,7 @@ from torchgp.models._diagnostics import warn_eval_mode_objective
 from torchgp.models.exact_gp import finite_or_explained
 from torchgp.models.missing_data import masked_log_prob, masking_on, nan_targets_message
 from torchgp.models.validation import check_train_targets
-from torchgp.module import fit_memo
+from torchgp.module import fit_memoised
 
 # True inside a batched fit that adds each member's own log-prior itself (torchgp.optim._batched.member_objective)
 _EXCLUDE_PRIORS: ContextVar[bool] = ContextVar("torchgp_exact_mll_exclude_priors", default=False)
@@ -83,15 +83,12 @@ class ExactMarginalLogLikelihood(MarginalLogLikelihood):
 
     def _checked_targets(self, target: torch.Tensor, train_x: torch.Tensor) -> torch.Tensor:
         """``check_train_targets`` of ``target``; within one fit run, once per (target, inputs) pair."""
-        memo = fit_memo()
-        key = ("targets", id(self))
-        hit = None if memo is None else memo.get(key)
-        if hit is not None and hit[0] is target and hit[1] is train_x:
-            return hit[2]
-        checked = check_train_targets(target, train_x, getattr(self.model, "_multi_output", False), check_finite=False)
-        if memo is not None:
-            memo[key] = (target, train_x, checked)
-        return checked
+        multi = getattr(self.model, "_multi_output", False)
+        return fit_memoised(
+            ("targets", id(self)),
+            (target, train_x),
+            lambda: check_train_targets(target, train_x, multi, check_finite=False),
+        )
 
     def _walk(self) -> list[tuple[torch.nn.Module, bool]]:
         """``(module, with added loss terms)`` in the order :meth:`_other_terms` visits them; memoised per fit run.
@@ -99,11 +96,9 @@ class ExactMarginalLogLikelihood(MarginalLogLikelihood):
         The model's subtree first (its priors and added loss terms), then the rest of this objective's (priors
         only, e.g. a likelihood that is not the model's); each module once.
         """
-        memo = fit_memo()
-        key = ("walk", id(self))
-        hit = None if memo is None else memo.get(key)
-        if hit is not None and hit[0] is self.model:
-            return hit[1]
+        return fit_memoised(("walk", id(self)), (self.model,), self._module_order)
+
+    def _module_order(self) -> list[tuple[torch.nn.Module, bool]]:
         order, seen = [], set()
         for root, with_terms in ((self.model, True), (self, False)):
             stack = [root] if isinstance(root, torch.nn.Module) else []
@@ -114,8 +109,6 @@ class ExactMarginalLogLikelihood(MarginalLogLikelihood):
                 seen.add(id(module))
                 order.append((module, with_terms))
                 stack.extend(child for child in module._modules.values() if child is not None)
-        if memo is not None:
-            memo[key] = (self.model, order)
         return order
 
     def _other_terms(self, params) -> torch.Tensor | float:
