@@ -135,3 +135,13 @@ def test_warm_start_leaves_a_noise_at_its_floor_where_the_data_want_it_there():
     torch.testing.assert_close(start.likelihood.noise, previous.likelihood.noise)  # not moved
     warm, cold = bo.fit_surrogate(X, y, previous), bo.fit_surrogate(X, y)
     assert warm.likelihood.noise.item() < 1e-4 and cold.likelihood.noise.item() < 1e-4
+
+
+def test_fit_surrogate_names_a_previous_model_of_other_inputs():
+    X = torch.rand(8, 2, dtype=torch.float64)
+    y = X.sum(-1)
+    previous = bo.fit_surrogate(torch.rand(8, 3, dtype=torch.float64), y)
+    with pytest.raises(InputError, match="same 2 inputs as X; got a BOModel on 3 inputs"):
+        bo.fit_surrogate(X, y, previous)
+    with pytest.raises(InputError, match="got dict"):
+        bo.fit_surrogate(X, y, {})

@@ -135,6 +135,16 @@ def fit_surrogate(X: torch.Tensor, y: torch.Tensor, previous: BOModel | None = N
     """
     model = BOModel(X, y).double()
     if previous is not None:
+        if not isinstance(previous, BOModel) or previous.train_inputs[0].shape[-1] != model.train_inputs[0].shape[-1]:
+            got = (
+                f"a BOModel on {previous.train_inputs[0].shape[-1]} inputs"
+                if isinstance(previous, BOModel)
+                else type(previous).__name__
+            )
+            raise InputError(
+                f"fit_surrogate: previous must be a BOModel on the same {model.train_inputs[0].shape[-1]} inputs "
+                f"as X; got {got}. Pass previous=None for a cold fit."
+            )
         model.load_state_dict(previous.state_dict())  # parameters and priors only; the data are X, y
         _free_pinned(model)
     fit_gp_mll(model)
