@@ -1,6 +1,7 @@
 """Small-n hyperparameter fitting as BO users run it: ``torchgp.fit`` vs BoTorch's ``fit_gpytorch_mll``.
 
-Usage: ``python benchmarks/small_n_fit.py [--sizes 20 100 200] [--d 6] [--batch 32] [--repeats 3] [--device cpu]``.
+Usage: ``python benchmarks/small_n_fit.py [--sizes 20 100 200] [--d 6] [--batch 32] [--repeats 3] [--batch-repeats 3]
+[--threads 1] [--device cpu] [--no-fallback]``.
 
 The same model in both libraries: constant mean, ``ScaleKernel(MaternKernel(nu=2.5, ard_num_dims=d))``,
 Gaussian noise (lower bound 1e-6), no priors, no input/outcome transforms (the data are standardised
@@ -9,7 +10,9 @@ beforehand), float64, one thread. BoTorch fits the equivalent ``SingleTaskGP`` w
 from the libraries' default initial values. Wall time to convergence (median of ``--repeats``, run
 interleaved; CPU seconds by ``time.process_time`` beside it, which a loaded machine distorts less) and the
 final exact MLL of each (GPyTorch's normalisation: divided by n), evaluated by the same code. The batch part fits ``--batch`` independent models of n = 100 in one call of
-``torchgp.fit`` (``batch_shape=(B,)``) against a loop of B BoTorch fits.
+``torchgp.fit`` (``batch_shape=(B,)``) against a loop of B BoTorch fits. Unless ``--no-fallback``, torchgp also
+fits each problem through its fallback path (scipy's ``minimize`` for one model; one ``minimize`` per model in a
+worker thread for the batch), the same iterates, to time the in-process L-BFGS-B driver against it.
 """
 
 from __future__ import annotations
@@ -88,14 +91,22 @@ def exact_mll(mll, X, y) -> torch.Tensor:
         return mll(mll.model(X), y if y.dim() == X.dim() - 1 else y)
 
 
-def single(sizes, d, repeats, device):
+def _driven(usable: bool):
+    """``fit``'s L-BFGS-B through scipy's core driven in-process (True) or through ``minimize`` / threads (False)."""
+    from torchgp.optim import _lbfgsb
+
+    real = _driven.__dict__.setdefault("real", _lbfgsb.available)
+    _lbfgsb.available = real if usable else (lambda: False)
+
+
+def single(sizes, d, repeats, device, fallback):
     import gpytorch
 
     print(f"single models, d = {d}: median wall time of {repeats} fits, final MLL/n")
     for n in sizes:
         X, y = make_data(n, d, seed=n, device=device)
         fit_torchgp(X, y), fit_botorch(X, y)  # warm-up (imports, first-call costs)
-        t_tg, t_bt, c_tg, c_bt = [], [], [], []
+        t_tg, t_bt, c_tg, c_bt, c_fb = [], [], [], [], []
         for _ in range(repeats):  # interleaved
             t0, c0 = time.perf_counter(), time.process_time()
             mll_tg = fit_torchgp(X, y)
@@ -105,19 +116,26 @@ def single(sizes, d, repeats, device):
             mll_bt = fit_botorch(X, y)
             t_bt.append(time.perf_counter() - t0)
             c_bt.append(time.process_time() - c0)
+            if fallback:  # the same fit through scipy's minimize (the fallback where its core cannot be driven)
+                _driven(False)
+                c0 = time.process_time()
+                fit_torchgp(X, y)
+                c_fb.append(time.process_time() - c0)
+                _driven(True)
         with gpytorch.settings.max_cholesky_size(10**9):
             v_tg, v_bt = float(exact_mll(mll_tg, X, y)), float(exact_mll(mll_bt, X, y))
         a, b = statistics.median(t_tg), statistics.median(t_bt)
         ca, cb = statistics.median(c_tg), statistics.median(c_bt)
+        extra = f"; via minimize CPU {statistics.median(c_fb) * 1e3:.1f} ms" if c_fb else ""
         print(
             f"  n={n:4d}  torchgp {a * 1e3:8.1f} ms  botorch {b * 1e3:8.1f} ms  ratio {a / b:.2f}  "
-            f"(CPU {ca * 1e3:.1f} / {cb * 1e3:.1f} ms, ratio {ca / cb:.2f})  "
+            f"(CPU {ca * 1e3:.1f} / {cb * 1e3:.1f} ms, ratio {ca / cb:.2f}{extra})  "
             f"MLL torchgp {v_tg:.6f} botorch {v_bt:.6f} (diff {v_tg - v_bt:+.1e})",
             flush=True,
         )
 
 
-def batched(batch, n, d, device):
+def batched(batch, n, d, device, repeats, fallback):
     import gpytorch
 
     import torchgp
@@ -127,24 +145,45 @@ def batched(batch, n, d, device):
     y = torch.stack([t for _, t in data])
     fit_botorch(*data[0])  # warm-up
     torchgp.fit(torchgp_model(X[:2], y[:2], torch.Size([2])), progress=False)
-    t0, c0 = time.perf_counter(), time.process_time()
-    mll_tg = torchgp_model(X, y, torch.Size([batch]))
-    r = torchgp.fit(mll_tg, progress=False)
-    t_tg, c_tg = time.perf_counter() - t0, time.process_time() - c0
-    t0, c0 = time.perf_counter(), time.process_time()
-    fitted = [fit_botorch(Xi, yi) for Xi, yi in data]
-    t_bt, c_bt = time.perf_counter() - t0, time.process_time() - c0
+    times = {"torchgp": [], "threads": [], "botorch": []}
+    cpu = {"torchgp": [], "threads": [], "botorch": []}
+
+    def timed(key, job):
+        t0, c0 = time.perf_counter(), time.process_time()
+        out = job()
+        times[key].append(time.perf_counter() - t0)
+        cpu[key].append(time.process_time() - c0)
+        return out
+
+    for _ in range(repeats):  # interleaved
+        mll_tg = torchgp_model(X, y, torch.Size([batch]))
+        r = timed("torchgp", lambda m=mll_tg: torchgp.fit(m, progress=False))
+        if fallback:  # the same lockstep with one scipy minimize per model in a worker thread
+            _driven(False)
+            timed("threads", lambda: torchgp.fit(torchgp_model(X, y, torch.Size([batch])), progress=False))
+            _driven(True)
+        fitted = timed("botorch", lambda: [fit_botorch(Xi, yi) for Xi, yi in data])
+    t_tg, t_bt = statistics.median(times["torchgp"]), statistics.median(times["botorch"])
+    c_tg, c_bt = statistics.median(cpu["torchgp"]), statistics.median(cpu["botorch"])
     v_tg = exact_mll(mll_tg, X, y)
     with gpytorch.settings.max_cholesky_size(10**9):
         v_bt = torch.stack([exact_mll(m, Xi, yi) for m, (Xi, yi) in zip(fitted, data)])
     diff = v_tg - v_bt
     print(
-        f"batch of {batch} models, n = {n}, d = {d}: torchgp one call {t_tg:.2f} s ({r.iterations} iterations), "
-        f"botorch loop {t_bt:.2f} s, ratio {t_tg / t_bt:.3f} (CPU {c_tg:.2f} / {c_bt:.2f} s, ratio {c_tg / c_bt:.3f}); "
+        f"batch of {batch} models, n = {n}, d = {d}, median of {repeats}: torchgp one call {t_tg:.2f} s "
+        f"({r.iterations} iterations, {r.function_evals} rounds), botorch loop {t_bt:.2f} s, ratio {t_tg / t_bt:.3f} "
+        f"(CPU {c_tg:.2f} / {c_bt:.2f} s, ratio {c_tg / c_bt:.3f}); "
         "MLL torchgp − botorch per model: "
         f"min {float(diff.min()):+.1e}, median {float(diff.median()):+.1e}, max {float(diff.max()):+.1e}",
         flush=True,
     )
+    if fallback:
+        t_th, c_th = statistics.median(times["threads"]), statistics.median(cpu["threads"])
+        print(
+            f"  the same lockstep on worker threads (scipy minimize per model): {t_th:.2f} s, CPU {c_th:.2f} s; "
+            f"in-process L-BFGS-B states / threads: wall {t_tg / t_th:.3f}, CPU {c_tg / c_th:.3f}",
+            flush=True,
+        )
 
 
 def main():
@@ -153,15 +192,19 @@ def main():
     p.add_argument("--d", type=int, default=6)
     p.add_argument("--batch", type=int, default=32, help="models in the batched fit (0: skip)")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--batch-repeats", type=int, default=3, help="interleaved repeats of the batch part")
+    p.add_argument(
+        "--no-fallback", action="store_true", help="skip torchgp's fits through scipy minimize / worker threads"
+    )
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     warnings.simplefilter("ignore")  # BoTorch's input-scaling advice on the standardised data
     print(f"torch {torch.__version__}, threads={torch.get_num_threads()}, device={a.device}")
-    single(a.sizes, a.d, a.repeats, a.device)
+    single(a.sizes, a.d, a.repeats, a.device, not a.no_fallback)
     if a.batch:
-        batched(a.batch, 100, a.d, a.device)
+        batched(a.batch, 100, a.d, a.device, a.batch_repeats, not a.no_fallback)
 
 
 if __name__ == "__main__":

@@ -46,6 +46,9 @@ class SubBatch:
     def __init__(self, mll, model, params: list[torch.Tensor], B: int):
         self.mll, self.model, self.params, self.B = mll, model, params, B
         self.verified = False  # set by the lockstep once a subset's evaluation matched the whole batch's
+        # the last subset's training rows, (idx, whole inputs, whole targets, their rows): the same tensors while the
+        # subset stays the same, so what the objective checks once per (targets, inputs) pair is not checked again
+        self._rows: tuple | None = None
         self.modules = list({id(m): m for m in mll.modules()}.values())
         size = torch.Size([B])
         self.sizes = [
@@ -104,9 +107,9 @@ class SubBatch:
             for module, key in self.sizes:
                 saved_sizes.append((module, key, module.__dict__[key]))
                 module.__dict__[key] = torch.Size([k])
-            inputs = tuple(x.index_select(0, index) for x in saved_data[0])
+            inputs, targets = self._training_rows(idx, index, saved_data[0], saved_data[1])
             state["train_inputs"] = inputs
-            state["train_targets"] = saved_data[1].index_select(0, index)
+            state["train_targets"] = targets
             if saved_data[2] is not None:  # the inputs' scale was checked on the whole batch: not again per subset
                 state["_input_scale_key"] = input_key(inputs)
 
@@ -131,3 +134,11 @@ class SubBatch:
             else:
                 state["_input_scale_key"] = saved_data[2]
             state["_cache"] = saved_data[3]
+
+    def _training_rows(self, idx: list[int], index: torch.Tensor, inputs: tuple, targets: torch.Tensor) -> tuple:
+        """Rows ``idx`` of the training inputs ``(B, n, d)`` and targets ``(B, n)``: ``((k, n, d), ...), (k, n)``."""
+        rows = self._rows
+        if rows is None or rows[0] != idx or rows[1] is not inputs or rows[2] is not targets:
+            sub_inputs = tuple(x.index_select(0, index) for x in inputs)
+            rows = self._rows = (list(idx), inputs, targets, sub_inputs, targets.index_select(0, index))
+        return rows[3], rows[4]

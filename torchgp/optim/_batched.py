@@ -3,24 +3,24 @@ r"""Fitting a batch of independent models in lockstep: one L-BFGS-B per model, o
 A model with ``batch_shape=(B,)`` holds B independent GPs: its loss is a ``(B,)`` vector and model
 ``i``'s loss depends only on slice ``i`` of every parameter. Minimising the sum with one L-BFGS-B
 couples them through its shared line search and curvature pairs (many more iterations, each model
-stopped by the others' criteria). Here each model gets its own scipy L-BFGS-B, which runs in a
-worker thread and asks for values through its objective; the calling thread waits until every
-live optimiser has asked, evaluates all B losses and their gradients in ONE batched forward and
-backward, and hands each its own. Each model thus follows exactly the iterates of fitting it alone
-(up to the rounding of batched kernels), and the batch costs about as many batched evaluations as
-the slowest model needs.
+stopped by the others' criteria). Here each model gets its own scipy L-BFGS-B, a suspended
+:class:`~torchgp.optim._lbfgsb.LBFGSB` state waiting for the value and gradient at the point it asks
+for; the calling thread holds all B, evaluates their losses and gradients in ONE batched forward and
+backward per round, and tells each its own. Each model thus follows exactly the iterates of fitting
+it alone (up to the rounding of batched kernels), and the batch costs about as many batched
+evaluations as the slowest model needs.
 """
 
 from __future__ import annotations
 
 import math
-import queue
-import threading
 
 import numpy as np
 import torch
 
 from torchgp.errors import InputError, NonFiniteError, NotPSDError
+from torchgp.optim import _lbfgsb
+from torchgp.optim._batched_threads import run_threads
 from torchgp.optim._scipy_runner import lbfgsb_options
 
 
@@ -86,70 +86,60 @@ class _Model:
         self.best_loss = math.inf
         self.best_x = x0.copy()
         self.history: list[float] = []
+        self.best_history = math.inf  # min(history), kept as it grows
         self.nit = 0
         self.since_improvement = 0
         self.status = None
         self.message = ""
         self.error: BaseException | None = None
 
-
-class _Lockstep:
-    """The rendezvous between the B optimiser threads and the evaluating thread.
-
-    Requests travel on one queue to the evaluating thread; each worker waits on its own event for its
-    answer, so a round wakes each thread once (one shared condition would wake all B per request).
-    """
-
-    def __init__(self, B: int):
-        self.inbox: queue.SimpleQueue = queue.SimpleQueue()  # (i, x) asks, (i, None) when worker i ends
-        self.ready = [threading.Event() for _ in range(B)]
-        self.results: list[tuple[float, np.ndarray] | None] = [None] * B
-        self.alive = set(range(B))
-        self.abort = False
-
-    def ask(self, i: int, x: np.ndarray) -> tuple[float, np.ndarray]:
-        self.inbox.put((i, x))
-        self.ready[i].wait()
-        self.ready[i].clear()
-        if self.abort:
-            raise _Abort
-        return self.results[i]
-
-    def done(self, i: int) -> None:
-        self.inbox.put((i, None))
-
-    def gather(self) -> dict[int, np.ndarray]:
-        """The next round's requests: wait until every live worker has asked or ended."""
-        asked: dict[int, np.ndarray] = {}
-        while self.alive - asked.keys():
-            i, x = self.inbox.get()
-            if x is None:
-                self.alive.discard(i)
-            else:
-                asked[i] = x
-        return asked
-
-    def answer(self, answers: dict[int, tuple[float, np.ndarray]]) -> None:
-        for i, result in answers.items():
-            self.results[i] = result
-            self.ready[i].set()
-
-    def stop(self) -> None:
-        self.abort = True
-        for event in self.ready:
-            event.set()
+    def iteration(self, ftol: float, patience: int | None) -> bool:
+        """Record an iteration of this model's L-BFGS-B (its best loss so far); True when patience is exhausted."""
+        previous_best = self.best_history
+        self.history.append(self.best_loss)
+        self.best_history = min(previous_best, self.best_loss)
+        self.nit += 1
+        scale = max(1.0, abs(previous_best) if math.isfinite(previous_best) else 1.0)
+        self.since_improvement = 0 if self.best_loss < previous_best - ftol * scale else self.since_improvement + 1
+        if patience is not None and self.since_improvement >= patience:
+            self.status = "patience"
+            return True
+        return False
 
 
-class _Abort(Exception):
-    """Raised in a worker when the evaluating thread gave up (an error to re-raise there)."""
+class _Rounds:
+    """One round of the lockstep: the asking models' points in, one batched evaluation, their answers out."""
 
+    def __init__(self, run, vec, x_full, blocks, models, loss_vector, bar, subset):
+        self.run, self.vec, self.x_full, self.blocks, self.models = run, vec, x_full, blocks, models
+        self.loss_vector, self.bar, self.subset = loss_vector, bar, subset
 
-class _Stop(Exception):
-    """Raised in a worker's callback to end its run (patience exhausted)."""
+    def __call__(self, asked: dict[int, np.ndarray]) -> dict[int, tuple[float, np.ndarray]]:
+        """``{i: x_i (p_i,)}`` → ``{i: (loss_i, gradient_i (p_i,))}`` for the models that asked."""
+        x_full, blocks, models = self.x_full, self.blocks, self.models
+        for i, x in asked.items():
+            x_full[blocks[i]] = x
+        answers = None
+        subset = self.subset
+        if subset is not None and len(asked) < len(blocks) and not subset.hooked():
+            answers, self.subset = _evaluate_subset(self.run, self.vec, x_full, blocks, asked, models,
+                                                    self.loss_vector, subset)  # fmt: skip
+        if answers is None:
+            answers = _evaluate(self.run, self.vec, x_full, blocks, asked, models, self.loss_vector)
+        self.run.nfev += 1
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(loss=f"{sum(m.best_loss for m in models):.5g}")
+        return answers
 
 
 def run_lockstep(run, vec, blocks, loss_vector, maxiter, ftol, gtol, patience, bar, subset=None):
     """Fit the separable models behind ``vec`` with one L-BFGS-B each, evaluated together.
+
+    Each model's optimiser is a suspended :class:`~torchgp.optim._lbfgsb.LBFGSB` state, all held by the calling
+    thread: a round evaluates every pending request in one batched pass and tells each state its answer. Where
+    scipy's core cannot be driven directly, each model's ``minimize`` runs in a worker thread instead
+    (:func:`~torchgp.optim._batched_threads.run_threads`); both follow the same iterates.
 
     Args:
         run: the ``fit`` run record to fill (best loss = sum of the models' best, best_x, counters).
@@ -161,79 +151,19 @@ def run_lockstep(run, vec, blocks, loss_vector, maxiter, ftol, gtol, patience, b
             which only some models are still running evaluates those alone (``loss_vector`` then returns
             their ``(k,)`` losses); the first such round is checked against the whole batch's evaluation.
     """
-    from scipy.optimize import minimize
-
     B = len(blocks)
     x_full = vec.get()
     models = [_Model(x_full[b]) for b in blocks]
-    rendezvous = _Lockstep(B)
-
-    def worker(i: int) -> None:
-        m = models[i]
-
-        def objective(x):
-            return rendezvous.ask(i, np.array(x, dtype=np.float64))
-
-        def callback(xk, *args):
-            previous_best = min(m.history) if m.history else math.inf
-            m.history.append(m.best_loss)
-            m.nit += 1
-            scale = max(1.0, abs(previous_best) if math.isfinite(previous_best) else 1.0)
-            m.since_improvement = 0 if m.best_loss < previous_best - ftol * scale else m.since_improvement + 1
-            if patience is not None and m.since_improvement >= patience:
-                m.status = "patience"
-                raise _Stop
-
-        try:
-            res = minimize(
-                objective,
-                m.x,
-                jac=True,
-                method="L-BFGS-B",
-                callback=callback,
-                options=lbfgsb_options(maxiter, ftol, gtol),
-            )
-            m.message = str(res.message)
-            m.status = {0: "converged", 1: "maxiter"}.get(res.status, "stalled")
-        except (_Stop, _Abort):
-            pass
-        except BaseException as err:  # surfaced by the evaluating thread
-            m.error = err
-        finally:
-            rendezvous.done(i)
-
-    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(B)]
-    for t in threads:
-        t.start()
+    rounds = _Rounds(run, vec, x_full, blocks, models, loss_vector, bar, subset)
     try:
-        while True:
-            asked = rendezvous.gather()
-            if not asked:
-                break
-            for i, x in asked.items():
-                x_full[blocks[i]] = x
-                models[i].x = x
-            answers = None
-            if subset is not None and len(asked) < B and not subset.hooked():
-                answers, subset = _evaluate_subset(run, vec, x_full, blocks, asked, models, loss_vector, subset)
-            if answers is None:
-                answers = _evaluate(run, vec, x_full, blocks, asked, models, loss_vector)
-            run.nfev += 1
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{sum(m.best_loss for m in models):.5g}")
-            rendezvous.answer(answers)
+        if _lbfgsb.available():
+            _run_states(models, rounds, maxiter, ftol, gtol, patience)
+        else:
+            run_threads(models, rounds, lambda i: models[i].iteration(ftol, patience), maxiter, ftol, gtol)
     except BaseException:
-        rendezvous.stop()
         if all(math.isfinite(m.best_loss) for m in models):  # interrupted: keep every model's best so far
             _collect(run, models, blocks, x_full)
         raise
-    finally:
-        for t in threads:
-            t.join()
-    for m in models:
-        if m.error is not None:
-            raise m.error
     _collect(run, models, blocks, x_full)
     run.nit = max(m.nit for m in models)
     longest = max(len(m.history) for m in models)
@@ -245,6 +175,22 @@ def run_lockstep(run, vec, blocks, loss_vector, maxiter, ftol, gtol, patience, b
     run.stop_reason = min(statuses, key=order.index)
     run.message = f"{statuses.count('converged')} of {B} models converged"
     return run
+
+
+def _run_states(models, rounds, maxiter, ftol, gtol, patience) -> None:
+    """The lockstep on :class:`~torchgp.optim._lbfgsb.LBFGSB` states, in this thread."""
+    options = lbfgsb_options(maxiter, ftol, gtol)
+    states = [_lbfgsb.LBFGSB(m.x, callback=lambda _x, m=m: m.iteration(ftol, patience), **options) for m in models]
+    while True:
+        asked = {i: s.x for i, s in enumerate(states) if not s.done}
+        if not asked:
+            break
+        for i, (value, grad) in rounds(asked).items():
+            states[i].tell(value, grad)
+    for m, s in zip(models, states):
+        if m.status is None:  # not stopped by patience
+            m.message = s.message
+            m.status = {0: "converged", 1: "maxiter"}.get(s.status, "stalled")
 
 
 def _collect(run, models, blocks, x_full) -> None:
@@ -275,7 +221,8 @@ def _evaluate(run, vec, x_full, blocks, asked, models, loss_vector):
         return {i: (abs(models[i].best_loss) * 10 + 1e3, np.zeros_like(x)) for i, x in asked.items()}
     values = losses.detach().to(torch.float64).cpu().numpy()
     grad_full = vec.grad()
-    return _answer(asked, models, {i: (float(values[i]), grad_full[blocks[i]]) for i in asked})
+    finite = bool(np.isfinite(values).all() and np.isfinite(grad_full).all())
+    return _answer(asked, models, {i: (float(values[i]), grad_full[blocks[i]]) for i in asked}, finite)
 
 
 def _evaluate_subset(run, vec, x_full, blocks, asked, models, loss_vector, subset):
@@ -311,16 +258,20 @@ def _evaluate_subset(run, vec, x_full, blocks, asked, models, loss_vector, subse
                 return answers, None
         subset.verified = True
         return answers, subset
-    return _answer(asked, models, results), subset
+    finite = bool(np.isfinite(values).all() and np.isfinite(grads).all())
+    return _answer(asked, models, results, finite), subset
 
 
-def _answer(asked, models, results):
-    """Each asking model's ``(loss, gradient)``, its best point updated; a non-finite result reads as a high loss."""
+def _answer(asked, models, results, finite=False):
+    """Each asking model's ``(loss, gradient)``, its best point updated; a non-finite result reads as a high loss.
+
+    ``finite``: every value and gradient is known to be finite (checked once for the whole round).
+    """
     answers = {}
     for i, x in asked.items():
         value, grad = results[i]
         m = models[i]
-        if not (math.isfinite(value) and np.all(np.isfinite(grad))):
+        if not finite and not (math.isfinite(value) and np.all(np.isfinite(grad))):
             answers[i] = (abs(m.best_loss) * 10 + 1e3 if math.isfinite(m.best_loss) else 1e10, np.zeros_like(x))
             continue
         if value < m.best_loss:

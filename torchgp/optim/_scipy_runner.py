@@ -1,8 +1,9 @@
 r"""One start of :func:`~torchgp.optim.fit.fit` with scipy's L-BFGS-B on the flat raw-parameter vector.
 
 The objective sets the parameters from L-BFGS-B's float64 vector, evaluates ``-mll`` and its gradient
-by autograd, and hands both back; a trial point where the factorisation fails (after the start itself
-succeeded) returns a high loss so that the line search backtracks.
+by autograd, and hands both back (to a :class:`~torchgp.optim._lbfgsb.LBFGSB` state, or to ``minimize``
+where scipy's core cannot be driven directly: the same iterates); a trial point where the factorisation
+fails (after the start itself succeeded) returns a high loss so that the line search backtracks.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import numpy as np
 
 from torchgp.errors import NonFiniteError, NotPSDError
 from torchgp.linalg._lapack import openblas_threads
+from torchgp.optim import _lbfgsb
 from torchgp.optim._run import _full_loss, _Run, _Stop
 
 
@@ -68,17 +70,20 @@ def run_scipy(run: _Run, mll, model, vec, data, maxiter, ftol, gtol, patience, b
 
     try:
         with _scipy_blas_one_thread():
-            res = minimize(
-                objective,
-                vec.get(),
-                jac=True,
-                method="L-BFGS-B",
-                callback=callback,
-                options=lbfgsb_options(maxiter, ftol, gtol),
-            )
-        run.message = str(res.message)
+            if _lbfgsb.available():  # scipy's core driven here: the same iterates without minimize's wrappers
+                state = _lbfgsb.LBFGSB(vec.get(), callback=callback, **lbfgsb_options(maxiter, ftol, gtol))
+                while not state.done:
+                    state.tell(*objective(state.x))
+                status, message = state.status, state.message
+            else:
+                res = minimize(
+                    objective, vec.get(), jac=True, method="L-BFGS-B", callback=callback,
+                    options=lbfgsb_options(maxiter, ftol, gtol),
+                )  # fmt: skip
+                status, message = res.status, str(res.message)
+        run.message = message
         # scipy status: 0 converged (ftol/gtol), 1 iteration or evaluation limit, 2 line search stalled
-        run.stop_reason = {0: "converged", 1: "maxiter"}.get(res.status, "stalled")
+        run.stop_reason = {0: "converged", 1: "maxiter"}.get(status, "stalled")
     except _Stop:
         pass
     return run
