@@ -1,7 +1,8 @@
 """Exact GP marginal likelihood, forward + backward: torchgp vs bare Cholesky, autograd, GPyTorch, sklearn.
 
 Usage: ``python benchmarks/exact_mll.py [--quick] [--repeats R] [--sizes 100 500 ...] [--dtypes float64 float32]
-[--device cpu|cuda] [--threads T] [--clock wall|cpu] [--skip NAME ...] [--no-extras]`` (default one thread).
+[--device cpu|cuda] [--threads T] [--clock wall|cpu] [--order shuffled|fixed] [--skip NAME ...] [--no-extras]``
+(default one thread).
 ScaleKernel(ARD RBF) on d = 4, noise 0.01; float64 and float32. Ratios are to the exact gradient's linear-algebra
 floor, one ``torch.linalg.cholesky`` plus one ``torch.cholesky_inverse`` of the same matrix, measured in the same run
 (``floor_torchgp`` is the same pair by torchgp's own routes, :func:`~torchgp.linalg.cholesky.psd_safe_cholesky` and
@@ -150,23 +151,48 @@ def sklearn_setup(X, y):
     return gpr, gpr.kernel_.theta.copy()
 
 
-def interleaved_cpu(contenders: dict, repeats: int) -> dict:
-    """Median CPU seconds (``time.process_time``) of each callable, run in turn ``repeats`` times after a warm-up."""
+def interleaved_rotated(contenders: dict, repeats: int, clock: str = "wall", device="cpu", order: str = "shuffled"):
+    """Median seconds of each callable over ``repeats`` rounds, each contender warmed just before it is timed.
+
+    Every round runs the contenders in a fresh order (a shuffle seeded by the round number, so a run repeats
+    exactly) and calls each one once untimed right before its timed call, so that no contender pays for following
+    another, and Python's cyclic garbage collector is off during each timed call (as in ``timeit``: with a seeded
+    order, its periodic collections would otherwise land on the same contender run after run). ``order="fixed"``
+    keeps the dictionary's order and times without the extra warm-up call or the collector's pause, for comparison:
+    there the contender right after the floor's bare factorisation times ≈ 0.1 ms slower at n = 100 than an
+    identical one later in the round. ``clock="cpu"`` reads ``time.process_time`` (CPU seconds of this process),
+    else wall time; the CUDA contenders synchronise before returning.
+    """
+    import gc
+    import random
     import statistics
     import time
 
+    read = time.process_time if clock == "cpu" and not str(device).startswith("cuda") else time.perf_counter
+    names = list(contenders)
     for fn in contenders.values():
         fn()
-    times = {k: [] for k in contenders}
-    for _ in range(repeats):
-        for name, fn in contenders.items():
-            t0 = time.process_time()
-            fn()
-            times[name].append(time.process_time() - t0)
+    times = {k: [] for k in names}
+    for r in range(repeats):
+        turn = names[:] if order == "fixed" else random.Random(r).sample(names, len(names))
+        for name in turn:
+            fn = contenders[name]
+            pause = order != "fixed" and gc.isenabled()
+            if order != "fixed":
+                fn()  # warm: this contender's own caches and buffers, not the previous contender's
+            if pause:
+                gc.disable()
+            try:
+                t0 = read()
+                fn()
+                times[name].append(read() - t0)
+            finally:
+                if pause:
+                    gc.enable()
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def run(sizes, dtypes, repeats, device="cpu", skip=(), clock="wall"):
+def run(sizes, dtypes, repeats, device="cpu", skip=(), clock="wall", order="shuffled"):
     rows = []
     for dtype in dtypes:
         for n in sizes:
@@ -181,6 +207,8 @@ def run(sizes, dtypes, repeats, device="cpu", skip=(), clock="wall"):
                 "floor": lambda: floor(K),
                 "floor_torchgp": lambda: floor_torchgp(K),
                 "torchgp_model": lambda: torchgp_model_step(tg_model, tg_mll, X, y),
+                # the same call again: with a fair interleaving the two agree (a check on the measurement itself)
+                "torchgp_model_twin": lambda: torchgp_model_step(tg_model, tg_mll, X, y),
                 "torchgp_model_torchlapack": with_torch_lapack(lambda: torchgp_model_step(tg_model, tg_mll, X, y)),
                 "gpytorch_cholesky": lambda: gpytorch_step(model, mll, X, y, True),
                 "gpytorch_default": lambda: gpytorch_step(model, mll, X, y, False),
@@ -195,11 +223,13 @@ def run(sizes, dtypes, repeats, device="cpu", skip=(), clock="wall"):
             with settings.max_cholesky_size(10**9), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 reps = repeats if n <= 1000 else max(1, repeats // 2)
-                med = interleaved_cpu(c, reps) if clock == "cpu" and device == "cpu" else interleaved(c, reps)
+                med = interleaved_rotated(c, reps, clock, device, order)
             base = med["floor"]
             line = f"{str(dtype)[6:]:8s} n={n:5d} " + " ".join(
                 f"{k}={v * 1e3:.2f}ms({v / base:.2f}x)" for k, v in med.items()
             )
+            if "torchgp_model_twin" in med and "torchgp_model" in med:
+                line += f"  | twin/torchgp_model = {med['torchgp_model_twin'] / med['torchgp_model']:.2f}"
             if "gpytorch_cholesky" in med:
                 line += f"  | torchgp/gpytorch_cholesky = {med['torchgp_model'] / med['gpytorch_cholesky']:.2f}"
             print(line, flush=True)
@@ -280,6 +310,12 @@ def main():
     p.add_argument("--skip", nargs="*", default=[], help="contenders to leave out, e.g. gpytorch_default sklearn")
     p.add_argument("--clock", choices=["wall", "cpu"], default="wall", help="wall time, or CPU seconds (CPU only)")
     p.add_argument("--no-extras", action="store_true", help="skip the Adam-step and iterative-path checks")
+    p.add_argument(
+        "--order",
+        choices=["shuffled", "fixed"],
+        default="shuffled",
+        help="contenders' order per round: shuffled (seeded) with a warm-up call before each timing, or fixed",
+    )
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     sizes, repeats = ([100, 500, 1000], 3) if a.quick else (a.sizes, a.repeats)
@@ -287,7 +323,7 @@ def main():
         f"torch {torch.__version__}, threads={torch.get_num_threads()}, device={a.device}, clock={a.clock}; times are "
         "medians of forward+backward; ratios are to the floor = one Cholesky + one cholesky_inverse of the same matrix"
     )
-    run(sizes, [getattr(torch, t) for t in a.dtypes], repeats, a.device, skip=set(a.skip), clock=a.clock)
+    run(sizes, [getattr(torch, t) for t in a.dtypes], repeats, a.device, skip=set(a.skip), clock=a.clock, order=a.order)
     if a.device == "cpu" and not a.no_extras:
         adam_step()
         iterative_error()

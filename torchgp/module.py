@@ -187,6 +187,9 @@ class Module(nn.Module):
         modules = self.__dict__.get("_modules")
         if modules is not None and name in modules:  # submodules are most lookups on the hot path
             return modules[name]
+        buffers = self.__dict__.get("_buffers")  # then buffers (active_dims on every kernel call), without a frame
+        if buffers is not None and name in buffers:
+            return buffers[name]
         return super().__getattr__(name)
 
     def __setattr__(self, name: str, value) -> None:

@@ -137,7 +137,19 @@ class GreaterThan(Interval):
     def transform(self, raw):
         if self._transform is not None:
             return self._transform(raw)
+        if self._zero_lower_bound():  # Positive(): softplus alone, one autograd node and one operation fewer
+            return F.softplus(raw)
         return self.lower_bound.to(raw) + F.softplus(raw)
+
+    def _zero_lower_bound(self) -> bool:
+        """Whether ``lower_bound`` is all zeros; read once per buffer object and version (a load or ``.to`` redoes it)."""
+        lo = self.lower_bound
+        seen = self.__dict__.get("_zero_seen")
+        if seen is not None and seen[0] is lo and seen[1] == lo._version:
+            return seen[2]
+        zero = bool((lo == 0).all())
+        self.__dict__["_zero_seen"] = (lo, lo._version, zero)
+        return zero
 
     def inverse_transform(self, value):
         if self._inv_transform is not None:

@@ -17,7 +17,7 @@ from torchgp import settings
 from torchgp._shapes import broadcast_shapes
 from torchgp.errors import ShapeError
 from torchgp.linalg.cholesky import psd_safe_cholesky
-from torchgp.linalg.inv_quad_logdet import inv_quad_logdet
+from torchgp.linalg.inv_quad_logdet import gaussian_log_prob, inv_quad_logdet
 from torchgp.linalg.minres import ciq_mvn_samples
 from torchgp.linalg.operators import AddedDiagOperator, DenseOperator, DiagOperator, Operator, as_operator
 
@@ -146,12 +146,15 @@ class MultivariateNormal(Distribution):
 
         .. math:: -\tfrac12 \big[(y-\mu)^\top K^{-1}(y-\mu) + \log|K| + n\log 2\pi\big]
         """
+        return self._scaled_log_prob(value, 1.0)
+
+    def _scaled_log_prob(self, value: torch.Tensor, scale: float) -> torch.Tensor:
+        """``scale · log_prob(value)`` ``(*batch)``, the Python float ``scale`` folded into the density's one node
+        (:func:`~torchgp.linalg.inv_quad_logdet.gaussian_log_prob`; the exact MLL passes ``1/n``)."""
         n = self.event_shape[0]
         if value.shape[-1] != n:
             raise ShapeError(f"log_prob: value has {value.shape[-1]} entries in its last dimension; expected n = {n}.")
-        diff = value - self._mean
-        quad, logdet = inv_quad_logdet(self._covar, diff.unsqueeze(-1))
-        return -0.5 * (quad + logdet + n * math.log(2 * math.pi))
+        return gaussian_log_prob(self._covar, value, self._mean, scale)
 
     def entropy(self) -> torch.Tensor:
         n = self.event_shape[0]

@@ -28,6 +28,8 @@ from torch.autograd.function import once_differentiable
 
 from torchgp.kernels.distance import _DIRECT_LIMIT
 
+_LOG2E = 1.0 / math.log(2.0)  # exp(x) = 2^(x log₂e)
+
 # Up to this many entries per n × m matrix the backward takes the route of fewest operations (each costs a few µs of
 # dispatch, more than its arithmetic at n ≤ 64), else the one of fewest passes over the matrix.
 _SMALL = 64 * 64
@@ -81,11 +83,15 @@ def exp_sq_dist(ac: torch.Tensor, bc: torch.Tensor, symmetric: bool, c: float, s
 
     so no separate clamp, rate or scale pass touches the n × m output (round-off can leave ``r²`` at −10⁻¹⁶ |a|²
     off the diagonal, which moves ``K`` by as little; the symmetric diagonal is set to ``s`` exactly in the
-    exponent). ``ac``, ``bc`` centred; ``scale`` ``(*batch)`` or ``None`` (``s = 1``).
+    exponent). The exponent is formed in base 2 (``c log₂e`` and ``log₂ s`` in the inputs, then ``exp2``: 3-4x
+    faster than ``exp`` per element on AVX-512 CPUs, float32 and float64; its relative error, a few units of
+    rounding times ``|c r²|``, is that of the Gram form's own exponent). ``ac``, ``bc`` centred; ``scale``
+    ``(*batch)`` or ``None`` (``s = 1``).
     """
-    a2c = ac.square().sum(-1, keepdim=True).mul_(c)  # c‖a‖²: (*batch, n, 1)
+    c = c * _LOG2E
+    a2c = ac.square().sum(-1, keepdim=True).mul_(c)  # c‖a‖² log₂e: (*batch, n, 1)
     col = a2c if symmetric else bc.square().sum(-1, keepdim=True).mul_(c)
-    log_s = None if scale is None else scale.log()
+    log_s = None if scale is None else scale.log2()
     if log_s is not None:
         # (*batch, m, 1); s's batch may be wider than b's
         col = col + log_s if log_s.dim() == 0 else col + log_s[..., None, None]
@@ -95,7 +101,7 @@ def exp_sq_dist(ac: torch.Tensor, bc: torch.Tensor, symmetric: bool, c: float, s
     if col.shape[:-2] != rest.shape[:-2]:
         rest = rest.expand(*col.shape[:-1], rest.shape[-1])
     rhs = torch.cat([rest, one if one.shape == col.shape else torch.ones_like(col), col], dim=-1)  # (*batch, m, d + 2)
-    E = lhs @ rhs.mT  # c r² + log s
+    E = lhs @ rhs.mT  # (c r² + log s) log₂e
     if symmetric:
         diag = E.diagonal(dim1=-2, dim2=-1)
         if log_s is None:
@@ -104,7 +110,7 @@ def exp_sq_dist(ac: torch.Tensor, bc: torch.Tensor, symmetric: bool, c: float, s
             diag.fill_(log_s)
         else:
             diag.copy_(log_s[..., None].expand(diag.shape))
-    return E.exp_()
+    return E.exp2_()
 
 
 def _fits_in(big: torch.Size, small: torch.Size) -> bool:
@@ -154,7 +160,7 @@ class StationaryCovariance(torch.autograd.Function):
         else:
             K = kernel.K_r2(r2, *theta)
         if scale is not None:
-            s = scale[..., None, None]
+            s = scale if scale.dim() == 0 else scale[..., None, None]  # 0-dim: broadcasts as it is
             in_place = (K is r2 or _owns(K, K, r2)) and _fits_in(K.shape, s.shape)
             K = K.mul_(s) if in_place else K * s  # K = s k(r²)
         keep_r2 = (kernel.dK_dr2_uses_r2 and dk is None) or theta_grads
@@ -167,8 +173,13 @@ class StationaryCovariance(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, G):
         ac, bc, K, r2, dk, scale, *theta = ctx.saved_tensors
+        if ctx.symmetric and G.shape[-1] * G.shape[-2] > _SMALL and not G.is_contiguous() and G.mT.is_contiguous():
+            # K = Kᵀ, so only G's symmetric part reaches the inputs and Gᵀ gives the same gradients. A column-major G
+            # (the Cholesky backward's inverse) read as Gᵀ is row-major like K: each element-wise pass over the two
+            # then streams both (float32, n = 500: 29 µs for G ∘ K against 172 µs with mixed layouts)
+            G = G.mT
         kernel = ctx.kernel
-        s = None if scale is None else scale[..., None, None]
+        s = None if scale is None else (scale if scale.dim() == 0 else scale[..., None, None])
         need_a, need_b, need_s = ctx.needs_input_grad[1:4]
         grad_a = grad_b = grad_s = None
         factor = kernel.dK_dr2_factor
@@ -225,11 +236,8 @@ class StationaryCovariance(torch.autograd.Function):
         if need_s and grad_s is None and K.shape[-1] * K.shape[-2] <= _SMALL:
             grad_s = (torch.mul(G, K).sum((-2, -1)) / scale).sum_to_size(scale.shape)  # ∂L/∂s = Σ_ij G_ij K_ij / s
         elif need_s and grad_s is None:
-            # ∂L/∂s = Σ_ij G_ij K_ij / s as a batched dot product (no n × m buffer). A column-major G (the
-            # Cholesky backward's inverse) of a symmetric K is read as Gᵀ: Σ G_ij K_ij = Σ (Gᵀ)_ij K_ij when K = Kᵀ.
+            # ∂L/∂s = Σ_ij G_ij K_ij / s as a batched dot product (no n × m buffer); a symmetric K's G is row-major here
             Gf = G.expand(K.shape)
-            if ctx.symmetric and not Gf.is_contiguous() and Gf.mT.is_contiguous():
-                Gf = Gf.mT
             flat_G, flat_K = (
                 Gf.reshape(-1, 1, K.shape[-2] * K.shape[-1]),
                 K.reshape(-1, K.shape[-2] * K.shape[-1], 1),

@@ -130,7 +130,7 @@ def _lapack(name: str, A: torch.Tensor, min_n: dict, *others):
     n = A.shape[-1]
     if A.device.type != "cpu" or n < min_n.get(A.dtype, n + 1):
         return None
-    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (A, *others)):
+    if torch.is_grad_enabled() and any(torch.is_tensor(t) and t.requires_grad for t in (A, *others)):
         return None
     return scipy_routine(name, A.dtype)
 
@@ -235,7 +235,7 @@ def cholesky_inverse_plus_outer(
         L: lower-triangular factors, ``(*batch, n, n)``.
         scale: ``s``, ``(*batch)`` (broadcast), or None for 1.
         V: ``(*batch, n, k)``, or None for no update.
-        weight: ``w``, ``(*batch)`` (broadcast), or None for 1; only with ``V``.
+        weight: ``w``, ``(*batch)`` (broadcast), a Python float, or None for 1; only with ``V``.
 
     Returns:
         ``(*batch, n, n)``.
@@ -249,18 +249,28 @@ def cholesky_inverse_plus_outer(
         out = torch.cholesky_inverse(L.mT, upper=True)
     else:
         out = torch.cholesky_inverse(L)
-    # in place where autograd records nothing and no broadcast widens the result
+    # in place where autograd records nothing and no broadcast widens the result; a 0-dim scale or weight (one
+    # matrix, or one value for the batch) multiplies as it is, without reshaping
     in_place = not torch.is_grad_enabled()
     if scale is not None:
-        s = scale[..., None, None]
-        out = out.mul_(s) if in_place and scale.shape == batch else out * s
+        s = scale if scale.dim() == 0 else scale[..., None, None]
+        out = out.mul_(s) if in_place and (scale.dim() == 0 or scale.shape == batch) else out * s
     if V is not None:
-        Vw = V if weight is None else V * weight[..., None, None]
-        if in_place and out.shape[:-2] == batch and Vw.shape[:-2] == batch and V.shape[:-2] == batch:
-            k = V.shape[-1]
-            out.view(-1, n, n).baddbmm_(Vw.reshape(-1, n, k), V.mT.reshape(-1, k, n))
+        a = weight if isinstance(weight, float) else 1.0  # a Python float weight is the GEMM's own α
+        if weight is None or isinstance(weight, float):
+            Vw = V
         else:
-            out = out + Vw @ V.mT
+            Vw = V * (weight if weight.dim() == 0 else weight[..., None, None])
+        if in_place and out.shape[:-2] == batch and Vw.shape[:-2] == batch and V.shape[:-2] == batch:
+            if L.dim() == 2:
+                out.addmm_(Vw, V.mT, alpha=a)
+            elif L.dim() == 3:
+                out.baddbmm_(Vw, V.mT, alpha=a)
+            else:
+                k = V.shape[-1]
+                out.view(-1, n, n).baddbmm_(Vw.reshape(-1, n, k), V.mT.reshape(-1, k, n), alpha=a)
+        else:
+            out = out + (Vw @ V.mT if a == 1.0 else (Vw @ V.mT) * a)
     return out
 
 
@@ -273,7 +283,10 @@ def _potri_route(potri, L, scale, V, weight) -> torch.Tensor | None:
     scales = None if scale is None else scale.detach().expand(batch).reshape(m).tolist()  # floats: GEMM's β
     if V is not None:
         V = V.detach().expand(*batch, *V.shape[-2:]).reshape(m, n, -1)
-        Vw = V if weight is None else V * weight.detach().expand(batch).reshape(m, 1, 1)
+        if weight is None or isinstance(weight, float):
+            Vw = V if weight is None else V * weight
+        else:
+            Vw = V * weight.detach().expand(batch).reshape(m, 1, 1)
     store = torch.empty((m, n, n), dtype=L.dtype)
     col_major = flat.stride(-2) == 1 and flat.stride(-1) == n
     work = store.mT if col_major else store  # the factor's own memory order: its copy is a plain memcpy

@@ -119,6 +119,27 @@ class CholeskyFactor(Factor):
             quad, ld = quad.to(out_dtype), ld.to(out_dtype)
         return quad, (ld if logdet else None)
 
+    def gaussian_log_prob(self, value, mean, w: float, c: float) -> torch.Tensor | None:
+        """``w (rᵀA⁻¹r + log|A|) + c`` ``(*batch)`` for ``r = value − mean`` (each ``(*batch, n)``), as one node
+        (:class:`~torchgp.linalg.inv_quad_logdet.CholeskyGaussianLogProb`); None where the general route must run
+        (a ``settings.solve_dtype`` other than the matrix's, or inputs of another dtype)."""
+        from torchgp.linalg.inv_quad_logdet import CholeskyGaussianLogProb
+
+        op, n = self.op, self.shape[-1]
+        solve_dtype = settings.solve_dtype.value()
+        if (solve_dtype is not None and solve_dtype != op.dtype) or value.dtype != op.dtype or mean.dtype != op.dtype:
+            return None
+        K, noise = _noise_apart(op)
+        batch = broadcast_shapes(
+            K.shape[:-2], value.shape[:-1], mean.shape[:-1], () if noise is None else noise.shape[:-1]
+        )
+        # expand only what lacks the batch shape: each expand is one more autograd node per evaluation
+        if K.shape[:-2] != batch:
+            K = K.expand(*batch, n, n)
+        if noise is not None and noise.shape[:-1] != batch:
+            noise = noise.expand(*batch, n)
+        return CholeskyGaussianLogProb.apply(K, noise, value, mean, w, c)
+
 
 class DiagFactor(Factor):
     """``A = diag(d)``: ``A⁻¹ b = b / d``, ``log|A| = Σ log d``."""

@@ -68,6 +68,10 @@ class ExactMarginalLogLikelihood(MarginalLogLikelihood):
         log_prob = masked_log_prob if masking_on(self.likelihood) else type(output).log_prob
 
         def compute():
+            if log_prob is MultivariateNormal.log_prob:  # 1/n folded into the density's one autograd node
+                value = output._scaled_log_prob(target, 1.0 / n)
+                other = self._other_terms(params)
+                return value if isinstance(other, float) and other == 0.0 else value + other / n
             value = log_prob(output, target)
             other = self._other_terms(params)
             if not (isinstance(other, float) and other == 0.0):  # no priors, no added terms: no extra node
