@@ -29,6 +29,7 @@ COMMANDS=(
     "mauna_loa_fit.py|--n 600 --maxiter 200|--n 150 --maxiter 10 --eval-repeats 1"
     "bo_vs_botorch.py|--problems branin hartmann6 --seeds 2 --iters 10|--problems branin --seeds 1 --iters 2 --restarts 1 --raw-samples 16"
     "large_n.py|--n 20000 --d 8|--n 2000 --d 4"
+    "kernel_tiles.py|--n 20000|--n 2000 --repeats 1"
     "predict_chunked.py|--n 1000 --t 100000|--n 200 --t 5000"
     "fantasy.py|--n 2000 --repeats 2|--n 300 --repeats 1"
     "mixed_precision.py|--n 2000|--n 300 --repeats 1"

@@ -7,11 +7,13 @@ Usage::
     python benchmarks/large_n.py --n 10000 --threads 2 --steps 20 --warm both   # Adam, warm vs cold CG starts
     python benchmarks/large_n.py --n 6000 --steps 15 --warm both --skip-logdet both   # + skip_logdet_forward
     python benchmarks/large_n.py --n 20000 --check --seeds 1 2 3 --probe-tol 1e-4 1e-2   # error over probe seeds
+    python benchmarks/large_n.py --n 20000 --threads 1 --rank 800      # another preconditioner rank than the rule's
 
 Model: constant mean, ScaleKernel(ARD RBF), Gaussian likelihood; X uniform on [0, 1]^d, lengthscale 0.5, noise
 0.01, float32 (``--dtype``), ``max_cholesky_size(1)`` (the iterative path at every n). The kernel matrix is never held: products
 and the backward run in tiles (``settings.kernel_block_size``). Printed: CG iterations, the preconditioner's rank,
-forward / backward time and peak RSS (before any peer or reference runs).
+forward / backward time and peak RSS (before any peer or reference runs); the CG line gives the iterations of the probe columns and of the data
+column (the probes stop at ``settings.cg_probe_tolerance``, so the last iterations carry the data column alone).
 
 ``--check``: the float64 closed-form gradient (R&W eq. 5.9, dense Cholesky; O(n²) memory, 3 × 8n² bytes) and its
 relative error. ``--peer``: GPyTorch 1.15's default MLL + gradient on the same model and data, in the same process
@@ -55,6 +57,8 @@ def _recording(fn, key):
         _STATS[f"{key}_s"] += time.perf_counter() - t0
         if key == "pcg":
             _STATS["cg_iterations"] += out[1].iterations
+            steps = out[1].num_steps.reshape(-1, out[1].num_steps.shape[-1]).amax(0)
+            _STATS["column_steps"] = (int(steps[1:].max()) if steps.numel() > 1 else 0, int(steps[0]))
         else:
             _STATS["rank"] = out.rank
         return out
@@ -220,8 +224,11 @@ def main():
     p.add_argument("--lengthscale", type=float, default=0.5)
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     p.add_argument("--probes", type=int, default=None, help="settings.num_trace_samples (default 32)")
-    p.add_argument("--max-rank", type=int, default=None, help="settings.max_preconditioner_size (default 2000)")
+    p.add_argument("--max-rank", type=int, default=None, help="settings.max_preconditioner_size (default 4000)")
     p.add_argument("--cg-tol", type=float, default=None, help="settings.cg_tolerance (default 1e-4)")
+    p.add_argument(
+        "--rank", type=int, default=None, help="preconditioner rank instead of the rule max(200, ⌈√(160 n)⌉)"
+    )
     p.add_argument(
         "--probe-tol",
         type=float,
@@ -249,13 +256,15 @@ def main():
         "--skip-logdet", choices=["on", "off", "both"], default="off", help="skip_logdet_forward in --steps runs"
     )
     a = p.parse_args()
+    if a.rank is not None:  # the rule's value replaced (still capped by settings.max_preconditioner_size)
+        iterative_system.preconditioner_rank = lambda n: min(a.rank, int(settings.max_preconditioner_size.value()))
     torch.set_num_threads(a.threads)
     gen = torch.Generator().manual_seed(0)
     X = torch.rand(a.n, a.d, generator=gen)
     y = torch.sin(3 * X[:, 0]) + X[:, 1] + 0.1 * torch.randn(a.n, generator=gen)
     X, y = X.to(a.device, getattr(torch, a.dtype)), y.to(a.device, getattr(torch, a.dtype))
     head = f"n={a.n} d={a.d} {a.dtype} threads={torch.get_num_threads()} device={a.device}"
-    levers = {"probes": a.probes, "max_rank": a.max_rank, "cg_tol": a.cg_tol}
+    levers = {"probes": a.probes, "max_rank": a.max_rank, "rank": a.rank, "cg_tol": a.cg_tol}
     head += "".join(f" {k}={v}" for k, v in levers.items() if v is not None)
     with (
         settings.num_trace_samples(a.probes or settings.num_trace_samples.value()),
@@ -282,7 +291,8 @@ def main():
     rss = _rss_gib()
     print(
         f"{head}: -MLL/n={loss:.5f}, |grad|={grad.norm().item():.4f}, wall {wall:.1f} s (forward {t_fwd:.1f} s, "
-        f"backward {wall - t_fwd:.1f} s; CPU {_STATS['cpu_s']:.1f} s), CG {_STATS['cg_iterations']} iterations in {_STATS['pcg_s']:.1f} s, "
+        f"backward {wall - t_fwd:.1f} s; CPU {_STATS['cpu_s']:.1f} s), CG {_STATS['cg_iterations']} iterations in {_STATS['pcg_s']:.1f} s "
+        f"(probes {_STATS['column_steps'][0]}, data column {_STATS['column_steps'][1]}), "
         f"preconditioner rank {_STATS.get('rank')} in {_STATS['precond_s']:.1f} s, peak RSS {rss:.2f} GiB",
         flush=True,
     )

@@ -66,15 +66,16 @@ class num_trace_samples(_Positive):
 class max_preconditioner_size(_Positive):
     """Maximum rank of the pivoted-Cholesky preconditioner of the iterative path (0 disables it).
 
-    The rank used grows with n as ``max(200, ⌈√(32 n)⌉)`` up to this cap (about 360 at n = 4000,
-    800 at 20,000, 1790 at 100,000; see ``torchgp.linalg.iterative.preconditioner_rank``), and the
-    factorisation stops earlier once it is as good as it can usefully be. Rank 200 already keeps the
-    iterative gradient within 0.1% of the exact one at n = 4000 (rank 100: 2.7%); at large n a higher
-    rank cuts the CG iterations, each a pass over all n² kernel entries (n = 20,000: rank 300 →
-    142 iterations, 1200 → 40). Memory is ``3 · n · rank`` numbers (see benchmarks/README.md).
+    The rank used grows with n as ``max(200, ⌈√(160 n)⌉)`` up to this cap (800 at n = 4000, 1789 at 20,000,
+    4000 at 100,000; see ``torchgp.linalg.iterative.preconditioner_rank``), and the factorisation stops earlier
+    once it is as good as it can usefully be. Rank 200 already keeps the iterative gradient within 0.1% of the
+    exact one at n = 4000 (rank 100: 2.7%); at large n a higher rank cuts the CG iterations, each a pass over
+    all n² kernel entries (n = 20,000, CG to 1e-4: rank 800 → 64 iterations, 1600 → 31, 2400 → 19). Memory
+    is ``n · rank`` numbers (the factor, whose memory the Woodbury factor takes over; 1.6 GB at n = 10⁵ in
+    float32), plus ``n · rank`` while the factor is built with probes drawn from it.
     """
 
-    _default = 2000
+    _default = 4000
 
     @classmethod
     def _validate(cls, value):
@@ -88,7 +89,8 @@ class kernel_block_size(_Positive):
 
     1024 (a 4 MiB float32 tile, cache-resident) measured fastest on CPU: 2.0 ns per kernel entry and
     product at n = 20,000 (ARD RBF, 33 right-hand sides, 1 thread) against 3.2 at 512 and 3.1 at 2048,
-    and 6.2 with the former 1024-row × n blocks.
+    and 6.2 with the former 1024-row × n blocks. Products of exponential stationary kernels from their feature rows
+    (``fast_kernel_tiles``) use tiles of half this side (``torchgp.linalg.kernel_tiles.feature_tile_side``).
     """
 
     _default = 1024
@@ -149,3 +151,14 @@ class cg_probe_tolerance(_Setting):
         if value is not None and not (isinstance(value, (int, float)) and 0 < value < 1):
             raise ValueError(f"settings.cg_probe_tolerance must be None or a float in (0, 1); got {value!r}.")
         return None if value is None else float(value)
+
+
+class fast_kernel_tiles(_Flag):
+    """Multiply an exponential stationary kernel (RBF, periodic, a ``ScaleKernel`` over either) tile by tile from
+    its feature rows, formed once per product, with one reused tile buffer (default on;
+    :mod:`torchgp.linalg.kernel_tiles`); off, every tile is evaluated by the kernel module as any other kernel's.
+
+    Both give the same products to rounding. Measured (``benchmarks/kernel_tiles.py``): see benchmarks/README.md.
+    """
+
+    _default = True

@@ -45,6 +45,7 @@ from torchgp._settings_iterative import (  # noqa: F401  (re-exported: the itera
     ciq_samples,
     deterministic_probes,
     eval_cg_tolerance,
+    fast_kernel_tiles,
     kernel_block_size,
     max_cg_iterations,
     max_lanczos_quadrature_iterations,

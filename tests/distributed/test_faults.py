@@ -120,8 +120,10 @@ def test_sharded_kernel_names_the_lost_rank(tmp_path, how):
     assert codes[0] not in (0, None)
     err = torch.load(tmp_path / "error.pt", weights_only=False)
     assert err["lost"] == (1,)
-    # The first collective of the sharded path is the preconditioner's pivot search; the message names it.
-    assert "rank 1 of 2 was lost" in err["message"] and "all_reduce of the sharded pivot search" in err["message"]
+    # The first collective of the sharded path is the preconditioner's search for candidate pivots; the message
+    # names it.
+    assert "rank 1 of 2 was lost" in err["message"]
+    assert "all_reduce of the sharded candidate pivots of the preconditioner" in err["message"]
     assert f"Collective timeout: {_SHORT_TIMEOUT:g} s" in err["message"]
     # From the first collective: a dead peer is noticed at once, before any timeout could fire (then the grace
     # to check in); a silent one once the timeout has run out, not before, and then the grace. The margin is

@@ -32,11 +32,13 @@ def _system(shard_cg: bool, batch: bool):
     return _System(AddedDiagOperator(KernelOperator(kernel, X, X), noise)), B, x0
 
 
-def _solves(shard_cg: bool, batch: bool) -> dict:
+def _solves(shard_cg: bool, batch: bool, fast: bool = True) -> dict:
     """Fixed-length runs (``ITER`` iterations: the sums are only reordered, so they agree to round-off), then
-    solves to the tolerance (their step counts may differ by round-off near the stop)."""
+    solves to the tolerance (their step counts may differ by round-off near the stop). ``fast``: the tiles from
+    feature rows (``settings.fast_kernel_tiles``), else the kernel module's tiles."""
     out = {}
-    with torchgp.settings.kernel_block_size(64), torchgp.settings.max_preconditioner_size(4):
+    tiles = torchgp.settings.fast_kernel_tiles(fast)
+    with torchgp.settings.kernel_block_size(64), torchgp.settings.max_preconditioner_size(4), tiles:
         system, B, x0 = _system(shard_cg, batch)
         B, x0 = B.expand(*system.shape[:-2], N, K), x0.expand(*system.shape[:-2], N, K)
         mm, precond = system.matmul_fn(), system.preconditioner()
@@ -69,6 +71,7 @@ def _collectives(rank: int, world_size: int) -> dict:
 def _worker(rank, world_size):
     return {
         "split": {b: _solves(True, b) for b in (False, True)},
+        "split, module tiles": {b: _solves(True, b, fast=False) for b in (False, True)},
         "replicated": {b: _solves(False, b) for b in (False, True)},
         "collectives": _collectives(rank, world_size),
     }
@@ -82,6 +85,8 @@ def test_row_split_cg_equals_replicated_cg(tmp_path):
     for out in ranks:
         for b in (False, True):
             split, rep = out["split"][b], out["replicated"][b]
+            for key in ("X", "alphas", "betas", "product"):  # the two tile routes of the row-split product
+                torch.testing.assert_close(out["split, module tiles"][b][key], split[key], **close)
             assert split["split"] == "ShardedMatmul" and rep["split"] != "ShardedMatmul"
             assert single[b]["split"] != "ShardedMatmul"
             assert split["warned"] == rep["warned"] == 4  # every fixed-length run stopped short, and said so

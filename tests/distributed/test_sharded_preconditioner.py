@@ -7,6 +7,7 @@ import torch
 import torchgp
 from tests.distributed import _spawn
 from torchgp.linalg import KernelOperator
+from torchgp.linalg import sharded_pivoted_factor as spf
 from torchgp.linalg import sharded_preconditioner as sp
 from torchgp.linalg.pivoted_cholesky import PivotedCholeskyPreconditioner, build_preconditioner
 from torchgp.linalg.sharded_preconditioner import ShardedPivotedCholeskyPreconditioner
@@ -46,11 +47,13 @@ def _build(sharded: bool, noise: bool, reuse: bool = False, rank: int = RANK, ba
         d = torch.stack([d, 4 * d])
     P = build_preconditioner(op, d, rank, pivots=pivots)
     big = [v for name, v in vars(P).items() if name != "R" and isinstance(v, torch.Tensor) and v.dim() >= 2]
+    factor_arrays = len([v for v in big if v.shape[-1] == P.rank and v.shape[-2] >= N // 2])
+    del big
     return {
         "kind": type(P).__name__,
         "local_rows": P.local_rows if sharded else P.W.shape[-2],
         # the arrays of n (or n/p) rows by k columns the preconditioner holds
-        "factor_arrays": len([v for v in big if v.shape[-1] == P.rank and v.shape[-2] >= N // 2]),
+        "factor_arrays": factor_arrays,
         "rank": P.rank,
         "solve": P.solve(V),
         "logdet": P.logdet(),
@@ -61,7 +64,27 @@ def _build(sharded: bool, noise: bool, reuse: bool = False, rank: int = RANK, ba
         "sample": P.sample(T, torch.Generator().manual_seed(5)),
         "D": P.D,
         "pivots": P.pivots,
+        **(_released(P) if sharded else {"leading_released": P.leading_factor(7), "factor_freed": True}),
     }
+
+
+def _released(P) -> dict:
+    """``leading_factor(release=True)``: the same columns, the factor's storage freed, any later solve refused."""
+    import weakref
+
+    factor = weakref.ref(P.LD)
+    leading = _into_columns_released(P, 7)
+    try:
+        P.solve(_data()[1])
+        refused = False
+    except RuntimeError as err:
+        refused = "released" in str(err)
+    return {"leading_released": leading, "factor_freed": factor() is None and refused and P.rank > 0}
+
+
+def _into_columns_released(P, k: int) -> torch.Tensor:
+    buf = torch.full((*P.D.shape[:-1], N, k), float("nan"), dtype=P.D.dtype)
+    return P.leading_factor(k, out=buf, release=True)
 
 
 _CASES = {  # name: (noise, build keywords)
@@ -78,15 +101,24 @@ def _worker(rank, world_size):
     # Blocks of a few numbers: the core, W's columns and diag(P⁻¹) by many row blocks, the factor gathered by columns.
     sp._BLOCK_NUMBERS = 64
     out["small blocks"] = _build(True, True)
+    # Blocks of 5 columns from 3 candidates: pivots outside the candidates end blocks early, many refreshes.
+    spf._CANDIDATES, spf._BLOCK = 3, 5
+    out["tiny factor blocks"] = _build(True, True, rank=150)
+    out["tiny factor blocks, reuse"] = _build(True, True, reuse=True)
     return out
 
 
 def test_sharded_preconditioner_equals_unsharded(tmp_path):
     ranks = _spawn.run(_worker, tmp_path)
-    for case, (noise, kw) in {**_CASES, "small blocks": (True, {})}.items():
+    extra = {
+        "small blocks": (True, {}),
+        "tiny factor blocks": (True, {"rank": 150}),
+        "tiny factor blocks, reuse": (True, {"reuse": True}),
+    }
+    for case, (noise, kw) in {**_CASES, **extra}.items():
         ref = _build(False, noise, **kw)
         assert ref["kind"] == PivotedCholeskyPreconditioner.__name__
-        if case == "early stop":
+        if case in ("early stop", "tiny factor blocks"):
             assert 40 < ref["rank"] < 150
         for r, out in enumerate(ranks):
             res = out[case]
@@ -96,7 +128,8 @@ def test_sharded_preconditioner_equals_unsharded(tmp_path):
             # Each rank holds only its rows of the n × k factor: 78 and 79 of 157, in one array (D⁻¹L: no W, no L).
             assert res["local_rows"] == (N // 2 if r == 0 else N - N // 2)
             assert res["factor_arrays"] == 1
-            for key in ("solve", "logdet", "inv_diagonal", "leading", "leading_out", "sample", "D"):
+            assert res["factor_freed"]
+            for key in ("solve", "logdet", "inv_diagonal", "leading", "leading_out", "leading_released", "sample", "D"):
                 # Without noise D is the residual diagonal, 1e-8 (its floor) at the pivots, so P⁻¹ has condition
                 # ~1e10 and reordered sums differ by ~1e-16 · 1e10 there (measured 5e-10); with noise, 1e-10.
                 rtol = 1e-10 if noise or key not in ("solve", "inv_diagonal") else 1e-8

@@ -143,9 +143,11 @@ def test_nonconvergence_raises_when_asked():
 def test_preconditioner_rank_grows_with_n_up_to_the_cap():
     from torchgp.linalg.iterative import preconditioner_rank
 
-    assert preconditioner_rank(500) == 200
-    assert preconditioner_rank(4000) == 358  # ⌈√(32 · 4000)⌉
-    assert preconditioner_rank(100_000) == 1789
+    assert preconditioner_rank(100) == 200
+    assert preconditioner_rank(500) == 283
+    assert preconditioner_rank(4000) == 800  # ⌈√(160 · 4000)⌉
+    assert preconditioner_rank(100_000) == 4000
+    assert preconditioner_rank(400_000) == 4000  # the cap, settings.max_preconditioner_size
     with settings.max_preconditioner_size(50):
         assert preconditioner_rank(100_000) == 50
     with settings.max_preconditioner_size(0):

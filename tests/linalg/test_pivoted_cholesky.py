@@ -98,3 +98,108 @@ def test_given_pivots_reproduce_the_search_and_are_followed():
     other = piv.flip(-1)
     L3 = pchol(DenseOperator(K), 12, pivots=other)
     torch.testing.assert_close((L3 @ L3.mT)[other][:, other], K[other][:, other], rtol=1e-9, atol=1e-9)
+
+
+def _greedy_reference(A: torch.Tensor, rank: int):
+    """Column-by-column greedy pivoted Cholesky of a dense ``(n, n)`` matrix (Harbrecht et al. 2012, Alg. 1)."""
+    n = A.shape[-1]
+    d = A.diagonal().clone()
+    L = torch.zeros(n, rank, dtype=A.dtype)
+    piv = []
+    for m in range(rank):
+        i = int(d.argmax())
+        piv.append(i)
+        col = (A[i] - L[:, :m] @ L[i, :m]) / d[i].sqrt()
+        L[:, m] = col
+        d = d - col.square()
+        d[i] = 0.0
+    return L, torch.tensor(piv)
+
+
+def test_blocked_factor_equals_column_by_column(monkeypatch):
+    import torchgp.linalg.pivoted_factor as pc
+
+    # few candidates per block: many blocks, and pivots outside the candidates that end a block early
+    monkeypatch.setattr(pc, "_CANDIDATES", 6)
+    monkeypatch.setattr(pc, "_BLOCK", 4)
+    g = torch.Generator().manual_seed(0)
+    X = torch.rand(2, 150, 2, generator=g, dtype=torch.float64)
+    op = KernelOperator(_RBF(torch.tensor(0.3, dtype=torch.float64)), X, X)
+    L, piv = pivoted_cholesky(op, rank=40, return_pivots=True)
+    for b in range(2):
+        L_ref, piv_ref = _greedy_reference(op.to_dense()[b], 40)
+        assert torch.equal(piv[b], piv_ref)
+        torch.testing.assert_close(L[b], L_ref, rtol=1e-10, atol=1e-10)
+
+
+def test_blocked_factor_ties_and_given_pivots(monkeypatch):
+    import torchgp.linalg.pivoted_factor as pc
+
+    monkeypatch.setattr(pc, "_CANDIDATES", 3)
+    monkeypatch.setattr(pc, "_BLOCK", 2)
+    X = torch.rand(60, 2, dtype=torch.float64)
+    op = KernelOperator(_RBF(torch.tensor(0.5, dtype=torch.float64)), X, X)  # constant diagonal: first pivots tie
+    L, piv = pivoted_cholesky(op, rank=15, return_pivots=True)
+    L_ref, piv_ref = _greedy_reference(op.to_dense(), 15)
+    assert torch.equal(piv, piv_ref)
+    torch.testing.assert_close(L, L_ref, rtol=1e-10, atol=1e-10)
+    # reusing the pivots (in blocks of the given ones) gives the same factor
+    L2 = pivoted_cholesky(op, rank=99, pivots=piv)
+    torch.testing.assert_close(L2, L, rtol=1e-10, atol=1e-10)
+
+
+def test_blocked_factor_float32_matches_float64():
+    g = torch.Generator().manual_seed(3)
+    X = torch.rand(400, 3, generator=g, dtype=torch.float64)
+    op64 = KernelOperator(_RBF(torch.tensor(0.4, dtype=torch.float64)), X, X)
+    op32 = KernelOperator(_RBF(torch.tensor(0.4)), X.float(), X.float())
+    L64, p64 = pivoted_cholesky(op64, rank=30, return_pivots=True)
+    L32, p32 = pivoted_cholesky(op32, rank=30, return_pivots=True)
+    assert torch.equal(p32[:10], p64[:10])  # the leading pivots are well separated
+    torch.testing.assert_close(L32[:, :10].double(), L64[:, :10], rtol=0, atol=1e-4)
+
+
+def test_woodbury_factor_in_the_factors_memory():
+    g = torch.Generator().manual_seed(4)
+    L = torch.randn(2, 5, 30, generator=g, dtype=torch.float64).mT  # Lᵀ contiguous, as pivoted_cholesky returns it
+    D = torch.rand(2, 30, generator=g, dtype=torch.float64) + 0.5
+    P = L @ L.mT + torch.diag_embed(D)
+    V = torch.randn(2, 30, 3, generator=g, dtype=torch.float64)
+    ref = torch.linalg.solve(P, V)
+    pre = PivotedCholeskyPreconditioner(L.clone(memory_format=torch.preserve_format), D, own_factor=True)
+    kept = pre.L
+    z = pre.sample(4, torch.Generator().manual_seed(0))
+    pre.forget_factor()
+    torch.testing.assert_close(pre.solve(V), ref, rtol=1e-10, atol=1e-10)
+    assert pre.W.data_ptr() == kept.data_ptr() and z.shape == (2, 30, 4)  # W took L's memory
+    L0 = L.clone()
+    other = PivotedCholeskyPreconditioner(L, D)  # not its own: L is left as it was
+    other.forget_factor()
+    torch.testing.assert_close(other.solve(V), ref, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(other.inv_diagonal(), torch.linalg.inv(P).diagonal(dim1=-2, dim2=-1))
+    assert other.rank == 5 and torch.equal(L, L0)
+
+
+def test_solves_and_leading_factor_from_the_factor_equal_those_from_w():
+    g = torch.Generator().manual_seed(5)
+    L = torch.randn(3, 40, 6, generator=g, dtype=torch.float64)
+    D = torch.rand(40, generator=g, dtype=torch.float64) + 0.5  # broadcast over L's batch
+    P = L @ L.mT + torch.diag(D)
+    V = torch.randn(3, 40, 2, generator=g, dtype=torch.float64)
+    pre = PivotedCholeskyPreconditioner(L, D)
+    from_factor = pre.solve(V), pre.leading_factor(4)
+    W = pre.W  # formed now: solves switch to it
+    torch.testing.assert_close(from_factor[0], torch.linalg.solve(P, V), rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(pre.solve(V), from_factor[0], rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(from_factor[1], W[..., :4], rtol=1e-10, atol=1e-10)
+    # the rank-4 leading part's Woodbury factor inverts L₄L₄ᵀ + D
+    W4 = from_factor[1]
+    P4 = L[..., :4] @ L[..., :4].mT + torch.diag(D)
+    torch.testing.assert_close(torch.diag(1 / D) - W4 @ W4.mT, torch.linalg.inv(P4), rtol=1e-10, atol=1e-10)
+    # float32 factor, float64 columns: the result in the columns' dtype
+    pre32 = PivotedCholeskyPreconditioner(L.float(), D.float())
+    out = pre32.solve(V)
+    assert out.dtype == torch.float64
+    torch.testing.assert_close(out, from_factor[0], rtol=1e-4, atol=1e-5)
+    empty = PivotedCholeskyPreconditioner(L[..., :0], D)
+    torch.testing.assert_close(empty.solve(V), V / D.unsqueeze(-1))

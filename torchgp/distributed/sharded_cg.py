@@ -27,6 +27,7 @@ from torchgp import settings
 from torchgp.distributed import process_group
 from torchgp.errors import ShapeError
 from torchgp.linalg.cg import CGInfo, cg_rows, finish
+from torchgp.linalg.kernel_tiles import exp_tile_matmul, exp_tile_rows, feature_tile_side
 from torchgp.linalg.operators.kernel import KernelOperator, _tile, _tiles, kernel_matmul_nograd
 from torchgp.linalg.sharded_preconditioner import ShardedPivotedCholeskyPreconditioner, row_range
 
@@ -61,6 +62,10 @@ class ShardedMatmul:
         """``Σ`` over this process's tiles of their part of ``K V``, all ``n`` rows, in ``V``'s dtype (no sum yet)."""
         op = self.base
         batch = torch.broadcast_shapes(op.batch_shape, V.shape[:-2])
+        rows_form = exp_tile_rows(op, batch) if settings.fast_kernel_tiles.on() else None
+        if rows_form is not None:  # an exponential kernel: this process's tiles from feature rows, one buffer
+            tiles = [tile for index, tile in enumerate(_tiles(op, feature_tile_side())) if self.shard.owns(index)]
+            return exp_tile_matmul(op, rows_form, V, tiles).to(self.dtype)
         out = torch.zeros(*batch, self.n, V.shape[-1], dtype=self.dtype, device=V.device)
         for index, (rows, cols, mirrored) in enumerate(_tiles(op)):
             if not self.shard.owns(index):

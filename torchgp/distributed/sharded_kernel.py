@@ -93,6 +93,11 @@ class ShardedKernel(Kernel):
         return self.base_kernel.is_stationary
 
     @property
+    def tile_delegate(self) -> Kernel:
+        """The kernel whose tiles these are: this one evaluates as its base kernel (the fast tile route reads it)."""
+        return self.base_kernel
+
+    @property
     def tile_shard(self) -> _TileShard | None:
         """This rank's share of the tiles, or None without a multi-rank process group."""
         if not process_group.is_active(self.group):

@@ -179,8 +179,9 @@ def cg_rows(matmul_rows, B, precond, tol, max_iter: int, record: bool, x0=None, 
         if not bool(active.any()):
             break
         it = step
-        # Without a cross-process reduction, only the columns still running are multiplied (_active_product).
-        AP = matmul_rows(Pdir) if reduce is not None else _active_product(matmul_rows, Pdir, active)
+        # Only the columns still running are multiplied (_active_product). Under a cross-process reduction every
+        # process holds the same `active` (its residuals are sums over all processes), so all take the same columns.
+        AP = _active_product(matmul_rows, Pdir, active)
         (pAp,) = total([(Pdir * AP).sum(-2)], "pᵀAp")
         bad = active & ~(pAp > 0)
         if bool(bad.any()):

@@ -163,7 +163,7 @@ class _IterativeInvQuadLogdet(torch.autograd.Function):
         precond = system.preconditioner(pivots)
         rhs_w = rhs.detach().to(dtype).expand(*batch, n, k)
         Z = precond.sample(t, probe_generator()).to(dtype).expand(*batch, n, t) if t else rhs_w[..., :0]
-        precond.forget_factor()  # L served only the probes; solve and the backward use W (n × k fewer numbers)
+        precond.forget_factor()  # L is public only for the probes; solves and the backward's W_c use it through R
         B = torch.cat([rhs_w, Z], -1)
         # Without the log-determinant's value (settings.skip_logdet_forward) the probes need only their solves
         # K⁻¹z for the backward's trace estimate: no Lanczos matrices, and a warm start runs no cold copies.
@@ -226,9 +226,11 @@ class _IterativeInvQuadLogdet(torch.autograd.Function):
                 if wanted and precond.D_inv.dtype == bdtype and precond.D_inv.shape[:-1] == shape[:-1]:
                     # written straight into V's control columns: no separate n × k_c copy (sharded: gathered)
                     Vc = torch.empty(*shape, k + t + kc, dtype=bdtype, device=alpha.device)
-                    Wc_p = precond.leading_factor(kc, out=Vc[..., k + t :])
+                    # release: the factor is freed before the columns are gathered (sharded), so the n/p × rank
+                    # array and the n × k_c one are never held together
+                    Wc_p = precond.leading_factor(kc, out=Vc[..., k + t :], release=True)
                 if Wc_p is None:
-                    Wc_p = precond.leading_factor(kc)  # all n rows (assembled when sharded), P's dtype
+                    Wc_p = precond.leading_factor(kc, release=True)  # all n rows (assembled when sharded), P's dtype
                 ctx.pieces = (PinvZ, Wc_p, precond.D_inv, Wc_p.shape[-1] == precond.rank)
                 ctx.precond = None  # the preconditioner's n × rank factor is not needed again: free it now
                 del precond

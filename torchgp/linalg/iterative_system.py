@@ -28,17 +28,19 @@ _DENSE_FORWARD_BYTES = 2**27
 
 
 def preconditioner_rank(n: int) -> int:
-    """Rank of the pivoted-Cholesky preconditioner at size n: ``min(max_preconditioner_size, max(200, ⌈√(32 n)⌉))``.
+    """Rank of the pivoted-Cholesky preconditioner at size n: ``min(max_preconditioner_size, max(200, ⌈√(160 n)⌉))``.
 
-    A rank-k factor costs ``O(n k²)`` (memory-bound GEMVs, about ``2 n k²`` bytes read), one CG iteration
-    ``O(n²)`` kernel entries; with ``k = √(32 n)`` the factor costs a few kernel passes (measured 2.3 s, about
-    three passes, at n = 20,000, rank 800, 1 thread). Measured at
-    n = 20,000 (ARD RBF d = 8, ℓ = 0.5, σ² = 0.01, float32, CG to 1e-3): rank 300 → 142 iterations,
-    600 → 80, 1200 → 40 (factor 2.9 s), so rank pays far more than it costs. The factor stops earlier
+    A rank-k factor costs ``O(n k²)`` GEMM work (the blocked factorisation and ``C = I + LᵀD⁻¹L``, about ``5 n k²``
+    flops), one CG iteration ``O(n²)`` kernel entries, so rank pays as long as it saves iterations. Measured
+    (ARD RBF d = 8, ℓ = 0.5, σ² = 0.01, float32, 32 probes, CG to 1e-4 on the data and 1e-2 on the probes,
+    1 thread, CPU seconds of factor + CG): n = 20,000: rank 800 → 64 iterations, 2.2 + 41.0 s; 1600 → 31,
+    4.4 + 19.1 s; 2400 → 19, 8.3 + 12.0 s. n = 4000 (dense products): rank 358 → 62 iterations, 0.5 + 1.1 s;
+    800 → 29, 0.3 + 0.7 s. ``√(160 n)`` (1789 at 20,000, 4000 at 10⁵) stays short of the point where the factor
+    costs as much as the iterations it saves at 10⁵, and of its memory (``n k`` numbers). The factor stops earlier
     when it is already as good as it can usefully be (:func:`build_preconditioner`).
     """
     cap = int(settings.max_preconditioner_size.value())
-    return min(cap, max(200, math.ceil(math.sqrt(32 * n))))
+    return min(cap, max(200, math.ceil(math.sqrt(160 * n))))
 
 
 class _System:

@@ -6,14 +6,8 @@ replicated: process ``r`` of ``p`` holds only the rows ``[lo_r, hi_r)`` of ``D�
 one buffer (the factor's own, scaled in place), and every process holds ``D``, the Cholesky factor ``R`` of the
 ``k × k`` core and the data.
 
-Factor (Harbrecht, Peters & Schneider 2012, Alg. 1, rows distributed): at step ``m`` the pivot is the
-global ``i = argmax_j d_j`` of the residual diagonal. Each process proposes its own largest residual, its
-index and its row ``L[i_r, :m]``; one ``all_reduce`` of these ``p (m + 3)`` numbers gives every process
-the pivot, ``d_i``, the stopping test ``Σ d`` and the pivot's row of ``L``, and then each updates its
-own rows,
-
-.. math:: l_m[\text{lo}:\text{hi}] = \big(K[\text{lo}:\text{hi},\, i] - L[\text{lo}:\text{hi}, :m]\, L[i, :m]^\top\big) / \sqrt{d_i},
-
+Factor (:mod:`torchgp.linalg.sharded_pivoted_factor`): each process computes its rows of the greedy pivoted
+Cholesky factor, blocks of columns at a time, with one small ``all_reduce`` per pivot,
 so the pivots, and hence ``P``, are those of the unsharded factorisation (ties go to the lowest index,
 as ``argmax`` does). The factor's buffer is allocated at the maximum rank but left untouched beyond the
 columns written, so the pages of an early stop are never resident. The core
@@ -34,7 +28,7 @@ from __future__ import annotations
 import torch
 
 from torchgp.errors import ShapeError
-from torchgp.linalg.operators import DenseOperator, KernelOperator, Operator
+from torchgp.linalg.sharded_pivoted_factor import row_range, sharded_pivoted_cholesky
 
 __all__ = ["row_range", "gather_rows", "sharded_pivoted_cholesky", "ShardedPivotedCholeskyPreconditioner"]
 
@@ -48,11 +42,6 @@ def _row_slices(rows: int, cols: int):
     step = max(1, _BLOCK_NUMBERS // max(cols, 1))
     for start in range(0, rows, step):
         yield slice(start, min(start + step, rows))
-
-
-def row_range(n: int, rank: int, world_size: int) -> tuple[int, int]:
-    """Rows ``[lo, hi)`` of ``n`` owned by process ``rank`` of ``world_size``: contiguous, sizes differing by ≤ 1."""
-    return rank * n // world_size, (rank + 1) * n // world_size
 
 
 def gather_rows(
@@ -80,100 +69,6 @@ def gather_rows(
     out[..., lo : lo + local.shape[-2], :] = local
     shard.all_reduce([out], what)
     return out
-
-
-def _row_block(base: Operator, idx: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
-    """``K[idx[b], lo:hi]`` for each batch member, ``(*batch, hi - lo)`` (no graph)."""
-    batch = base.batch_shape
-    n = base.shape[-1]
-    with torch.no_grad():
-        if isinstance(base, KernelOperator):
-            x1 = base.x1.expand(*batch, *base.x1.shape[-2:])
-            x1_rows = x1.gather(-2, idx[..., None, None].expand(*batch, 1, x1.shape[-1]))
-            rows = base.kernel.evaluate_block(x1_rows, base.x2[..., lo:hi, :], **base.params)
-            return rows.expand(*batch, 1, hi - lo).squeeze(-2)
-        if isinstance(base, DenseOperator):
-            A = base.tensor.expand(*batch, n, n)
-            return A.gather(-2, idx[..., None, None].expand(*batch, 1, n)).squeeze(-2)[..., lo:hi]
-    raise TypeError(f"the sharded pivoted Cholesky needs a KernelOperator or DenseOperator; got {type(base).__name__}.")
-
-
-def sharded_pivoted_cholesky(
-    base: Operator,
-    rank: int,
-    shard,
-    rel_floor: float,
-    abs_tol: torch.Tensor | float | None = None,
-    pivots: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """This process's rows of the greedy pivoted Cholesky factor (the module docstring; same stops as unsharded).
-
-    Args:
-        base: square ``KernelOperator`` (or ``DenseOperator``), ``(*batch, n, n)``, positive semi-definite.
-        rank: maximum rank ``k``.
-        shard: the kernel's ``tile_shard`` (``rank``, ``world_size``, ``all_reduce``).
-        rel_floor: residual diagonals below ``max(eps n, rel_floor) · max diag K`` count as zero.
-        abs_tol: stop once the residual trace is at most this (float or ``(*batch)``), or None.
-        pivots: ``(*batch, k')`` pivots to take in order instead of searching (``rank`` and the stops ignored).
-
-    Returns:
-        ``L[lo:hi]`` of shape ``(*batch, hi - lo, k')``, ``k' ≤ rank`` (the same ``k'`` on every process), and
-        the pivots ``(*batch, k')``.
-    """
-    batch, n = base.batch_shape, base.shape[-1]
-    rank = min(int(rank), n) if pivots is None else pivots.shape[-1]
-    lo, hi = row_range(n, shard.rank, shard.world_size)
-    p, me = shard.world_size, shard.rank
-    with torch.no_grad():
-        d_full = base.diagonal().detach().expand(*batch, n)
-        floor = max(torch.finfo(d_full.dtype).eps * n, rel_floor) * d_full.abs().amax(-1)
-        d = d_full[..., lo:hi].clone()
-        # Row m of the buffer (column m of L) is written at step m before any read of it: uninitialised, so an
-        # early stop leaves the pages of the unused columns untouched (never resident).
-        rows = torch.empty(*batch, rank, hi - lo, dtype=d.dtype, device=d.device)
-        own = torch.arange(lo, hi, device=d.device)
-        used = torch.zeros(*batch, rank, dtype=torch.long, device=d.device)
-        m = 0
-        for m in range(rank + 1):
-            if m == rank:
-                break
-            # This process's candidate: [largest residual, its global index, Σ max(d, 0), L[index, :m]].
-            if hi > lo and pivots is not None:  # the given pivot, proposed by the process that owns it
-                fixed = pivots[..., m].expand(batch)
-                local_arg = (fixed - lo).clamp(0, hi - lo - 1)
-                mine = (fixed >= lo) & (fixed < hi)
-                local_max = torch.where(mine, d.gather(-1, local_arg[..., None])[..., 0], -float("inf"))
-                coef_local = rows[..., :m, :].gather(-1, local_arg[..., None, None].expand(*batch, m, 1))[..., 0]
-            elif hi > lo:
-                local_max, local_arg = d.max(-1)
-                coef_local = rows[..., :m, :].gather(-1, local_arg[..., None, None].expand(*batch, m, 1))[..., 0]
-            else:  # more processes than rows: propose nothing
-                local_max = d.new_full(batch, -float("inf"))
-                local_arg = torch.zeros(batch, dtype=torch.long, device=d.device)
-                coef_local = d.new_zeros(*batch, m)
-            cand = torch.zeros(*batch, p, m + 3, dtype=torch.float64, device=d.device)
-            cand[..., me, 0] = local_max.to(torch.float64)
-            cand[..., me, 1] = (local_arg + lo).to(torch.float64)
-            cand[..., me, 2] = d.clamp_min(0).sum(-1).to(torch.float64)
-            cand[..., me, 3:] = coef_local.to(torch.float64)
-            shard.all_reduce([cand], "pivot search of the preconditioner")
-            best = cand[..., 0].argmax(-1)  # first maximum: the lowest rank, hence the lowest index
-            pick = cand.gather(-2, best[..., None, None].expand(*batch, 1, m + 3))[..., 0, :]
-            d_piv, err = pick[..., 0].to(d.dtype), cand[..., 2].sum(-1)
-            stop = bool((d_piv <= floor).all()) or (abs_tol is not None and bool((err <= abs_tol).all()))
-            if stop and pivots is None:
-                break
-            piv = pick[..., 1].round().long()
-            used[..., m] = piv
-            row = _row_block(base, piv, lo, hi).to(d.dtype)
-            if m > 0:  # row -= L[lo:hi, :m] L[piv, :m]ᵀ, one GEMV
-                row = row - (rows[..., :m, :].mT @ pick[..., 3:, None].to(d.dtype)).squeeze(-1)
-            ok = d_piv > floor
-            l_m = torch.where(ok[..., None], row / d_piv.clamp_min(torch.finfo(d.dtype).tiny).sqrt()[..., None], 0.0)
-            rows[..., m, :] = l_m
-            d = d - l_m.square()
-            d = torch.where(own == piv[..., None], 0.0, d)
-        return rows[..., :m, :].mT, used[..., :m]
 
 
 def _scalable_in_place(L: torch.Tensor, shape: torch.Size) -> bool:
@@ -221,12 +116,12 @@ class ShardedPivotedCholeskyPreconditioner:
     @property
     def rank(self) -> int:
         """Rank ``k`` of the low-rank part."""
-        return self.LD.shape[-1]
+        return self._released[0] if isinstance(self.LD, _Released) else self.LD.shape[-1]
 
     @property
     def local_rows(self) -> int:
         """The number of rows of the factor this process holds, ``hi - lo``."""
-        return self.LD.shape[-2]
+        return self._released[1] if isinstance(self.LD, _Released) else self.LD.shape[-2]
 
     def forget_factor(self) -> None:
         """Release what only :meth:`sample` needs: nothing here, as ``L`` is held as ``D⁻¹L``, which the solves use.
@@ -276,13 +171,16 @@ class ShardedPivotedCholeskyPreconditioner:
         R = R.expand(*torch.broadcast_shapes(R.shape[:-2], B.shape[:-2]), k, k)
         return torch.linalg.solve_triangular(R, B.mT, upper=False).mT
 
-    def leading_factor(self, k: int, out: torch.Tensor | None = None) -> torch.Tensor:
+    def leading_factor(self, k: int, out: torch.Tensor | None = None, release: bool = False) -> torch.Tensor:
         """All rows of the first ``k`` columns of ``W``, ``(*batch, n, min(k, rank))`` (assembled: gathers by columns).
 
         Args:
             k: the number of leading columns wanted.
             out: optional ``(*batch, n, min(k, rank))`` tensor (a column slice of a larger buffer will do) to write
                 them into, e.g. the columns a caller would otherwise copy them to; returned.
+            release: drop the factor ``D⁻¹L`` once this process's rows are formed, before the gather, so the
+                ``n/p × rank`` array and the gathered ``n × k`` one are never held together (the last use of a
+                preconditioner; any later solve raises).
         """
         k = min(int(k), self.rank)
         LD = self.LD
@@ -293,7 +191,15 @@ class ShardedPivotedCholeskyPreconditioner:
         own = out[..., self.lo : self.hi, :]  # this process's rows are formed in place, then the others gathered
         for rows in _row_slices(self.local_rows, k):
             own[..., rows, :] = self._w_rows(k, rows)
+        if release:
+            del LD
+            self.release()
         return gather_rows(self.shard, own, self.n, self.lo, "preconditioner factor rows", _BLOCK_NUMBERS, out=out)
+
+    def release(self) -> None:
+        """Free the ``n/p × rank`` factor; the preconditioner cannot be applied afterwards."""
+        self._released = (self.rank, self.local_rows)
+        self.LD = _Released()
 
     def logdet(self) -> torch.Tensor:
         """``log|P| = log|D| + log|C|`` (matrix determinant lemma), ``(*batch)``."""
@@ -323,3 +229,16 @@ class ShardedPivotedCholeskyPreconditioner:
             Le = self.D[..., self.lo : self.hi].unsqueeze(-1) * (self.LD @ eps1.to(self.LD.dtype))
             z = z + gather_rows(self.shard, Le.to(z.dtype), self.n, self.lo, "preconditioner probes")
         return z
+
+
+class _Released:
+    """Stands in for a released factor: any use says so instead of failing obscurely."""
+
+    def __getattr__(self, name):
+        raise RuntimeError(
+            "ShardedPivotedCholeskyPreconditioner: its factor was released by leading_factor(release=True), its last "
+            "use; build a new preconditioner to solve again."
+        )
+
+    def __getitem__(self, index):
+        return self.__getattr__("__getitem__")

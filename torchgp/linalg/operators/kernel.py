@@ -31,6 +31,7 @@ from torch.autograd.function import once_differentiable
 
 from torchgp import settings
 from torchgp.errors import ShapeError
+from torchgp.linalg.kernel_tiles import exp_tile_matmul, exp_tile_rows, feature_tile_side
 from torchgp.linalg.operators.base import Operator
 from torchgp.linalg.operators.basic import DenseOperator
 from torchgp.linalg.operators.indexing import index_batch
@@ -170,8 +171,9 @@ class KernelOperator(Operator):
         return f"KernelOperator({type(self.kernel).__name__}, shape={tuple(self.shape)}, dtype={self.dtype})"
 
 
-def _tiles(op: KernelOperator):
-    """``(rows, cols, mirrored)`` slices of the tiles that cover ``op``, ``block × block`` each.
+def _tiles(op: KernelOperator, block: int | None = None):
+    """``(rows, cols, mirrored)`` slices of the tiles that cover ``op``, ``block × block`` each
+    (default ``settings.kernel_block_size``).
 
     Tiles, not full row blocks: a ``block × m`` row block at m = 10⁵ is 400 MB and every pass over
     it (distance GEMM, exp, product) runs at memory speed, while a 1024 × 1024 tile stays in cache
@@ -181,7 +183,7 @@ def _tiles(op: KernelOperator):
     evaluated once per pass instead of twice.
     """
     n, m = op.shape[-2], op.shape[-1]
-    block = int(settings.kernel_block_size.value())
+    block = int(settings.kernel_block_size.value()) if block is None else int(block)
     if op.symmetric:
         for rs in range(0, n, block):
             for cs in range(rs, m, block):
@@ -249,6 +251,10 @@ def kernel_matmul_nograd(op: KernelOperator, V: torch.Tensor, transpose: bool = 
         transpose = False
     out_rows = m if transpose else n
     with torch.no_grad():
+        # An exponential stationary kernel multiplies from its feature rows, one reused tile buffer (kernel_tiles).
+        rows_form = exp_tile_rows(op, batch) if settings.fast_kernel_tiles.on() else None
+        if rows_form is not None:
+            return exp_tile_matmul(op, rows_form, V, _tiles(op, feature_tile_side()), tile_shard(op), transpose)
         # Tiles run in the kernel's dtype (BLAS speed); their products are summed in V's dtype.
         Vk = V.to(op.dtype)
         out = torch.zeros(*batch, out_rows, V.shape[-1], dtype=V.dtype, device=V.device)
