@@ -7,10 +7,12 @@ Shared by the iterative marginal likelihood and solves (:mod:`torchgp.linalg.ite
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 
 from torchgp import beta_features, settings
+from torchgp.errors import NumericalWarning
 from torchgp.linalg.blockwise import (
     base_inputs,
     kernel_matmul_nograd,
@@ -100,8 +102,38 @@ class _System:
         """
         if self.shape[-1] < settings.min_preconditioning_size.value():
             return build_preconditioner(self.base, self.diag, 0, self.precond_dtype)
-        rank = preconditioner_rank(self.shape[-1])
+        rank = preconditioner_rank(self.shape[-1]) if pivots is None else pivots.shape[-1]
+        rank = self._rank_within_budget(rank)
+        if pivots is not None and pivots.shape[-1] > rank:
+            pivots = pivots[..., :rank]
         return build_preconditioner(self.base, self.diag, rank, self.precond_dtype, pivots=pivots)
+
+    def _rank_within_budget(self, rank: int) -> int:
+        """``rank``, lowered with a warning where the factor would take more than half the device's memory.
+
+        Building the factor holds ``2 · batch · n · rank`` numbers at its peak (the factor, and a second array of
+        its size while the probes are drawn from it). A sharded kernel keeps its rank: every process must build the
+        same factor, and the processes' machines may differ in memory.
+        """
+        if tile_shard(self.base) is not None or rank == 0:
+            return rank
+        n = self.shape[-1]
+        batch = math.prod(torch.broadcast_shapes(self.shape[:-2], () if self.diag is None else self.diag.shape[:-1]))
+        per_column = 2 * batch * n * torch.empty((), dtype=self.precond_dtype).element_size()
+        budget = device_memory_budget(self.device)
+        fits = budget // per_column
+        if fits >= rank:
+            return rank
+        warnings.warn(
+            NumericalWarning(
+                f"The pivoted-Cholesky preconditioner of rank {rank} would take {rank * per_column / 2**30:.2f} GiB "
+                f"while it is built (n = {n}, batch {batch}, {self.precond_dtype}), more than half the memory of "
+                f"{self.device} ({budget / 2**30:.2f} GiB); its rank is capped at {fits}, so CG may take more "
+                "iterations. Set settings.max_preconditioner_size to choose the rank yourself."
+            ),
+            stacklevel=2,
+        )
+        return int(fits)
 
     def solve_preconditioner(self):
         """The preconditioner of solves (:func:`iterative_solve`): :meth:`preconditioner`, except below
@@ -128,3 +160,11 @@ def _diag_grad(diag: torch.Tensor | None, g: torch.Tensor, needed: bool):
     if diag is None or not needed:
         return None
     return g.to(diag.dtype).sum_to_size(diag.shape)
+
+
+def device_memory_budget(device) -> int:
+    """Bytes the preconditioner's factor may take on ``device``: half its memory (CUDA: the GPU's; else RAM)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory // 2
+    return settings._default_dense_budget()
