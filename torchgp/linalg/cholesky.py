@@ -135,6 +135,11 @@ def _lapack(name: str, A: torch.Tensor, min_n: dict, *others):
     return scipy_routine(name, A.dtype)
 
 
+def takes_potri(L: torch.Tensor) -> bool:
+    """Whether :func:`cholesky_inverse_plus_outer` inverts ``L (*batch, n, n)`` through LAPACK's ``potri``."""
+    return _lapack("potri", L, POTRI_MIN_N) is not None
+
+
 def _first_try(A: torch.Tensor, overwrite: bool) -> torch.Tensor | None:
     """Lower Cholesky factor of ``A (*batch, n, n)`` without jitter, or None if some batch member is not PD.
 

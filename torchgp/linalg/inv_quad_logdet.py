@@ -23,8 +23,12 @@ import torch
 from torchgp import settings
 from torchgp.errors import ShapeError
 from torchgp.linalg import _log
-from torchgp.linalg import cholesky as _cholesky
-from torchgp.linalg.cholesky import cholesky_inverse_plus_outer, cholesky_solve, psd_safe_cholesky_plus_diag
+from torchgp.linalg.cholesky import (
+    cholesky_inverse_plus_outer,
+    cholesky_solve,
+    psd_safe_cholesky_plus_diag,
+    takes_potri,
+)
 from torchgp.linalg.operators import Operator, as_operator
 
 
@@ -74,11 +78,6 @@ class CholeskyInvQuadLogdet(torch.autograd.Function):
         return (grad_A if need_K else None), grad_noise, grad_rhs
 
 
-def _potri_size(L: torch.Tensor) -> bool:
-    """Whether :func:`~torchgp.linalg.cholesky.cholesky_inverse_plus_outer` may take LAPACK's ``potri`` for ``L``."""
-    return L.device.type == "cpu" and L.shape[-1] >= _cholesky.POTRI_MIN_N.get(L.dtype, L.shape[-1] + 1)
-
-
 class CholeskyGaussianLogProb(torch.autograd.Function):
     r"""``(K (*b,n,n), σ² (*b,n) or None, y (*b,n), μ (*b,n), w, c) → w (rᵀA⁻¹r + log|A|) + c (*b)``, ``r = y − μ``.
 
@@ -119,7 +118,7 @@ class CholeskyGaussianLogProb(torch.autograd.Function):
             gw = g * w
             if torch.is_grad_enabled():  # this backward is itself recorded (create_graph): torch's routines
                 grad_A = (torch.cholesky_inverse(L) - alpha @ alpha.mT) * gw[..., None, None]
-            elif _potri_size(L):  # w g and −w g folded into potri's finishing pass
+            elif takes_potri(L):  # w g and −w g folded into potri's finishing pass
                 grad_A = cholesky_inverse_plus_outer(L, gw, alpha, -gw)
             else:  # A⁻¹ − ααᵀ in the inverse's buffer (the GEMM's α = −1), then one scaling
                 grad_A = cholesky_inverse_plus_outer(L, None, alpha, -1.0)
@@ -127,13 +126,12 @@ class CholeskyGaussianLogProb(torch.autograd.Function):
             if ctx.has_noise and need_noise:
                 grad_noise = grad_A.diagonal(dim1=-2, dim2=-1).clone()
         if need_y or need_mean:
-            a = alpha[..., 0]  # (*b, n)
-            if need_y:  # ∂/∂y = 2 w g α, summed to y's shape
-                grad_y = (a * (g * (2 * w) if g.dim() == 0 else (g * (2 * w))[..., None])).sum_to_size(ctx.y_shape)
-            if need_mean:  # ∂/∂μ = −2 w g α
-                grad_mean = (a * (g * (-2 * w) if g.dim() == 0 else (g * (-2 * w))[..., None])).sum_to_size(
-                    ctx.mean_shape
-                )
+            g2w = g * (2 * w)
+            grad_r = alpha[..., 0] * (g2w if g2w.dim() == 0 else g2w[..., None])  # ∂/∂y = −∂/∂μ = 2 w g α, (*b, n)
+            if need_y:
+                grad_y = grad_r.sum_to_size(ctx.y_shape)
+            if need_mean:
+                grad_mean = (-grad_r).sum_to_size(ctx.mean_shape)
         return (grad_A if need_K else None), grad_noise, grad_y, grad_mean, None, None
 
 

@@ -15,7 +15,7 @@ from torchgp.linalg.operators import DenseOperator, KernelOperator, Operator
 # Relative size (to the largest diagonal entry) below which residual diagonals count as zero.
 _REL_FLOOR = {torch.float64: 1e-8, torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 1e-2}
 
-__all__ = ["operator_rows", "pivoted_cholesky"]
+__all__ = ["operator_rows", "operator_row_block", "pivoted_cholesky"]
 
 
 def operator_rows(base: Operator, idx: torch.Tensor) -> torch.Tensor:
@@ -28,34 +28,37 @@ def operator_rows(base: Operator, idx: torch.Tensor) -> torch.Tensor:
     Returns:
         ``(*batch, m)`` (no graph).
     """
-    batch = base.batch_shape
-    n, m = base.shape[-2], base.shape[-1]
-    with torch.no_grad():
-        if isinstance(base, DenseOperator):
-            A = base.tensor.expand(*batch, n, m)
-            return A.gather(-2, idx[..., None, None].expand(*batch, 1, m)).squeeze(-2)
-        if isinstance(base, KernelOperator):
-            x1 = base.x1.expand(*batch, *base.x1.shape[-2:])
-            x1_rows = x1.gather(-2, idx[..., None, None].expand(*batch, 1, x1.shape[-1]))
-            rows = base.kernel.evaluate_block(x1_rows, base.x2, **base.params)
-            return rows.expand(*batch, 1, m).squeeze(-2)
-    raise TypeError(f"operator_rows needs a KernelOperator or DenseOperator; got {type(base).__name__}.")
+    return operator_row_block(base, idx[..., None])[..., 0, :]
 
 
-def _rows_of(base: Operator, idx: torch.Tensor) -> torch.Tensor:
-    """Rows ``idx[b, :]`` of each batch member of ``base``: ``idx (*batch, c)`` → ``(*batch, c, m)`` (no graph)."""
+def operator_row_block(base: Operator, idx: torch.Tensor, lo: int = 0, hi: int | None = None) -> torch.Tensor:
+    """Rows ``idx[b, :]`` of each batch member of ``base``, columns ``lo:hi`` only (no graph).
+
+    Args:
+        base: ``KernelOperator`` or ``DenseOperator``, ``(*batch, n, m)``.
+        idx: ``(*batch, c)`` int64 row indices.
+        lo, hi: the columns wanted (default all ``m``); a kernel evaluates only those.
+
+    Returns:
+        ``(*batch, c, hi - lo)``.
+    """
     batch = base.batch_shape
     n, m = base.shape[-2], base.shape[-1]
+    hi = m if hi is None else hi
     c = idx.shape[-1]
     with torch.no_grad():
         if isinstance(base, DenseOperator):
-            A = base.tensor.expand(*batch, n, m)
-            return A.gather(-2, idx[..., None].expand(*batch, c, m))
+            A = base.tensor.expand(*batch, n, m)[..., lo:hi]
+            return A.gather(-2, idx[..., None].expand(*batch, c, hi - lo))
         if isinstance(base, KernelOperator):
             x1 = base.x1.expand(*batch, *base.x1.shape[-2:])
             x1_rows = x1.gather(-2, idx[..., None].expand(*batch, c, x1.shape[-1]))
-            return base.kernel.evaluate_block(x1_rows, base.x2, **base.params).expand(*batch, c, m)
-    raise TypeError(f"pivoted_cholesky needs a KernelOperator or DenseOperator; got {type(base).__name__}.")
+            x2 = base.x2 if (lo, hi) == (0, m) else base.x2[..., lo:hi, :]
+            return base.kernel.evaluate_block(x1_rows, x2, **base.params).expand(*batch, c, hi - lo)
+    raise TypeError(
+        f"operator_rows needs a KernelOperator or DenseOperator (the pivoted Cholesky factor reads rows of one); "
+        f"got {type(base).__name__}."
+    )
 
 
 def _candidate_rows(base: Operator, rows: torch.Tensor, cand: torch.Tensor, m0: int, pool, dtype) -> torch.Tensor:
@@ -80,7 +83,7 @@ def _candidate_rows(base: Operator, rows: torch.Tensor, cand: torch.Tensor, m0: 
         if fresh.numel():
             out[fresh] = _candidate_rows(base, rows, cand[fresh], m0, None, dtype)
         return out
-    out = _rows_of(base, cand).to(dtype)  # K[cand, :], (*batch, c, n)
+    out = operator_row_block(base, cand).to(dtype)  # K[cand, :], (*batch, c, n)
     if m0 > 0:  # K[cand, :] -= Σ_{j<m₀} l_j[cand] l_j: one GEMM
         prev = rows[..., :m0, :]
         coef = prev.gather(-1, cand[..., None, :].expand(*batch, m0, cand.shape[-1]))  # (*batch, m₀, c)

@@ -21,31 +21,15 @@ from __future__ import annotations
 
 import torch
 
-from torchgp.linalg.operators import DenseOperator, KernelOperator, Operator
-from torchgp.linalg.pivoted_factor import _BLOCK, _CANDIDATES
+from torchgp.linalg.operators import Operator
+from torchgp.linalg.pivoted_factor import _BLOCK, _CANDIDATES, operator_row_block
 
-__all__ = ["sharded_pivoted_cholesky", "row_range", "kernel_rows_block"]
+__all__ = ["sharded_pivoted_cholesky", "row_range"]
 
 
 def row_range(n: int, rank: int, world_size: int) -> tuple[int, int]:
     """Rows ``[lo, hi)`` of ``n`` owned by process ``rank`` of ``world_size``: contiguous, sizes differing by ≤ 1."""
     return rank * n // world_size, (rank + 1) * n // world_size
-
-
-def kernel_rows_block(base: Operator, idx: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
-    """``K[idx[b, :], lo:hi]`` for each batch member: ``idx (*batch, c)`` → ``(*batch, c, hi - lo)`` (no graph)."""
-    batch = base.batch_shape
-    n, c = base.shape[-1], idx.shape[-1]
-    with torch.no_grad():
-        if isinstance(base, KernelOperator):
-            x1 = base.x1.expand(*batch, *base.x1.shape[-2:])
-            x1_rows = x1.gather(-2, idx[..., None].expand(*batch, c, x1.shape[-1]))
-            rows = base.kernel.evaluate_block(x1_rows, base.x2[..., lo:hi, :], **base.params)
-            return rows.expand(*batch, c, hi - lo)
-        if isinstance(base, DenseOperator):
-            A = base.tensor.expand(*batch, n, n)
-            return A.gather(-2, idx[..., None].expand(*batch, c, n))[..., lo:hi]
-    raise TypeError(f"the sharded pivoted Cholesky needs a KernelOperator or DenseOperator; got {type(base).__name__}.")
 
 
 def _candidates(d: torch.Tensor, lo: int, shard, p: int) -> torch.Tensor:
@@ -121,7 +105,7 @@ def sharded_pivoted_cholesky(
             cand = _candidates(d, lo, shard, p) if pivots is None else pivots[..., m0 : m0 + _BLOCK]
             c = cand.shape[-1]
             # K[cand, lo:hi] - L[cand, :m₀] L[lo:hi, :m₀]ᵀ: the coefficients summed from the rows' owners
-            cand_rows = kernel_rows_block(base, cand, lo, hi).to(dtype)
+            cand_rows = operator_row_block(base, cand, lo, hi).to(dtype)
             if m0 > 0:
                 mine = (cand >= lo) & (cand < hi)
                 local = (cand - lo).clamp(0, max(hi - lo - 1, 0))

@@ -68,15 +68,13 @@ class ExactMarginalLogLikelihood(MarginalLogLikelihood):
         log_prob = masked_log_prob if masking_on(self.likelihood) else type(output).log_prob
 
         def compute():
+            other = self._other_terms(params)
+            none = isinstance(other, float) and other == 0.0  # no priors, no added terms: no extra node
             if log_prob is MultivariateNormal.log_prob:  # 1/n folded into the density's one autograd node
                 value = output._scaled_log_prob(target, 1.0 / n)
-                other = self._other_terms(params)
-                return value if isinstance(other, float) and other == 0.0 else value + other / n
+                return value if none else value + other / n
             value = log_prob(output, target)
-            other = self._other_terms(params)
-            if not (isinstance(other, float) and other == 0.0):  # no priors, no added terms: no extra node
-                value = value + other
-            return value / n
+            return (value if none else value + other) / n
 
         try:
             return finite_or_explained(self, compute, target)
