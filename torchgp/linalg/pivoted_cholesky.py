@@ -33,7 +33,12 @@ from torchgp import settings
 from torchgp.linalg import _log
 from torchgp.linalg.blockwise import tile_shard
 from torchgp.linalg.operators import Operator
-from torchgp.linalg.pivoted_factor import _REL_FLOOR, operator_rows, pivoted_cholesky  # noqa: F401  (re-exported)
+from torchgp.linalg.pivoted_factor import (  # noqa: F401  (operator_rows, pivoted_cholesky re-exported)
+    _REL_FLOOR,
+    operator_rows,
+    pivoted_cholesky,
+    scaled_gram,
+)
 from torchgp.linalg.sharded_preconditioner import (
     ShardedPivotedCholeskyPreconditioner,
     gather_rows,
@@ -65,23 +70,9 @@ class PivotedCholeskyPreconditioner:
         self._own = own_factor and L.shape[:-2] == self._batch and L.mT.is_contiguous()
         self._L_kept = None
 
-    def _capacitance(self, L: torch.Tensor, rows: int = 8192, chunks: int = 8) -> torch.Tensor:
-        """``C = I + LᵀD⁻¹L = I + Σ_b A_b A_bᵀ`` with ``A_b = (D_b^{-1/2} L_b)ᵀ`` over blocks of rows, ``(*batch, k, k)``.
-
-        By blocks of rows, so that no n × k copy of D⁻¹L is held besides L (at n = 10⁵, rank 4000 in float32 an
-        n × k factor is 1.6 GB); and only the block rows of C's upper triangle, in ``chunks`` strips, then mirrored:
-        about 56 % of the GEMM flops (measured 1.61 → 0.87 s at n = 20,000, k = 1789, 1 thread).
-        """
-        k = L.shape[-1]
-        C = torch.zeros(*self._batch, k, k, dtype=L.dtype, device=L.device)
-        strip = max(1, -(-k // chunks))
-        root = self.D_inv.sqrt()
-        for i in range(0, L.shape[-2], rows):
-            s = slice(i, min(i + rows, L.shape[-2]))
-            A = (L[..., s, :] * root[..., s].unsqueeze(-1)).mT.contiguous()  # (*batch, k, rows)
-            for c0 in range(0, k, strip):
-                C[..., c0 : c0 + strip, c0:] += A[..., c0 : c0 + strip, :] @ A[..., c0:, :].mT
-        C = C.triu() + C.triu(1).mT
+    def _capacitance(self, L: torch.Tensor) -> torch.Tensor:
+        """``C = I + LᵀD⁻¹L``, ``(*batch, k, k)``, by blocks of 8192 rows (:func:`~torchgp.linalg.pivoted_factor.scaled_gram`)."""
+        C = scaled_gram(L, self.D_inv.sqrt(), self._batch, rows=8192)
         C.diagonal(dim1=-2, dim2=-1).add_(1.0)  # I + LᵀD⁻¹L ⪰ I: always factorisable
         return C
 
@@ -95,7 +86,7 @@ class PivotedCholeskyPreconditioner:
     def W(self) -> torch.Tensor:
         """The Woodbury factor ``D⁻¹ L R⁻ᵀ``, ``(*batch, n, k)``, by blocks of rows ``W_b = D_b⁻¹ L_b R⁻ᵀ``."""
         if self._W is None:
-            L = self.L if self.L is not None else self._L_kept
+            L = self._factor()
             in_place = self.L is None and self._own
             # Wᵀ (*batch, k, n): the rows of W as its columns (each block of them written once its D⁻¹L is read)
             Wt = L.mT if in_place else torch.empty(*self._batch, *L.shape[-1:-3:-1], dtype=L.dtype, device=L.device)

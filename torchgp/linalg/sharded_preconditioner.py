@@ -28,6 +28,7 @@ from __future__ import annotations
 import torch
 
 from torchgp.errors import ShapeError
+from torchgp.linalg.pivoted_factor import scaled_gram
 from torchgp.linalg.sharded_pivoted_factor import row_range, sharded_pivoted_cholesky
 
 __all__ = ["row_range", "gather_rows", "sharded_pivoted_cholesky", "ShardedPivotedCholeskyPreconditioner"]
@@ -99,13 +100,8 @@ class ShardedPivotedCholeskyPreconditioner:
         k = L.shape[-1]
         d_inv = self.D_inv[..., self.lo : self.hi].unsqueeze(-1)  # (*batch, hi - lo, 1)
         shape = torch.Size((*torch.broadcast_shapes(L.shape[:-2], D.shape[:-1]), *L.shape[-2:]))
-        # C = I + Σ_r L_rᵀ D_r⁻¹ L_r (after the sum), by blocks of rows B = D_r^{-1/2} L_r: C += BᵀB.
-        scale = d_inv.sqrt()
-        C = L.new_zeros(*shape[:-2], k, k)
-        for rows in _row_slices(L.shape[-2], k):
-            B = L[..., rows, :] * scale[..., rows, :]
-            C += B.mT @ B
-            del B
+        # C = I + Σ_r L_rᵀ D_r⁻¹ L_r (after the sum), by blocks of rows of about _BLOCK_NUMBERS numbers
+        C = scaled_gram(L, d_inv[..., 0].sqrt(), shape[:-2], rows=max(1, _BLOCK_NUMBERS // max(k, 1)))
         shard.all_reduce([C], "preconditioner core LᵀD⁻¹L")
         C.diagonal(dim1=-2, dim2=-1).add_(1)
         self.R = torch.linalg.cholesky(C)  # C = R Rᵀ, R lower triangular
