@@ -140,3 +140,13 @@ def test_cholesky_inverse_plus_outer_in_place_routes(batch, scalar_weights):
     ref = torch.linalg.inv(S) * s[..., None, None] + (V * w[..., None, None]) @ V.mT
     assert out.shape == ref.shape
     assert_close(out, ref)
+
+
+def test_value_of_another_size_is_refused_naming_n():
+    from torchgp.errors import ShapeError
+
+    K = torch.eye(3, dtype=torch.float64)
+    with pytest.raises(ShapeError, match="must end in n = 3"):
+        gaussian_log_prob(K, torch.zeros(4, dtype=torch.float64), torch.zeros(4, dtype=torch.float64))
+    with pytest.raises(ShapeError, match="must end in n = 3"):
+        gaussian_log_prob(K, torch.zeros(3, dtype=torch.float64), torch.zeros(2, dtype=torch.float64))

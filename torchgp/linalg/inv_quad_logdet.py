@@ -200,11 +200,19 @@ def gaussian_log_prob(covariance, value: torch.Tensor, mean: torch.Tensor, scale
         covariance: ``(*batch, n, n)`` tensor or :class:`~torchgp.linalg.operators.Operator`.
         value: ``(*batch, n)``; mean: ``(*batch, n)`` (the two broadcast).
         scale: a Python float multiplying the log density (the exact MLL's ``1/n``).
+
+    Raises:
+        ShapeError: ``value`` or ``mean`` does not end in the covariance's ``n``.
     """
     from torchgp.linalg.solvers import factorize
 
     op = as_operator(covariance)
     n = op.shape[-1]
+    if value.shape[-1] != n or mean.shape[-1] != n:
+        raise ShapeError(
+            f"gaussian_log_prob: value {tuple(value.shape)} and mean {tuple(mean.shape)} must end in n = {n}, the "
+            f"size of the {tuple(op.shape)} covariance; pass one entry per row of the covariance."
+        )
     if not settings.skip_logdet_forward.on():
         fused = getattr(factorize(op), "gaussian_log_prob", None)
         w = -0.5 * scale
