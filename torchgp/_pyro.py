@@ -21,6 +21,8 @@ import copy
 import torch
 from torch import nn
 
+from torchgp._shapes import broadcast_shapes
+
 try:
     import pyro
     import pyro.distributions as pyro_dist
@@ -118,7 +120,7 @@ def assign_raw(module: nn.Module, raw_name: str, raw_value: torch.Tensor) -> Non
     if old is None:
         old = module.__dict__[raw_name]
     try:
-        shape = torch.broadcast_shapes(raw_value.shape, old.shape)
+        shape = broadcast_shapes(raw_value.shape, old.shape)
     except RuntimeError:
         raise InputError(
             f"{type(module).__name__}.{raw_name} has shape {tuple(old.shape)}; a sample of shape "

@@ -32,4 +32,16 @@ def broadcast_shapes(*shapes) -> torch.Size:
     first = nonempty[0]
     if all(s == first for s in nonempty) and all(len(s) <= len(first) for s in shapes):
         return torch.Size(first)
-    return torch.broadcast_shapes(*shapes)
+    # NumPy's broadcasting rule, right-aligned; in Python because torch.broadcast_shapes' first call in a
+    # process imports sympy (about a second)
+    out = [1] * max(len(s) for s in shapes)
+    for s in shapes:
+        for i, d in enumerate(s, len(out) - len(s)):
+            if d == 1 or d == out[i]:
+                continue
+            if out[i] != 1:
+                raise RuntimeError(
+                    f"Shape mismatch: objects cannot be broadcast to a single shape; got {[list(s) for s in shapes]}."
+                )
+            out[i] = d
+    return torch.Size(out)

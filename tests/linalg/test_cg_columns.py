@@ -48,6 +48,27 @@ def test_lockstep_columns_equal_separate_solves(batch):
     assert sum(mm.columns) == int(steps.sum())
 
 
+def test_preconditioner_solves_only_running_columns():
+    gen = torch.Generator().manual_seed(1)
+    A = _spd(60, 1e3, gen)
+    M = torch.linalg.inv(torch.diag(A.diagonal()) + 0.1 * torch.eye(60, dtype=torch.float64))  # a Jacobi-like P⁻¹
+    B = torch.randn(2, 60, 3, generator=gen, dtype=torch.float64)
+    tol = torch.tensor([1e-9, 1e-2, 1e-5], dtype=torch.float64)
+    solves = _Counting(M)
+    X, info = pcg(lambda V: A @ V, B, solves, tol=tol, max_iter=500)
+    # every column reaches its own tolerance; the tight one equals the exact solution
+    rel = torch.linalg.norm(A @ X - B, dim=-2) / torch.linalg.norm(B, dim=-2)
+    assert bool((rel <= tol).all()), rel
+    assert_close(X[..., 0], torch.linalg.solve(A, B[..., 0:1])[..., 0], loose=1e4)
+    # and about the steps of preconditioned CG on the tight column alone (round-off moves the last of ~120)
+    X0, info0 = pcg(lambda V: A @ V, B[..., 0:1], lambda V: M @ V, tol=float(tol[0]), max_iter=500)
+    assert bool(((info0.num_steps[..., 0] - info.num_steps[..., 0]).abs() <= 3).all())
+    steps = info.num_steps.reshape(-1, 3).amax(0)
+    # one solve at the start on all columns, then one per iteration on the columns that ran in it
+    assert solves.columns[0] == 3 and solves.columns[-1] == 1
+    assert sum(solves.columns) == 3 + int(steps.sum())
+
+
 def test_probe_tolerance_never_tighter_than_cg_tolerance():
     assert probe_tolerance() == pytest.approx(1e-2)  # default: 100 · cg_tolerance (1e-4), capped at 1e-2
     with settings.cg_tolerance(1e-6):

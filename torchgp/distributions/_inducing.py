@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from torchgp._shapes import broadcast_shapes
 from torchgp.distributions.multivariate_normal import MultivariateNormal
 from torchgp.linalg.operators import KernelOperator, Operator
 
@@ -21,7 +22,7 @@ class _PredictiveCovariance(Operator):
 
     def __init__(self, kxx_diag: torch.Tensor, kxx_dense, A: torch.Tensor, B: torch.Tensor):
         self.kxx_diag, self.kxx_dense, self.A, self.B = kxx_diag, kxx_dense, A, B
-        batch = torch.broadcast_shapes(kxx_diag.shape[:-1], A.shape[:-2], B.shape[:-2])
+        batch = broadcast_shapes(kxx_diag.shape[:-1], A.shape[:-2], B.shape[:-2])
         b = A.shape[-1]
         self.shape = torch.Size([*batch, b, b])
         self.dtype, self.device = A.dtype, A.device

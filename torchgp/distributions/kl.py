@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch.distributions import register_kl
 
+from torchgp._shapes import broadcast_shapes
 from torchgp.distributions.multivariate_normal import MultivariateNormal
 from torchgp.errors import ShapeError
 
@@ -28,7 +29,7 @@ def gaussian_kl(mean_q, chol_q, mean_p, chol_p) -> torch.Tensor:
         ``(*batch)`` KL divergences.
     """
     n = mean_q.shape[-1]
-    batch = torch.broadcast_shapes(mean_q.shape[:-1], chol_q.shape[:-2], mean_p.shape[:-1], chol_p.shape[:-2])
+    batch = broadcast_shapes(mean_q.shape[:-1], chol_q.shape[:-2], mean_p.shape[:-1], chol_p.shape[:-2])
     chol_p = chol_p.expand(*batch, n, n)
     # tr(S_p⁻¹ S_q) = ‖L_p⁻¹ L_q‖²_F; Mahalanobis term = ‖L_p⁻¹ (m_p - m_q)‖²
     rhs = torch.cat([chol_q.expand(*batch, n, n), (mean_p - mean_q).expand(*batch, n).unsqueeze(-1)], -1)

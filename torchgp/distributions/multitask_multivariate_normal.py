@@ -20,6 +20,7 @@ import torch
 from torch.distributions import Normal
 
 from torchgp import settings
+from torchgp._shapes import broadcast_shapes
 from torchgp.distributions.multivariate_normal import MultivariateNormal
 from torchgp.errors import ShapeError
 from torchgp.linalg.cholesky import psd_safe_cholesky
@@ -123,7 +124,7 @@ class MultitaskMultivariateNormal(MultivariateNormal):
                     f"(n × t = {mean.shape[-2] * mean.shape[-1]}) "
                     f"does not match the covariance {tuple(cov.shape)}; it must be (*batch, n t, n t)."
                 )
-        batch = torch.broadcast_shapes(mean.shape[:-2], cov.shape[:-2])
+        batch = broadcast_shapes(mean.shape[:-2], cov.shape[:-2])
         mean = mean.expand(*batch, n, t)
         self._interleaved = bool(interleaved)
         self._output_shape = mean.shape
@@ -259,7 +260,7 @@ class MultitaskMultivariateNormal(MultivariateNormal):
                 "from_independent_mvns: all MVNs need the same event shape; got "
                 f"{[tuple(m.event_shape) for m in mvns]}."
             )
-        batch = torch.broadcast_shapes(*(m.batch_shape for m in mvns))
+        batch = broadcast_shapes(*(m.batch_shape for m in mvns))
         n = mvns[0].event_shape[0]
         mean = torch.stack([m.mean.expand(*batch, n) for m in mvns], -1)
         cov = torch.stack([m.lazy_covariance_matrix.to_dense().expand(*batch, n, n) for m in mvns], -3)

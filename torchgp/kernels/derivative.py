@@ -26,6 +26,7 @@ import math
 
 import torch
 
+from torchgp._shapes import broadcast_shapes
 from torchgp.kernels.dot_product import PolynomialKernel
 from torchgp.kernels.stationary import MaternKernel, RBFKernel
 from torchgp.linalg.operators import DenseOperator
@@ -49,7 +50,7 @@ class _DerivativeKernel:
         return 1 + self._orders * x1.shape[-1]
 
     def output_shape(self, x1, x2, last_dim_is_batch: bool = False, **params) -> torch.Size:
-        batch = torch.broadcast_shapes(x1.shape[:-2], x2.shape[:-2], self.batch_shape)
+        batch = broadcast_shapes(x1.shape[:-2], x2.shape[:-2], self.batch_shape)
         c = self.num_outputs_per_input(x1, x2)
         return torch.Size([*batch, x1.shape[-2] * c, x2.shape[-2] * c])
 
@@ -232,7 +233,7 @@ class PolynomialKernelGrad(_DerivativeKernel, PolynomialKernel):
             x1e, x2e = x1.unsqueeze(-2), x2.unsqueeze(-3)  # (*b, n, 1, d), (*b, 1, m, d)
         k0, k1 = z.pow(p), p * z.pow(p - 1)
         k2 = p * (p - 1) * z.pow(p - 2) if p >= 2 else torch.zeros_like(z)
-        shape = torch.broadcast_shapes(z.shape, x1e.shape[:-1], x2e.shape[:-1])
+        shape = broadcast_shapes(z.shape, x1e.shape[:-1], x2e.shape[:-1])
         blocks = [[k0] + [k1 * x1e[..., j] for j in range(d)]]
         for i in range(d):
             row = [k1 * x2e[..., i]]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 # Below this many n·m·d elements, differences are formed directly (exact, no cancellation);
@@ -33,6 +34,38 @@ def sq_dist(x1: torch.Tensor, x2: torch.Tensor, clamp: bool = True) -> torch.Ten
     if x2 is x1:
         res.diagonal(dim1=-2, dim2=-1).zero_()  # exact zeros (the gradient there is 0 too)
     return res.clamp_min(0) if clamp else res
+
+
+# torch's parallel grain for element-wise kernels: below it, or on one thread, torch's ``sqrt`` runs on one thread too
+_GRAIN = 32768
+# below this many entries NumPy's route saves less than its own per-call cost (~2 µs)
+_SQRT_MIN = 4096
+
+
+def sqrt_rounded(t: torch.Tensor) -> torch.Tensor:
+    """``√t`` element-wise, correctly rounded (IEEE 754), ``t`` of any shape; a fresh tensor.
+
+    On CPU torch's ``sqrt`` (MKL's vector library) is off by one unit in the last place for 1.4% of float64 and 20%
+    of float32 inputs, and slower than the processor's own square root that NumPy's ``sqrt`` issues: float64,
+    (32, 100, 100): 0.54 ms against 0.33 ms; (500, 500): 0.41 against 0.25 ms; float32 (500, 500): 0.097 against
+    0.077 ms (one thread). So a CPU float tensor outside autograd goes through NumPy, unless it is small or torch
+    would spread the work over several threads; everything else is ``torch.sqrt``. Negative entries give NaN
+    silently on both routes, as ``torch.sqrt`` does.
+    """
+    if (
+        t.numel() >= _SQRT_MIN
+        and t.device.type == "cpu"
+        and t.dtype in (torch.float64, torch.float32)
+        and t.is_contiguous()
+        and not t.is_neg()
+        and not (t.requires_grad and torch.is_grad_enabled())
+        and (t.numel() < _GRAIN or torch.get_num_threads() == 1)
+    ):
+        out = torch.empty_like(t)
+        with np.errstate(invalid="ignore"):  # √(negative) = NaN without a warning, as torch.sqrt
+            np.sqrt(t.detach().numpy(), out=out.numpy())
+        return out
+    return t.sqrt()
 
 
 def dist(x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:

@@ -15,6 +15,7 @@ import math
 import torch
 
 from torchgp import settings
+from torchgp._shapes import broadcast_shapes
 from torchgp.errors import ShapeError
 from torchgp.kernels.kernel import Kernel
 from torchgp.linalg.operators import DenseOperator, KroneckerProductOperator, Operator
@@ -166,7 +167,7 @@ class GridKernel(Kernel):
         if not self.interpolation_mode and not (self._on_grid(x1) and (x2 is x1 or self._on_grid(x2))):
             return self.base_kernel(x1, x2)
         K = self.grid_covariance(x1.dtype, x1.device, reverse=not self.interpolation_mode)
-        batch = torch.broadcast_shapes(K.batch_shape, x1.shape[:-2], x2.shape[:-2])
+        batch = broadcast_shapes(K.batch_shape, x1.shape[:-2], x2.shape[:-2])
         return K.expand(*batch, *K.shape[-2:])
 
     def _lazy(self, x1, x2, last_dim_is_batch: bool = False, **params):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from torchgp._shapes import broadcast_shapes
 from torchgp.constraints import Positive
 from torchgp.errors import InputError
 from torchgp.kernels.kernel import Kernel
@@ -59,7 +60,7 @@ class IndexKernel(Kernel):
         i, j = self._indices(x1), self._indices(x2)
         if B.dim() == 2:
             return B[i, j]
-        batch = torch.broadcast_shapes(B.shape[:-2], i.shape[:-1], j.shape[:-1])
+        batch = broadcast_shapes(B.shape[:-2], i.shape[:-1], j.shape[:-1])
         rows = torch.gather(
             B.expand(*batch, *B.shape[-2:]),
             -2,

@@ -7,6 +7,7 @@ import functools
 import torch
 
 from torchgp import settings
+from torchgp._shapes import broadcast_shapes
 from torchgp.distributions import MultivariateNormal
 from torchgp.errors import InputError
 from torchgp.kernels.kernel import Kernel, as_inputs
@@ -89,7 +90,7 @@ class InducingPointKernel(Kernel):
         r""":math:`V = k_{xZ} L^{-\top}`, ``(*batch, n, m)``, so that :math:`Q_{xx'} = V V'^\top`."""
         L = self._inducing_chol() if L is None else L
         K_zx = self.base_kernel.evaluate_block(self.inducing_points, x)  # (*batch, m, n)
-        batch = torch.broadcast_shapes(L.shape[:-2], K_zx.shape[:-2])
+        batch = broadcast_shapes(L.shape[:-2], K_zx.shape[:-2])
         L = L.expand(*batch, *L.shape[-2:])
         return torch.linalg.solve_triangular(L, K_zx.expand(*batch, *K_zx.shape[-2:]), upper=False).mT
 

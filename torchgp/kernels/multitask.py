@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 
+from torchgp._shapes import broadcast_shapes
 from torchgp.errors import InputError
 from torchgp.kernels.index import IndexKernel
 from torchgp.kernels.kernel import Kernel
@@ -64,7 +65,7 @@ class MultitaskKernel(Kernel):
 
     def output_shape(self, x1, x2, last_dim_is_batch: bool = False, **params) -> torch.Size:
         shape = self.data_covar_module.output_shape(x1, x2, last_dim_is_batch, **params)
-        batch = torch.broadcast_shapes(shape[:-2], self.batch_shape)
+        batch = broadcast_shapes(shape[:-2], self.batch_shape)
         return torch.Size([*batch, shape[-2] * self.num_tasks, shape[-1] * self.num_tasks])
 
     def _select(self, x):
@@ -77,7 +78,7 @@ class MultitaskKernel(Kernel):
         B = self.task_covar_module.covar_matrix
         if diag:
             kx = self.data_covar_module(x1, x2, diag=True, **params)
-            return kron_vectors([kx, B.diagonal(dim1=-2, dim2=-1)], torch.broadcast_shapes(kx.shape[:-1], B.shape[:-2]))
+            return kron_vectors([kx, B.diagonal(dim1=-2, dim2=-1)], broadcast_shapes(kx.shape[:-1], B.shape[:-2]))
         return KroneckerProductOperator(self.data_covar_module(x1, x2, **params), DenseOperator(B))
 
     def _lazy(self, x1, x2, last_dim_is_batch: bool = False, **params):

@@ -17,7 +17,7 @@ from torchgp._shapes import broadcast_shapes
 from torchgp.constraints import Positive
 from torchgp.errors import ShapeError
 from torchgp.kernels._fused import _LOG2E, stationary_covariance
-from torchgp.kernels.distance import sq_dist
+from torchgp.kernels.distance import sq_dist, sqrt_rounded
 from torchgp.kernels.kernel import Kernel
 from torchgp.kernels.spectral_mixture import CosineKernel, SpectralMixtureKernel  # re-exported: import paths stay
 
@@ -269,7 +269,7 @@ class MaternKernel(StationaryKernel):
         # 3/2): with u = −√(2ν) r and e = exp(u), κ = e − e·u (3/2), κ = e − e·(u − 5/3 r²) (5/2), and
         # ∂κ/∂r² = −3/2 e (3/2), −5/6 (e − e·u) (5/2). The exponent in base 2, v = u log₂e and e = 2^v (exp2 is
         # 3-4x faster than exp per element on AVX-512 CPUs), so u = v ln 2 inside the products' constants
-        v = r2.sqrt().mul_(-math.sqrt(2 * self.nu) * _LOG2E)
+        v = sqrt_rounded(r2).mul_(-math.sqrt(2 * self.nu) * _LOG2E)  # correctly rounded, and faster on CPU
         e = v.exp2()
         if self.nu == 1.5:
             return torch.addcmul(e, e, v, value=-_LN2), e.mul_(-1.5)

@@ -15,6 +15,7 @@ import math
 
 import torch
 
+from torchgp._shapes import broadcast_shapes
 from torchgp.constraints import GreaterThan
 from torchgp.distributions import MultivariateNormal
 from torchgp.distributions.multitask_multivariate_normal import MultitaskMultivariateNormal, unflatten_tasks
@@ -366,7 +367,7 @@ class HadamardGaussianLikelihood(_GaussianLikelihoodBase):
         if idx.shape[-1] != mean.shape[-1]:
             raise ShapeError(f"HadamardGaussianLikelihood: {idx.shape[-1]} task indices for {mean.shape[-1]} outputs.")
         var = self.noise_covar.noise  # (*batch, t)
-        batch = torch.broadcast_shapes(var.shape[:-1], idx.shape[:-1])
+        batch = broadcast_shapes(var.shape[:-1], idx.shape[:-1])
         return torch.gather(var.expand(*batch, var.shape[-1]), -1, idx.expand(*batch, idx.shape[-1]))
 
     def marginal(self, function_dist: MultivariateNormal, *params, **kwargs) -> MultivariateNormal:

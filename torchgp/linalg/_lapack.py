@@ -15,6 +15,7 @@ import sys
 import torch
 
 from torchgp import settings
+from torchgp._shapes import broadcast_shapes
 
 __all__ = ["sym_eigh", "congruence", "openblas_threads", "scipy_routine", "EIGH_SCIPY_MIN_N"]
 
@@ -161,4 +162,4 @@ def congruence(P: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
             # B[b] row-major is Bᵀ column-major: syrk(trans=1) on it gives (Bᵀ)ᵀ Bᵀ = B Bᵀ, lower triangle
             C = torch.from_numpy(syrk(sign, B[b].numpy().T, trans=1, lower=1))
             out[b] = C.tril() + C.tril(-1).mT
-    return out.reshape(*torch.broadcast_shapes(P.shape[:-2], v.shape[:-1]), p, p)
+    return out.reshape(*broadcast_shapes(P.shape[:-2], v.shape[:-1]), p, p)

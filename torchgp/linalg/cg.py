@@ -196,7 +196,7 @@ def cg_rows(matmul_rows, B, precond, tol, max_iter: int, record: bool, x0=None, 
         X.addcmul_(alpha.unsqueeze(-2), Pdir)
         R.addcmul_(alpha.unsqueeze(-2), AP, value=-1.0)
         del AP
-        Z = precond(R)
+        Z = _active_precond(precond, R, Z, active)
         rz_new, rr = total([(R * Z).sum(-2), R.square().sum(-2)], "rᵀz")
         beta = torch.where(active, rz_new / torch.where(rz != 0, rz, torch.ones_like(rz)), torch.zeros_like(rz))
         Pdir = Z + beta.unsqueeze(-2) * Pdir
@@ -231,6 +231,23 @@ def _active_product(matmul_rows, Pdir: torch.Tensor, active: torch.Tensor) -> to
     AP = torch.zeros_like(Pdir)
     AP[..., idx] = matmul_rows(Pdir[..., idx])
     return AP
+
+
+def _active_precond(precond, R: torch.Tensor, Z: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
+    """``P⁻¹R`` on the columns active in some batch member; the others keep their previous ``Z`` (never read).
+
+    A stopped column's β is 0 and its ``rᵀz`` is not updated, so its ``z`` is not used again. With the probes
+    stopping at a looser tolerance than the data column, the preconditioner then solves for one column instead
+    of ``1 + t`` over the last iterations: a rank-k pivoted-Cholesky solve costs ``4 n k`` flops per column
+    (at n = 20,000, rank 1789, 33 columns about a tenth of a CG iteration's kernel pass).
+    """
+    k = R.shape[-1]
+    cols = active.reshape(-1, k).any(0) if active.dim() > 1 else active
+    if bool(cols.all()):
+        return precond(R)
+    idx = cols.nonzero().squeeze(-1)
+    Z[..., idx] = precond(R[..., idx])
+    return Z
 
 
 def finish(state, tol, record: bool) -> CGInfo:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from torchgp import _record, settings
-from torchgp._shapes import any_nonzero
+from torchgp._shapes import any_nonzero, broadcast_shapes
 from torchgp.errors import NotPSDError, NumericalWarning
 from torchgp.linalg import _log
 from torchgp.linalg._lapack import openblas_threads, scipy_routine
@@ -96,15 +96,19 @@ def psd_safe_cholesky(A: torch.Tensor, jitter: float | None = None, max_tries: i
 
 # Smallest n, per dtype, at which LAPACK's ``potrf`` / ``potri`` through scipy (its bundled OpenBLAS, held to torch's
 # thread count) beat torch's ``linalg.cholesky_ex`` / ``cholesky_inverse`` (MKL) on CPU, measured as the marginal
-# likelihood uses them. 2-core AMD EPYC VM (Zen 4), one thread, torch 2.13, scipy 1.17, interleaved medians of CPU
-# seconds on a loaded machine (LAPACK ÷ torch). potrf in place on ``K + diag σ²`` against the sum's copy and
-# ``cholesky_ex``: float64 n = 64 / 100 / 128 / 256 / 512 / 1000: 1.33 / 0.84 / 0.46 / 0.50 / 0.45 / 0.79, float32
-# 1.22 / 0.61 / 0.43 / 0.58 / 0.46 / 0.82. potri on the row-major factor with the backward's scaling and rank-one
+# likelihood uses them. 2-core AMD EPYC VM (Zen 4), one thread, torch 2.13, scipy 1.17, interleaved medians on a loaded
+# machine (LAPACK ÷ torch). potrf in place on ``K + diag σ²`` against the sum's copy and ``cholesky_ex``: float64
+# n = 50 / 64 / 80 / 100 / 128 / 200 / 256: 1.31 / 1.13 / 0.93 / 0.80 / 0.40 / 0.82 / 0.42, float32 n = 50 / 64 / 80 /
+# 100 / 128 / 200: 1.23 / 0.92 / 0.72 / 0.54 / 0.35 / 0.75; batches of 32 float64 matrices n = 50 / 100: 0.97 / 0.69
+# (one potrf per member against the batched ``cholesky_ex``, whose ``tril`` of the column-major result costs as much as
+# the factorisation). The row-major factor also takes the faster ``cholesky_inverse(Lᵀ, upper=True)`` below: a batch
+# of 32 float64 fits of n = 100 (``benchmarks/small_n_fit.py``) took 0.68 s with these thresholds against 0.87 s with
+# 128 for both dtypes. potri on the row-major factor with the backward's scaling and rank-one
 # update folded into the symmetrisation, against ``cholesky_inverse`` then ``mul_`` and ``baddbmm_``: float64
 # n = 320 / 384 / 448 / 512 / 768 / 1000: 1.08 / 0.93 / 0.91 / 0.82 / 0.82 / 0.79, float32 n = 384 / 512 / 640 / 768
 # / 1000: 1.16 / 1.07 / 1.00 / 0.85 / 0.82. Below these, torch's routines are as fast (potri's own speed-up is small
 # there and the per-call work of the route is not), and batches of small matrices keep torch's batched kernels.
-POTRF_MIN_N = {torch.float64: 128, torch.float32: 128}
+POTRF_MIN_N = {torch.float64: 80, torch.float32: 64}
 POTRI_MIN_N = {torch.float64: 384, torch.float32: 640}
 # Block rows of the in-place symmetrisation after potri (128 measured best of 64 / 128 / 256 at n = 256–1780).
 _BLOCK = 128
@@ -282,7 +286,7 @@ def cholesky_inverse_plus_outer(
 def _potri_route(potri, L, scale, V, weight) -> torch.Tensor | None:
     """:func:`cholesky_inverse_plus_outer` by LAPACK's ``potri``, one batch member at a time; None if it fails."""
     n = L.shape[-1]
-    batch = L.shape[:-2] if V is None else torch.broadcast_shapes(L.shape[:-2], V.shape[:-2])
+    batch = L.shape[:-2] if V is None else broadcast_shapes(L.shape[:-2], V.shape[:-2])
     flat = L.detach().expand(*batch, n, n).reshape(-1, n, n)
     m = flat.shape[0]
     scales = None if scale is None else scale.detach().expand(batch).reshape(m).tolist()  # floats: GEMM's β

@@ -35,7 +35,7 @@ def grid_entries(base: Operator, rows: torch.Tensor, cols: torch.Tensor) -> torc
             e = f.entries(r % m, c % m)
             out = e if out is None else out * e
             r, c = r // m, c // m
-        return out.expand(*base.batch_shape, *torch.broadcast_shapes(rows.shape, cols.shape))
+        return out.expand(*base.batch_shape, *broadcast_shapes(rows.shape, cols.shape))
     K = base.to_dense()
     return K[..., rows, cols]
 
@@ -55,7 +55,7 @@ def _needs_graph(*ts: torch.Tensor) -> bool:
 def _per_member(fn, idx: torch.Tensor, val: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
     """``fn`` of batched weights ``(*batch, n, k)`` and ``R (*batch', ., t)``, one batch member at a time (so no
     ``(n, k, t)`` gather per member is held), stacked to ``(*broadcast batch, ., t)``."""
-    batch = torch.broadcast_shapes(idx.shape[:-2], R.shape[:-2])
+    batch = broadcast_shapes(idx.shape[:-2], R.shape[:-2])
     i = idx.expand(*batch, *idx.shape[-2:]).reshape(-1, *idx.shape[-2:])
     v = val.expand(*batch, *val.shape[-2:]).reshape(-1, *val.shape[-2:])
     r = R.expand(*batch, *R.shape[-2:]).reshape(-1, *R.shape[-2:])

@@ -49,6 +49,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from torchgp import settings
+from torchgp._shapes import broadcast_shapes
 from torchgp.errors import ShapeError
 from torchgp.linalg import warm_start
 from torchgp.linalg.blockwise import operator_bilinear_grads
@@ -155,7 +156,7 @@ class _IterativeInvQuadLogdet(torch.autograd.Function):
     @staticmethod
     def forward(ctx, system: _System, want_logdet: bool, logdet_value: bool, rhs, diag, *inputs):
         dtype, n = system.dtype, system.shape[-1]
-        batch = torch.broadcast_shapes(system.shape[:-2], rhs.shape[:-2])
+        batch = broadcast_shapes(system.shape[:-2], rhs.shape[:-2])
         k = rhs.shape[-1]
         t = int(settings.num_trace_samples.value()) if want_logdet else 0
         key = warm_start.system_key(system.base, k, t, batch, dtype)
@@ -221,7 +222,7 @@ class _IterativeInvQuadLogdet(torch.autograd.Function):
                 # A keeps the estimator unbiased, E[(A z)(P⁻¹z)ᵀ] = A P P⁻¹ = A. tr(A ∂K) costs a bilinear form
                 # of rank k_c in the backward (O(n² k_c)), so k_c is capped (_CONTROL_RANK) however large P is.
                 kc = min(_CONTROL_RANK, precond.rank)
-                shape = torch.broadcast_shapes(alpha.shape[:-1], Z.shape[:-1])
+                shape = broadcast_shapes(alpha.shape[:-1], Z.shape[:-1])
                 Wc_p = None
                 if wanted and precond.D_inv.dtype == bdtype and precond.D_inv.shape[:-1] == shape[:-1]:
                     # written straight into V's control columns: no separate n × k_c copy (sharded: gathered)
@@ -266,7 +267,7 @@ class _IterativeInvQuadLogdet(torch.autograd.Function):
                 Uc, Vc = (-g_q * alpha).to(bdtype), alpha.to(bdtype)
             else:
                 kc = Wc_p.shape[-1] if use_control else 0
-                shape = torch.broadcast_shapes(alpha.shape[:-1], delta.shape[:-1])
+                shape = broadcast_shapes(alpha.shape[:-1], delta.shape[:-1])
                 if Vc is None or Vc.shape[:-1] != shape:
                     Vc = torch.empty(*shape, k + t + Wc_p.shape[-1], dtype=bdtype, device=alpha.device)
                 if use_control and Vc[..., k + t :].data_ptr() != Wc_p.data_ptr():
@@ -340,7 +341,7 @@ class _IterativeSolve(torch.autograd.Function):
     @staticmethod
     def forward(ctx, system, rhs, diag, *inputs):
         precond = getattr(system, "solve_preconditioner", system.preconditioner)()
-        batch = torch.broadcast_shapes(system.shape[:-2], rhs.shape[:-2])
+        batch = broadcast_shapes(system.shape[:-2], rhs.shape[:-2])
         B = rhs.detach().to(system.solve_dtype).expand(*batch, *rhs.shape[-2:])
         X, _ = pcg(system.matmul_fn(), B, precond.solve, tol=settings.eval_cg_tolerance.value())
         ctx.system, ctx.precond, ctx.rhs_shape, ctx.rhs_dtype = system, precond, rhs.shape, rhs.dtype

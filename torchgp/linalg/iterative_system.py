@@ -12,6 +12,7 @@ import warnings
 import torch
 
 from torchgp import beta_features, settings
+from torchgp._shapes import broadcast_shapes
 from torchgp.errors import NumericalWarning
 from torchgp.linalg.blockwise import (
     base_inputs,
@@ -118,7 +119,7 @@ class _System:
         if tile_shard(self.base) is not None or rank == 0:
             return rank
         n = self.shape[-1]
-        batch = math.prod(torch.broadcast_shapes(self.shape[:-2], () if self.diag is None else self.diag.shape[:-1]))
+        batch = math.prod(broadcast_shapes(self.shape[:-2], () if self.diag is None else self.diag.shape[:-1]))
         per_column = 2 * batch * n * torch.empty((), dtype=self.precond_dtype).element_size()
         budget = device_memory_budget(self.device)
         fits = budget // per_column
@@ -145,7 +146,7 @@ class _System:
         if n >= settings.min_preconditioning_size.value() or cap == 0 or not beta_features.default_preconditioner.on():
             return self.preconditioner()
         mm, dtype = self._base_matmul(), self.dtype
-        batch = self.shape[:-2] if self.diag is None else torch.broadcast_shapes(self.shape[:-2], self.diag.shape[:-1])
+        batch = self.shape[:-2] if self.diag is None else broadcast_shapes(self.shape[:-2], self.diag.shape[:-1])
         with torch.no_grad():
             return NystromPreconditioner(mm, batch, n, min(preconditioner_rank(n), n), self.diag, dtype, self.device)
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import torch
 
 from torchgp import settings
+from torchgp._shapes import broadcast_shapes
 
 __all__ = ["exp_tile_rows", "exp_tile_matmul", "feature_tile_side"]
 
@@ -105,7 +106,7 @@ def exp_tile_rows(op, batch: torch.Size):
     if log_s is not None:
         b2c = b2c + log_s[..., None, None]
     left = torch.cat([a, a2c, torch.ones_like(a2c)], -1)
-    wide = torch.broadcast_shapes(b.shape[:-2], b2c.shape[:-2])  # s may carry a batch the features lack
+    wide = broadcast_shapes(b.shape[:-2], b2c.shape[:-2])  # s may carry a batch the features lack
     b = b.expand(*wide, *b.shape[-2:])
     right = torch.cat([b * (-2 * c), torch.ones_like(b[..., :1]), b2c.expand(*wide, *b2c.shape[-2:])], -1)
     p = left.shape[-1]

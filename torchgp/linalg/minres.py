@@ -33,6 +33,7 @@ from collections.abc import Callable
 import torch
 
 from torchgp import settings
+from torchgp._shapes import broadcast_shapes
 from torchgp.errors import ShapeError
 from torchgp.linalg.lanczos import probe_generator
 
@@ -100,7 +101,7 @@ def minres(
     v = rhs / beta1.clamp_min(tiny)
     v_prev = torch.zeros_like(v)
     beta = torch.zeros_like(beta1)  # β_j, the sub-diagonal entry coupling v_{j-1} and v_j
-    lead = torch.broadcast_shapes(sig.shape, beta1.unsqueeze(0).shape)
+    lead = broadcast_shapes(sig.shape, beta1.unsqueeze(0).shape)
     X = torch.zeros(*lead[:-2], n, rhs.shape[-1], dtype=rhs.dtype, device=rhs.device)
     D_prev, D_prev2 = torch.zeros_like(X), torch.zeros_like(X)
     ones = torch.ones(lead, dtype=rhs.dtype, device=rhs.device)
@@ -331,7 +332,7 @@ def contour_integral_quad(
             f"contour_integral_quad: rhs {tuple(rhs.shape)} must have n = {K.shape[-1]} rows to match K "
             f"{tuple(K.shape)}; pass (*batch, n, k) or (*batch, n)."
         )
-    batch = torch.broadcast_shapes(K.shape[:-2], B.shape[:-2])
+    batch = broadcast_shapes(K.shape[:-2], B.shape[:-2])
     K, B = K.expand(*batch, *K.shape[-2:]), B.expand(*batch, *B.shape[-2:])
     Q = int(settings.num_contour_quadrature.value() if num_contour_quadrature is None else num_contour_quadrature)
     out = _CIQ.apply(K, B, inverse, Q, tol, max_iter)

@@ -30,6 +30,7 @@ from __future__ import annotations
 import torch
 
 from torchgp import settings
+from torchgp._shapes import broadcast_shapes
 from torchgp.linalg import _log
 from torchgp.linalg.blockwise import tile_shard
 from torchgp.linalg.operators import Operator
@@ -62,7 +63,7 @@ class PivotedCholeskyPreconditioner:
     def __init__(self, L: torch.Tensor, D: torch.Tensor, own_factor: bool = False):
         self.L, self.D = L, D
         self.D_inv = D.reciprocal()
-        self._batch = torch.broadcast_shapes(L.shape[:-2], D.shape[:-1])
+        self._batch = broadcast_shapes(L.shape[:-2], D.shape[:-1])
         self.R = torch.linalg.cholesky(self._capacitance(L))
         # Solves use L and R; W is formed only when asked for (W, inv_diagonal), and once forget_factor() has dropped
         # L, in L's own storage when this object may overwrite it (own_factor: a fresh factor, Lᵀ contiguous).
@@ -217,7 +218,7 @@ def build_preconditioner(
     batch, n = base.batch_shape, base.shape[-1]
     with torch.no_grad():
         if noise is not None:
-            batch = torch.broadcast_shapes(batch, noise.shape[:-1])
+            batch = broadcast_shapes(batch, noise.shape[:-1])
         kdiag = base.diagonal().detach().to(dtype).expand(*batch, n)
         # Adaptive rank: with noise σ², P⁻¹(K + σ²I) has its spectrum in [1, 1 + λ_max(E)/σ²], E = K - L Lᵀ,
         # and λ_max(E) ≤ tr E, so once tr E ≤ 10⁻³ min σ² (κ ≤ 1.001) more rank cannot save CG iterations.

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import torch
 
+from torchgp._shapes import broadcast_shapes
 from torchgp.errors import ShapeError
 from torchgp.linalg.lanczos_root import lanczos
 from torchgp.linalg.operators import Operator
@@ -46,7 +47,7 @@ class LowRankCoreOperator(Operator):
                 f"LowRankCoreOperator needs Q (*batch, n, r) and T (*batch, r, r); got {tuple(Q.shape)}, {tuple(T.shape)}."
             )
         self.Q, self.core = Q, T
-        batch = torch.broadcast_shapes(Q.shape[:-2], T.shape[:-2])
+        batch = broadcast_shapes(Q.shape[:-2], T.shape[:-2])
         self.shape = torch.Size([*batch, Q.shape[-2], Q.shape[-2]])
         self.dtype, self.device = T.dtype, T.device
 
@@ -101,7 +102,7 @@ class HadamardLowRankOperator(Operator):
         if a.shape[-1] != b.shape[-1]:
             raise ShapeError(f"HadamardLowRankOperator: factors of sizes {a.shape[-1]} and {b.shape[-1]}.")
         self.a, self.b = a, b
-        self.shape = torch.Size([*torch.broadcast_shapes(a.batch_shape, b.batch_shape), *a.shape[-2:]])
+        self.shape = torch.Size([*broadcast_shapes(a.batch_shape, b.batch_shape), *a.shape[-2:]])
         self.dtype, self.device = a.dtype, a.device
 
     def _matmul(self, rhs):

@@ -37,6 +37,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from torchgp import settings
+from torchgp._shapes import broadcast_shapes
 from torchgp.linalg.cg import pcg
 from torchgp.linalg.interpolated import InterpolatedOperator
 from torchgp.linalg.iterative import _diag_grad, _IterativeSolve
@@ -133,7 +134,7 @@ class _StructuredInvQuadLogdet(torch.autograd.Function):
     @staticmethod
     def forward(ctx, holder: _Holder, want_logdet: bool, rhs, diag, *tensors):
         n = holder.shape[-1]
-        batch = torch.broadcast_shapes(holder.shape[:-2], rhs.shape[:-2])
+        batch = broadcast_shapes(holder.shape[:-2], rhs.shape[:-2])
         k = rhs.shape[-1]
         t = int(settings.num_trace_samples.value()) if want_logdet else 0
         precond = holder.preconditioner(sampling=t > 0)

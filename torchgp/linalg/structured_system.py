@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from torchgp import settings
+from torchgp._shapes import broadcast_shapes
 from torchgp.linalg.interpolated import InterpolatedOperator
 from torchgp.linalg.operators import (
     AddedDiagOperator,
@@ -128,7 +129,7 @@ def _diag_form(op: Operator, w: torch.Tensor) -> torch.Tensor:
     if column is None or op.left_indices.dim() > 2:
         return (w * op.diagonal()).sum(-1)
     idx, val = op.left_indices, op.left_values
-    m, batch = column.shape[-1], torch.broadcast_shapes(w.shape[:-1], column.shape[:-1])
+    m, batch = column.shape[-1], broadcast_shapes(w.shape[:-1], column.shape[:-1])
     with torch.no_grad():
         wb = w.expand(*batch, w.shape[-1]).reshape(-1, w.shape[-1])
         h = wb.new_zeros(wb.shape[0], m)
@@ -251,7 +252,7 @@ class _Holder:
                 total[i] = g if total[i] is None else (total[i] if g is None else total[i] + g)
 
         for u, v in pairs:
-            batch_n = torch.broadcast_shapes(u.shape[:-1], v.shape[:-1])
+            batch_n = broadcast_shapes(u.shape[:-1], v.shape[:-1])
             for s, e in _column_blocks(u.shape[-1], width):
                 if cur and state["cols"] + (e - s) > width:
                     flush()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import torch
 
+from torchgp._shapes import broadcast_shapes
 from torchgp.errors import ShapeError
 from torchgp.linalg.operators import KroneckerProductOperator, Operator
 
@@ -45,7 +46,7 @@ def toeplitz_entries(column: torch.Tensor, rows: torch.Tensor, cols: torch.Tenso
     """
     lag = (rows - cols).abs()
     batch = column.shape[:-1]
-    out_shape = torch.broadcast_shapes(batch + (1,) * lag.dim(), (1,) * len(batch) + lag.shape)
+    out_shape = broadcast_shapes(batch + (1,) * lag.dim(), (1,) * len(batch) + lag.shape)
     flat_lag = lag.expand(out_shape[len(batch) :]).reshape(*([1] * len(batch)), -1).expand(*batch, -1)
     return column.gather(-1, flat_lag).reshape(out_shape)
 
@@ -86,7 +87,7 @@ class ToeplitzOperator(Operator):
         m = self.shape[-1]
         if m <= 64:  # a small dense product is cheaper than two FFTs
             return self._dense() @ rhs
-        batch = torch.broadcast_shapes(self.batch_shape, rhs.shape[:-2])
+        batch = broadcast_shapes(self.batch_shape, rhs.shape[:-2])
         fc = _circulant_fft(self.column).unsqueeze(-1)  # (*batch, m + 1, 1)
         fv = torch.fft.rfft(rhs, n=2 * m, dim=-2)  # (*batch, m + 1, k)
         out = torch.fft.irfft(fc * fv, n=2 * m, dim=-2)[..., :m, :]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from torchgp._shapes import broadcast_shapes
 from torchgp.means.means import Mean
 
 __all__ = ["ConstantMeanGrad", "ConstantMeanGradGrad", "LinearMeanGrad", "LinearMeanGradGrad"]
@@ -34,7 +35,7 @@ class ConstantMeanGrad(Mean):
             self.register_prior("mean_prior", prior, lambda m: m.constant)
 
     def forward(self, x):
-        batch = torch.broadcast_shapes(self.batch_shape, x.shape[:-2])
+        batch = broadcast_shapes(self.batch_shape, x.shape[:-2])
         n, d = x.shape[-2:]
         value = self.constant.unsqueeze(-1).expand(*batch, n, 1)
         zeros = torch.zeros(*batch, n, self._orders * d, dtype=value.dtype, device=value.device)

@@ -6,6 +6,7 @@ import copy
 
 import torch
 
+from torchgp._shapes import broadcast_shapes
 from torchgp.errors import InputError
 from torchgp.means.means import Mean
 
@@ -49,5 +50,5 @@ class MultitaskMean(Mean):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         outs = [m(x) for m in self.base_means]
-        shape = torch.broadcast_shapes(*(o.shape for o in outs))
+        shape = broadcast_shapes(*(o.shape for o in outs))
         return torch.stack([o.expand(shape) for o in outs], -1)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 
 from torchgp import _record
+from torchgp._shapes import broadcast_shapes
 from torchgp.kernels.kernel import Kernel
 from torchgp.models.validation import nonfinite_rows
 from torchgp.utils.warnings import GPInputWarning
@@ -105,7 +106,7 @@ def _scale_problems(kernel: Kernel, x: torch.Tensor, path: str) -> list[tuple[st
         spread = (x.amax(-2) - x.amin(-2)).unsqueeze(-2)  # (*batch, 1, d): O(n·d)
         ls = kernel.lengthscale.detach()
         try:
-            torch.broadcast_shapes(spread.shape, ls.shape)
+            broadcast_shapes(spread.shape, ls.shape)
         except RuntimeError:
             ls = None  # a lengthscale that is not per input column (e.g. per task): not checked
         if ls is not None:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import torch
 
+from torchgp._shapes import broadcast_shapes
 from torchgp.linalg.cholesky import psd_safe_cholesky
 from torchgp.linalg.interpolated import InterpolatedOperator, interp_matmul
 from torchgp.linalg.lanczos import jitter_tridiagonal
@@ -73,7 +74,7 @@ def stacked_weights(parts, rows: slice = slice(None)):
     ``Σ_p W_p K_p W_pᵀ = W blockdiag(K_1, …, K_P) Wᵀ``: the indices of part ``p`` are shifted by ``Σ_{q<p} m_q``.
     Returns ``indices, values (*batch, rows, Σ_p k_p)`` of the rows ``rows``.
     """
-    batch = torch.broadcast_shapes(*(p.left_indices.shape[:-2] for p in parts))
+    batch = broadcast_shapes(*(p.left_indices.shape[:-2] for p in parts))
     idx, val, offset = [], [], 0
     for p in parts:
         i, v = p.left_indices[..., rows, :], p.left_values[..., rows, :]
@@ -87,7 +88,7 @@ def _stack_grid(blocks: list) -> torch.Tensor:
     """Grid-side blocks ``(*batch_p, m_p, c)`` stacked to ``(*batch, Σ m_p, c)``."""
     if len(blocks) == 1:
         return blocks[0]
-    batch = torch.broadcast_shapes(*(b.shape[:-2] for b in blocks))
+    batch = broadcast_shapes(*(b.shape[:-2] for b in blocks))
     return torch.cat([b.expand(*batch, *b.shape[-2:]) for b in blocks], -2)
 
 

@@ -28,6 +28,7 @@ import math
 import torch
 
 from torchgp import settings
+from torchgp._shapes import broadcast_shapes
 from torchgp.distributions import MultivariateNormal
 from torchgp.errors import InputError
 from torchgp.linalg.operators import DenseOperator
@@ -66,7 +67,7 @@ def masked_log_prob(dist: MultivariateNormal, target: torch.Tensor) -> torch.Ten
         flat = dist.mean.reshape(*dist.mean.shape[:-2], -1) if interleaved else dist.mean.mT.flatten(-2)
         target = target.reshape(*target.shape[:-2], -1) if interleaved else target.mT.flatten(-2)
         return masked_log_prob(MultivariateNormal(flat, dist.lazy_covariance_matrix), target)
-    batch = torch.broadcast_shapes(dist.batch_shape, target.shape[:-1])
+    batch = broadcast_shapes(dist.batch_shape, target.shape[:-1])
     n = target.shape[-1]
     observed = observed.expand(*batch, n)
     mean = dist.mean.expand(*batch, n)
@@ -102,7 +103,7 @@ class MaskedExactPosterior(ExactPosterior):
     """
 
     def __init__(self, train_x, train_y, prior_mean, noisy_covar):
-        batch = torch.broadcast_shapes(train_y.shape[:-1], prior_mean.shape[:-1], noisy_covar.shape[:-2])
+        batch = broadcast_shapes(train_y.shape[:-1], prior_mean.shape[:-1], noisy_covar.shape[:-2])
         n = train_y.shape[-1]
         self.observed = (~torch.isnan(train_y)).expand(*batch, n)
         mean = prior_mean.expand(*batch, n)

@@ -24,6 +24,7 @@ import warnings
 
 import torch
 
+from torchgp._shapes import broadcast_shapes
 from torchgp.distributions import MultivariateNormal
 from torchgp.errors import ModelTypeError, NumericalWarning, ShapeError
 from torchgp.likelihoods.gaussian import GaussianLikelihood, _GaussianLikelihoodBase
@@ -152,7 +153,7 @@ def _append(model, noise, inputs, targets) -> _OnlineFantasyGP:
             f"get_fantasy_model: inputs {tuple(X.shape)} must be (*batch, q, d = {train_x.shape[-1]}) and targets "
             f"{tuple(y.shape)} (*batch, q) with the same q."
         )
-    batch = torch.broadcast_shapes(train_x.shape[:-2], X.shape[:-2], y.shape[:-1], noise.shape[:-2])
+    batch = broadcast_shapes(train_x.shape[:-2], X.shape[:-2], y.shape[:-1], noise.shape[:-2])
     n, q, d = train_x.shape[-2], X.shape[-2], X.shape[-1]
     new_x = torch.cat([train_x.expand(*batch, n, d), X.expand(*batch, q, d)], -2)
     new_y = torch.cat([train_y.expand(*batch, n), y.expand(*batch, q)], -1)

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from torchgp import settings
+from torchgp._shapes import broadcast_shapes
 from torchgp._state import state_key
 from torchgp.distributions import MultivariateNormal
 from torchgp.distributions._inducing import _PredictiveCovariance, _split_prior
@@ -38,7 +39,7 @@ class NystromCovariance(Operator):
     def __init__(self, A: torch.Tensor, kxx_diag: torch.Tensor):
         self.A, self.kxx_diag = A, kxx_diag
         n = A.shape[-1]
-        self.shape = torch.Size([*torch.broadcast_shapes(A.shape[:-2], kxx_diag.shape[:-1]), n, n])
+        self.shape = torch.Size([*broadcast_shapes(A.shape[:-2], kxx_diag.shape[:-1]), n, n])
         self.dtype, self.device = A.dtype, A.device
 
     def _dense(self):
@@ -125,7 +126,7 @@ class SGPR(GP):
         Z = self.inducing_points
         if x.shape[-1] != Z.shape[-1]:
             raise ShapeError(f"Inputs have d = {x.shape[-1]} but the inducing points have d = {Z.shape[-1]}.")
-        batch = torch.broadcast_shapes(Z.shape[:-2], x.shape[:-2])
+        batch = broadcast_shapes(Z.shape[:-2], x.shape[:-2])
         full = torch.cat([Z.expand(*batch, *Z.shape[-2:]), x.expand(*batch, *x.shape[-2:])], -2)
         prior = self.forward(full)
         if not isinstance(prior, MultivariateNormal):

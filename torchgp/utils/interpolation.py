@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import torch
 
+from torchgp._shapes import broadcast_shapes
 from torchgp.errors import InputError, ShapeError
 from torchgp.utils.grid import convert_legacy_grid
 
@@ -123,7 +124,7 @@ def left_interp(interp_indices: torch.Tensor, interp_values: torch.Tensor, rhs: 
     """
     vector = rhs.dim() == 1
     R = rhs.unsqueeze(-1) if vector else rhs
-    batch = torch.broadcast_shapes(interp_indices.shape[:-2], R.shape[:-2])
+    batch = broadcast_shapes(interp_indices.shape[:-2], R.shape[:-2])
     idx = interp_indices.expand(*batch, *interp_indices.shape[-2:])
     R = R.expand(*batch, *R.shape[-2:])
     n, k = idx.shape[-2:]
@@ -150,7 +151,7 @@ def left_t_interp(
     """
     vector = rhs.dim() == 1
     R = rhs.unsqueeze(-1) if vector else rhs
-    batch = torch.broadcast_shapes(interp_indices.shape[:-2], interp_values.shape[:-2], R.shape[:-2])
+    batch = broadcast_shapes(interp_indices.shape[:-2], interp_values.shape[:-2], R.shape[:-2])
     n, k = interp_indices.shape[-2:]
     t = R.shape[-1]
     idx = interp_indices.expand(*batch, n, k).reshape(*batch, n * k, 1).expand(*batch, n * k, t)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import torch
 
+from torchgp._shapes import broadcast_shapes
 from torchgp.distributions import MultivariateNormal
 from torchgp.linalg.operators import Operator
 from torchgp.variational.variational_strategy import VariationalStrategy, _add_jitter
@@ -50,7 +51,7 @@ class _GroupedCovariance(Operator):
 
     def __init__(self, kxx_diag: torch.Tensor, kxx_dense, K_zx: torch.Tensor, M: torch.Tensor):
         self.kxx_diag, self.kxx_dense, self.K_zx, self.M = kxx_diag, kxx_dense, K_zx, M
-        batch = torch.broadcast_shapes(kxx_diag.shape[:-1], K_zx.shape[:-2], M.shape[:-2])
+        batch = broadcast_shapes(kxx_diag.shape[:-1], K_zx.shape[:-2], M.shape[:-2])
         b = K_zx.shape[-1]
         self.shape = torch.Size([*batch, b, b])
         self.dtype, self.device = K_zx.dtype, K_zx.device
@@ -64,7 +65,7 @@ class _GroupedCovariance(Operator):
         if offset or {dim1 % nd, dim2 % nd} != {nd - 2, nd - 1}:
             return super().diagonal(offset, dim1, dim2)
         R = self.K_zx.to(torch.float64)
-        M = self.M.expand(*torch.broadcast_shapes(self.M.shape[:-2], R.shape[:-2]), *self.M.shape[-2:])
+        M = self.M.expand(*broadcast_shapes(self.M.shape[:-2], R.shape[:-2]), *self.M.shape[-2:])
         d = self.kxx_diag + QuadFormDiagonal.apply(M, R.expand(*M.shape[:-2], *R.shape[-2:])).to(self.dtype)
         return d.expand(self.shape[:-1])
 
@@ -105,7 +106,7 @@ class LargeBatchVariationalStrategy(VariationalStrategy):
             self._cache = None
         else:
             Z_batch = self.inducing_points.shape[:-2]
-            _, L, L_inv = self._factor(K_zz, mean_z, for_kl=torch.broadcast_shapes(Z_batch, x.shape[:-2]) == Z_batch)
+            _, L, L_inv = self._factor(K_zz, mean_z, for_kl=broadcast_shapes(Z_batch, x.shape[:-2]) == Z_batch)
         dtype = K_zx.dtype
         L_inv = L_inv.to(torch.float64)
         v_mean, v_chol = self._variational_distribution.mean_and_scale_tril()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from torchgp._shapes import broadcast_shapes
 from torchgp.distributions import MultivariateNormal
 from torchgp.distributions.multitask_multivariate_normal import MultitaskMultivariateNormal
 from torchgp.errors import InputError, ShapeError
@@ -29,7 +30,7 @@ class _LMCCovariance(Operator):
     def __init__(self, latent_cov: Operator, A: torch.Tensor):
         self.latent_cov, self.A = latent_cov, A  # A (*batch, L, t)
         n, t = latent_cov.shape[-1], A.shape[-1]
-        batch = torch.broadcast_shapes(latent_cov.shape[:-3], A.shape[:-2])
+        batch = broadcast_shapes(latent_cov.shape[:-3], A.shape[:-2])
         self.shape = torch.Size([*batch, n * t, n * t])
         self.dtype, self.device = A.dtype, A.device
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import torch
 
+from torchgp._shapes import broadcast_shapes
 from torchgp.distributions import MultivariateNormal
 from torchgp.errors import ModelTypeError
 from torchgp.variational.delta_variational_distribution import DeltaVariationalDistribution
@@ -73,7 +74,7 @@ class OrthogonallyDecoupledVariationalStrategy(_VariationalStrategy):
         x = self._check_inputs(x)
         self._initialize()
         Z = self.inducing_points
-        batch = torch.broadcast_shapes(Z.shape[:-2], x.shape[:-2])
+        batch = broadcast_shapes(Z.shape[:-2], x.shape[:-2])
         b = x.shape[-2]
         full = torch.cat([x.expand(*batch, *x.shape[-2:]), Z.expand(*batch, *Z.shape[-2:])], -2)
         out = self.base_variational_strategy(full, **kwargs)

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from torchgp import settings
+from torchgp._shapes import broadcast_shapes
 from torchgp._state import state_key
 from torchgp.distributions import MultivariateNormal
 from torchgp.distributions._inducing import _add_jitter, _PredictiveCovariance, _split_prior  # noqa: F401
@@ -186,7 +187,7 @@ class _VariationalStrategy(Module):
         giving the dense ``K_xx (*b, n, n)`` (see ``_split_prior``).
         """
         Z = self.inducing_points
-        batch = torch.broadcast_shapes(Z.shape[:-2], x.shape[:-2])
+        batch = broadcast_shapes(Z.shape[:-2], x.shape[:-2])
         full = torch.cat([Z.expand(*batch, *Z.shape[-2:]), x.expand(*batch, *x.shape[-2:])], -2)
         prior_full = self.model.forward(full, **kwargs)
         if not isinstance(prior_full, MultivariateNormal):
@@ -216,9 +217,7 @@ class _VariationalStrategy(Module):
         else:
             Z_batch = self.inducing_points.shape[:-2]
             # the factor serves the KL only when the inputs add no batch dimensions to Z's
-            mean_z, L, L_inv = self._factor(
-                K_zz, mean_z, for_kl=torch.broadcast_shapes(Z_batch, x.shape[:-2]) == Z_batch
-            )
+            mean_z, L, L_inv = self._factor(K_zz, mean_z, for_kl=broadcast_shapes(Z_batch, x.shape[:-2]) == Z_batch)
         A = L_inv @ K_zx  # A = L⁻¹ K_zx (*batch, m, b)
         q_mean, q_chol = self._variational_distribution.mean_and_scale_tril()
         v_mean, v_chol = self._whiten(q_mean, q_chol, mean_z, L)

@@ -16,6 +16,7 @@ import math
 import torch
 
 from torchgp import settings
+from torchgp._shapes import broadcast_shapes
 from torchgp.errors import KernelMemoryError, ShapeError
 from torchgp.linalg.operators.indexing import _full, split_index
 from torchgp.linalg.operators.linalg_methods import LinearAlgebraMethods
@@ -249,7 +250,7 @@ class Operator(LinearAlgebraMethods):
         batch = torch.Size(sizes[:-2])
         if batch == self.batch_shape:
             return self
-        torch.broadcast_shapes(batch, self.batch_shape)  # raises on incompatible shapes
+        broadcast_shapes(batch, self.batch_shape)  # raises on incompatible shapes
         return self._expand(batch)
 
     def __getitem__(self, idx):
@@ -342,7 +343,7 @@ class Operator(LinearAlgebraMethods):
         if isinstance(other, torch.Tensor):
             if other.dim() >= 2 and other.shape[-2:] == (1, 1):
                 return self._scale(other[..., 0, 0])
-            other = DenseOperator(other.expand(torch.broadcast_shapes(other.shape, self.shape)))
+            other = DenseOperator(other.expand(broadcast_shapes(other.shape, self.shape)))
         if not isinstance(other, Operator):
             raise TypeError(f"Cannot multiply an operator by {type(other).__name__}.")
         return self._mul_operator(other)

@@ -30,6 +30,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from torchgp import settings
+from torchgp._shapes import broadcast_shapes
 from torchgp.errors import ShapeError
 from torchgp.linalg.kernel_tiles import exp_tile_matmul, exp_tile_rows, feature_tile_side
 from torchgp.linalg.operators.base import Operator
@@ -246,7 +247,7 @@ def kernel_matmul_nograd(op: KernelOperator, V: torch.Tensor, transpose: bool = 
         ``(*batch, n, k)`` (``(*batch, m, k)`` when ``transpose``).
     """
     n, m = op.shape[-2], op.shape[-1]
-    batch = torch.broadcast_shapes(op.batch_shape, V.shape[:-2])
+    batch = broadcast_shapes(op.batch_shape, V.shape[:-2])
     if transpose and op.symmetric:
         transpose = False
     out_rows = m if transpose else n

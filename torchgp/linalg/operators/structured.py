@@ -163,7 +163,7 @@ class _ElementwiseOperator(Operator):
             raise ValueError(f"{type(self).__name__} needs at least one operator.")
         self.operators = tuple(flat)
         try:
-            self.shape = torch.Size(torch.broadcast_shapes(*(op.shape for op in flat)))
+            self.shape = torch.Size(broadcast_shapes(*(op.shape for op in flat)))
         except RuntimeError as e:
             raise ShapeError(f"Cannot {self._verb} operators of shapes {[tuple(op.shape) for op in flat]}.") from e
         self.dtype, self.device = flat[0].dtype, flat[0].device

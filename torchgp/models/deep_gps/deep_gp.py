@@ -19,6 +19,7 @@ import warnings
 import torch
 
 from torchgp import settings
+from torchgp._shapes import broadcast_shapes
 from torchgp.distributions import MultitaskMultivariateNormal, MultivariateNormal
 from torchgp.errors import ModelTypeError, ShapeError
 from torchgp.likelihoods import Likelihood
@@ -58,7 +59,7 @@ class _ExpandedOperator(Operator):
 
     def _matmul(self, rhs):
         out = self.base.matmul(rhs)
-        return out.expand(*torch.broadcast_shapes(self.batch_shape, out.shape[:-2]), *out.shape[-2:])
+        return out.expand(*broadcast_shapes(self.batch_shape, out.shape[:-2]), *out.shape[-2:])
 
 
 def _expand_samples(output: MultivariateNormal, num: int) -> MultivariateNormal:
