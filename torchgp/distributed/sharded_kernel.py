@@ -11,12 +11,12 @@ partial product, and one ``all_reduce`` gives every rank the whole ``K V``:
 with ``T_i(V)`` the contribution of tile ``i`` (``K_IJ V_J``, plus ``K_IJᵀ V_I`` for a mirrored
 tile). The gradients' bilinear forms ``Σ_j u_jᵀ (∂K/∂θ) v_j`` are split over the same tiles and
 summed with ``all_reduce``. The pivoted-Cholesky preconditioner is split by rows: each rank computes
-and holds its row block of the ``n × k`` factor (:mod:`torchgp.linalg.sharded_preconditioner`; one
-small ``all_reduce`` per pivot), so memory per rank is ``O(n k / p + n d)``. CG runs with its vectors
-split by rows too (:mod:`torchgp.distributed.sharded_cg`): each rank updates its rows of ``x, r, p, z``,
-the directions are gathered once per iteration and the partial products reduce-scattered, and only
-inner products are summed whole. Every rank sees the same sums, so it runs identical iterations and
-gets the same loss, gradients and predictions. Communication per CG iteration is about
+and holds its row block of the ``n × k`` factor (:mod:`torchgp.linalg.sharded_preconditioner`; about
+two small ``all_reduce`` per block of up to 64 pivots), so memory per rank is ``O(n k / p + n d)``.
+CG runs with its vectors split by rows too (:mod:`torchgp.distributed.sharded_cg`): each rank updates
+its rows of ``x, r, p, z``, the directions are gathered once per iteration and the partial products
+reduce-scattered, and only inner products are summed whole. Every rank sees the same sums, so it runs
+identical iterations and gets the same loss, gradients and predictions. Communication per CG iteration is about
 ``2 n · (1 + probes) (p - 1) / p`` numbers per rank; computation ``O(n² / p)``.
 """
 

@@ -152,15 +152,20 @@ class PivotedCholeskyPreconditioner:
         """
         dtype = self.R.dtype
         Vp = V if V.dtype == dtype else V.to(dtype)
+        # Every n × k × t product is formed with the narrow t-column operand on the left, (Vᵀ W)ᵀ and (Yᵀ Wᵀ)ᵀ:
+        # the same numbers, and MKL's GEMM is much faster in that orientation for a few columns (n = 20,000,
+        # k = 1789, float32, one thread: t = 11 0.23 → 0.042 s, t = 33 0.106 → 0.081 s, t = 65 0.150 → 0.130 s).
         if self._W is not None:
-            low = self._W @ (self._W.mT @ Vp)
+            W = self._W
+            low = ((Vp.mT @ W) @ W.mT).mT
             DV = self.D_inv.unsqueeze(-1) * Vp
         else:
             L = self._factor()
             DV = self.D_inv.unsqueeze(-1) * Vp
             if L.shape[-1] == 0:
                 return DV if V.dtype == dtype else self.D_inv.to(V.dtype).unsqueeze(-1) * V
-            low = self.D_inv.unsqueeze(-1) * (L @ torch.cholesky_solve(L.mT @ DV, self.R))
+            Y = torch.cholesky_solve((DV.mT @ L).mT, self.R)  # C⁻¹ LᵀD⁻¹V, (*batch, k, t)
+            low = self.D_inv.unsqueeze(-1) * (Y.mT @ L.mT).mT
         if V.dtype == dtype:
             return DV - low
         return self.D_inv.to(V.dtype).unsqueeze(-1) * V - low.to(V.dtype)

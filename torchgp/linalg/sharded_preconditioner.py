@@ -7,10 +7,10 @@ one buffer (the factor's own, scaled in place), and every process holds ``D``, t
 ``k × k`` core and the data.
 
 Factor (:mod:`torchgp.linalg.sharded_pivoted_factor`): each process computes its rows of the greedy pivoted
-Cholesky factor, blocks of columns at a time, with one small ``all_reduce`` per pivot,
-so the pivots, and hence ``P``, are those of the unsharded factorisation (ties go to the lowest index,
-as ``argmax`` does). The factor's buffer is allocated at the maximum rank but left untouched beyond the
-columns written, so the pages of an early stop are never resident. The core
+Cholesky factor, blocks of columns at a time, about two small collectives per block (every process chooses the
+block's pivots from the same replicated candidates), so the pivots, and hence ``P``, are those of the unsharded
+factorisation (ties go to the lowest index, as ``argmax`` does). The factor's buffer is allocated at the maximum
+rank but left untouched beyond the columns written, so the pages of an early stop are never resident. The core
 ``C = I + Lᵀ D⁻¹ L = I + Σ_r L_rᵀ D_r⁻¹ L_r = R Rᵀ`` is one ``k × k`` sum, formed by blocks of rows.
 
 Apply (Woodbury, ``P⁻¹ V = D⁻¹ V - (D⁻¹L) C⁻¹ (D⁻¹L)ᵀ V``): ``(D⁻¹L)ᵀ V = Σ_r (D_r⁻¹L_r)ᵀ V_r`` is a
@@ -135,11 +135,17 @@ class ShardedPivotedCholeskyPreconditioner:
         triangular solves of ``C = R Rᵀ`` (the same numbers on every process), then this process's rows.
         """
         LD = self.LD
-        Y = LD.mT @ V_rows.to(LD.dtype)  # (*batch, k, t)
+        # Both products with the narrow t-column operand on the left, (Vᵀ (D⁻¹L))ᵀ and (Yᵀ (D⁻¹L)ᵀ)ᵀ: the same sums,
+        # 2-3× faster in float32 for t ≈ 11 (n/p = 10,000, k = 1789, 1 thread, the factor held column-major:
+        # 23 → 11 ms and 32 → 10 ms). With the solves below, solve_rows at n = 20,000 on 2 processes: 99 → 24 ms
+        # (float32), 269 → 89 ms (float64) per call.
+        Y = (V_rows.to(LD.dtype).mT @ LD).mT  # (*batch, k, t)
         Y = Y.expand(*torch.broadcast_shapes(Y.shape[:-2], V_rows.shape[:-2]), *Y.shape[-2:]).contiguous()
         self.shard.all_reduce([Y], "preconditioner solve WᵀV")
-        Y = torch.cholesky_solve(Y, self.R.expand(*Y.shape[:-2], *self.R.shape[-2:]), upper=False)
-        return LD @ Y
+        # C⁻¹ Y = R⁻ᵀ (R⁻¹ Y): two triangular solves (1.6 ms against cholesky_solve's 5.3 ms at k = 1789, t = 11)
+        R = self.R.expand(*Y.shape[:-2], *self.R.shape[-2:])
+        Y = torch.linalg.solve_triangular(R.mT, torch.linalg.solve_triangular(R, Y, upper=False), upper=True)
+        return (Y.mT @ LD.mT).mT
 
     def solve(self, V: torch.Tensor) -> torch.Tensor:
         """``P⁻¹ V`` for ``V (*batch, n, t)``, in ``V``'s dtype; two collectives (a ``k × t`` sum, a gather)."""
