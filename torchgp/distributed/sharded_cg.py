@@ -24,6 +24,7 @@ from __future__ import annotations
 import torch
 
 from torchgp import settings
+from torchgp._shapes import broadcast_shapes
 from torchgp.distributed import process_group
 from torchgp.errors import ShapeError
 from torchgp.linalg.cg import CGInfo, cg_rows, finish
@@ -61,7 +62,7 @@ class ShardedMatmul:
     def _partial(self, V: torch.Tensor) -> torch.Tensor:
         """``Σ`` over this process's tiles of their part of ``K V``, all ``n`` rows, in ``V``'s dtype (no sum yet)."""
         op = self.base
-        batch = torch.broadcast_shapes(op.batch_shape, V.shape[:-2])
+        batch = broadcast_shapes(op.batch_shape, V.shape[:-2])
         rows_form = exp_tile_rows(op, batch) if settings.fast_kernel_tiles.on() else None
         if rows_form is not None:  # an exponential kernel: this process's tiles from feature rows, one buffer
             tiles = [tile for index, tile in enumerate(_tiles(op, feature_tile_side())) if self.shard.owns(index)]

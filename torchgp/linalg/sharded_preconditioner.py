@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import torch
 
+from torchgp._shapes import broadcast_shapes
 from torchgp.errors import ShapeError
 from torchgp.linalg.pivoted_factor import scaled_gram
 from torchgp.linalg.sharded_pivoted_factor import row_range, sharded_pivoted_cholesky
@@ -99,7 +100,7 @@ class ShardedPivotedCholeskyPreconditioner:
         self.D_inv = D.reciprocal()
         k = L.shape[-1]
         d_inv = self.D_inv[..., self.lo : self.hi].unsqueeze(-1)  # (*batch, hi - lo, 1)
-        shape = torch.Size((*torch.broadcast_shapes(L.shape[:-2], D.shape[:-1]), *L.shape[-2:]))
+        shape = torch.Size((*broadcast_shapes(L.shape[:-2], D.shape[:-1]), *L.shape[-2:]))
         # C = I + Σ_r L_rᵀ D_r⁻¹ L_r (after the sum), by blocks of rows of about _BLOCK_NUMBERS numbers
         C = scaled_gram(L, d_inv[..., 0].sqrt(), shape[:-2], rows=max(1, _BLOCK_NUMBERS // max(k, 1)))
         shard.all_reduce([C], "preconditioner core LᵀD⁻¹L")
@@ -140,7 +141,7 @@ class ShardedPivotedCholeskyPreconditioner:
         # 23 → 11 ms and 32 → 10 ms). With the solves below, solve_rows at n = 20,000 on 2 processes: 99 → 24 ms
         # (float32), 269 → 89 ms (float64) per call.
         Y = (V_rows.to(LD.dtype).mT @ LD).mT  # (*batch, k, t)
-        Y = Y.expand(*torch.broadcast_shapes(Y.shape[:-2], V_rows.shape[:-2]), *Y.shape[-2:]).contiguous()
+        Y = Y.expand(*broadcast_shapes(Y.shape[:-2], V_rows.shape[:-2]), *Y.shape[-2:]).contiguous()
         self.shard.all_reduce([Y], "preconditioner solve WᵀV")
         # C⁻¹ Y = R⁻ᵀ (R⁻¹ Y): two triangular solves (1.6 ms against cholesky_solve's 5.3 ms at k = 1789, t = 11)
         R = self.R.expand(*Y.shape[:-2], *self.R.shape[-2:])
@@ -170,7 +171,7 @@ class ShardedPivotedCholeskyPreconditioner:
         """
         R = self.R[..., :k, :k]
         B = self.LD[..., rows, :k]
-        R = R.expand(*torch.broadcast_shapes(R.shape[:-2], B.shape[:-2]), k, k)
+        R = R.expand(*broadcast_shapes(R.shape[:-2], B.shape[:-2]), k, k)
         return torch.linalg.solve_triangular(R, B.mT, upper=False).mT
 
     def leading_factor(self, k: int, out: torch.Tensor | None = None, release: bool = False) -> torch.Tensor:
