@@ -159,13 +159,19 @@ def train(X, y, lengthscale, steps: int, warm: bool, skip: bool = False):
     iterations = 0
     t0, c0 = time.perf_counter(), time.process_time()
     with settings.cg_warm_start(warm), settings.skip_logdet_forward(skip), settings.max_cholesky_size(1):
-        for _ in range(steps):
+        for step in range(1, steps + 1):
             _reset_stats()
             opt.zero_grad()
             loss = -mll(model(X), y)
             loss.backward()
             opt.step()
             iterations += _STATS["cg_iterations"]
+            if step % 10 == 0 and step < steps:  # progress of a long run: wall and CPU so far, CG iterations
+                print(
+                    f"  step {step}: wall {time.perf_counter() - t0:.1f} s, CPU {time.process_time() - c0:.1f} s, "
+                    f"{iterations} CG iterations",
+                    flush=True,
+                )
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     with settings.cg_warm_start(False), settings.max_cholesky_size(1), torch.no_grad():
         final = (-mll(model(X), y)).item()  # the final loss by a cold evaluation, the same for both runs
