@@ -179,9 +179,11 @@ def cg_rows(matmul_rows, B, precond, tol, max_iter: int, record: bool, x0=None, 
         if not bool(active.any()):
             break
         it = step
-        # Only the columns still running are multiplied (_active_product). Under a cross-process reduction every
-        # process holds the same `active` (its residuals are sums over all processes), so all take the same columns.
-        AP = _active_product(matmul_rows, Pdir, active)
+        # Only the columns still running are multiplied and preconditioned (_running_columns). Under a cross-process
+        # reduction every process holds the same `active` (its residuals are sums over all processes), so all take
+        # the same columns.
+        running = _running_columns(active)
+        AP = _active_product(matmul_rows, Pdir, running)
         (pAp,) = total([(Pdir * AP).sum(-2)], "pᵀAp")
         bad = active & ~(pAp > 0)
         if bool(bad.any()):
@@ -196,7 +198,7 @@ def cg_rows(matmul_rows, B, precond, tol, max_iter: int, record: bool, x0=None, 
         X.addcmul_(alpha.unsqueeze(-2), Pdir)
         R.addcmul_(alpha.unsqueeze(-2), AP, value=-1.0)
         del AP
-        Z = _active_precond(precond, R, Z, active)
+        Z = _active_precond(precond, R, Z, running)
         rz_new, rr = total([(R * Z).sum(-2), R.square().sum(-2)], "rᵀz")
         beta = torch.where(active, rz_new / torch.where(rz != 0, rz, torch.ones_like(rz)), torch.zeros_like(rz))
         Pdir = Z + beta.unsqueeze(-2) * Pdir
@@ -215,38 +217,38 @@ def cg_rows(matmul_rows, B, precond, tol, max_iter: int, record: bool, x0=None, 
     return X, (it, residual, num_steps, alphas, betas, rz0)
 
 
-def _active_product(matmul_rows, Pdir: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
-    """``A Pdir`` on the columns active in some batch member, zeros elsewhere, ``(*batch, n, k)``.
+def _running_columns(active: torch.Tensor) -> torch.Tensor | None:
+    """Indices of the columns active in some batch member of ``active (*batch, k)``, or None when all are (one sync)."""
+    cols = active.reshape(-1, active.shape[-1]).any(0) if active.dim() > 1 else active
+    return None if bool(cols.all()) else cols.nonzero().squeeze(-1)
+
+
+def _active_product(matmul_rows, Pdir: torch.Tensor, running: torch.Tensor | None) -> torch.Tensor:
+    """``A Pdir`` on the ``running`` columns (:func:`_running_columns`; None: all), zeros elsewhere, ``(*batch, n, k)``.
 
     A stopped column's step size is 0, so its product is never read; with per-column tolerances (e.g. probes
     looser than the data column) the columns that finished early then cost no kernel products. On the
     blockwise path a product's cost is about ``a + b·k`` per kernel entry (tile evaluation plus ``k`` GEMM
     columns), so dropping finished columns saves the ``b·k`` part.
     """
-    k = Pdir.shape[-1]
-    cols = active.reshape(-1, k).any(0) if active.dim() > 1 else active
-    if bool(cols.all()):
+    if running is None:
         return matmul_rows(Pdir)
-    idx = cols.nonzero().squeeze(-1)
     AP = torch.zeros_like(Pdir)
-    AP[..., idx] = matmul_rows(Pdir[..., idx])
+    AP[..., running] = matmul_rows(Pdir[..., running])
     return AP
 
 
-def _active_precond(precond, R: torch.Tensor, Z: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
-    """``P⁻¹R`` on the columns active in some batch member; the others keep their previous ``Z`` (never read).
+def _active_precond(precond, R: torch.Tensor, Z: torch.Tensor, running: torch.Tensor | None) -> torch.Tensor:
+    """``P⁻¹R`` on the ``running`` columns (None: all); the others keep their previous ``Z`` (never read).
 
     A stopped column's β is 0 and its ``rᵀz`` is not updated, so its ``z`` is not used again. With the probes
     stopping at a looser tolerance than the data column, the preconditioner then solves for one column instead
     of ``1 + t`` over the last iterations: a rank-k pivoted-Cholesky solve costs ``4 n k`` flops per column
     (at n = 20,000, rank 1789, 33 columns about a tenth of a CG iteration's kernel pass).
     """
-    k = R.shape[-1]
-    cols = active.reshape(-1, k).any(0) if active.dim() > 1 else active
-    if bool(cols.all()):
+    if running is None:
         return precond(R)
-    idx = cols.nonzero().squeeze(-1)
-    Z[..., idx] = precond(R[..., idx])
+    Z[..., running] = precond(R[..., running])
     return Z
 
 

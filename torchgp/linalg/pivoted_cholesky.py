@@ -36,6 +36,7 @@ from torchgp.linalg.blockwise import tile_shard
 from torchgp.linalg.operators import Operator
 from torchgp.linalg.pivoted_factor import (  # noqa: F401  (operator_rows, pivoted_cholesky re-exported)
     _REL_FLOOR,
+    core_solve,
     operator_rows,
     pivoted_cholesky,
     scaled_gram,
@@ -164,7 +165,7 @@ class PivotedCholeskyPreconditioner:
             DV = self.D_inv.unsqueeze(-1) * Vp
             if L.shape[-1] == 0:
                 return DV if V.dtype == dtype else self.D_inv.to(V.dtype).unsqueeze(-1) * V
-            Y = torch.cholesky_solve((DV.mT @ L).mT, self.R)  # C⁻¹ LᵀD⁻¹V, (*batch, k, t)
+            Y = core_solve(self.R, (DV.mT @ L).mT)  # C⁻¹ LᵀD⁻¹V, (*batch, k, t)
             low = self.D_inv.unsqueeze(-1) * (Y.mT @ L.mT).mT
         if V.dtype == dtype:
             return DV - low

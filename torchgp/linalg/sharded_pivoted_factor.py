@@ -40,7 +40,7 @@ from __future__ import annotations
 import torch
 
 from torchgp.linalg.operators import DenseOperator, KernelOperator, Operator
-from torchgp.linalg.pivoted_factor import _BLOCK, _CANDIDATES, operator_row_block
+from torchgp.linalg.pivoted_factor import _BLOCK, _CANDIDATES, candidate_rows
 
 __all__ = ["sharded_pivoted_cholesky", "row_range"]
 
@@ -68,34 +68,6 @@ def _candidate_block(base: Operator, idx: torch.Tensor) -> torch.Tensor:
     raise TypeError(
         f"the sharded pivoted Cholesky factor needs a KernelOperator or DenseOperator; got {type(base).__name__}."
     )
-
-
-def _corrected_rows(base, cand, lo: int, hi: int, rows, coef, m0: int, pool, dtype) -> torch.Tensor:
-    """``K[cand, lo:hi] - L[cand, :m₀] L[lo:hi, :m₀]ᵀ`` ``(*batch, c, hi - lo)``: the candidates' rows, own columns.
-
-    ``coef = L[cand, :m₀]ᵀ`` ``(*batch, m₀, c)``, ``rows`` this process's columns of ``L`` as rows. A candidate of
-    the previous block (``pool = (idx (c',), rows (c', hi - lo), m')``, unbatched only) keeps its row, corrected
-    by the columns ``m' ≤ j < m₀`` alone, ``(c_kept × (m₀ − m'))((m₀ − m') × n/p)``; the others are evaluated and
-    corrected by all ``m₀`` columns in one GEMM.
-    """
-    if pool is not None:
-        old_idx, old_rows, m_old = pool
-        match = cand[:, None] == old_idx[None, :]  # (c, c')
-        kept = match.any(1)
-        out = torch.empty(cand.shape[0], hi - lo, dtype=dtype, device=old_rows.device)
-        k_at = kept.nonzero().squeeze(-1)
-        if k_at.numel():
-            out[k_at] = old_rows[match.long().argmax(1)[k_at]]
-            if m0 > m_old:  # the previous block's columns
-                out[k_at] -= coef[m_old:m0, k_at].mT @ rows[m_old:m0]
-        fresh = (~kept).nonzero().squeeze(-1)
-        if fresh.numel():
-            out[fresh] = _corrected_rows(base, cand[fresh], lo, hi, rows, coef[:, fresh], m0, None, dtype)
-        return out
-    out = operator_row_block(base, cand, lo, hi).to(dtype)
-    if m0:  # K[cand, lo:hi] -= Σ_{j<m₀} l_j[cand] l_j[lo:hi]: one GEMM
-        out -= coef.mT @ rows[..., :m0, :]
-    return out
 
 
 def _candidates(d: torch.Tensor, lo: int, n: int, shard, sums: list[torch.Tensor]):
@@ -281,7 +253,7 @@ def sharded_pivoted_cholesky(
                 if not search:
                     d_cand = got[..., m0, :].clone()
             # K[cand, lo:hi] - L[cand, :m₀] L[lo:hi, :m₀]ᵀ, and S = K[cand, cand] - L[cand, :m₀] L[cand, :m₀]ᵀ
-            cand_rows = _corrected_rows(base, cand, lo, hi, rows, coef if m0 else None, m0, pool, dtype)
+            cand_rows = candidate_rows(base, rows, cand, m0, pool, dtype, coef if m0 else None, lo, hi)
             pool = (cand, cand_rows, m0) if not batch else None
             S = _candidate_block(base, cand).to(dtype)
             if m0:

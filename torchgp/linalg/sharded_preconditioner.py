@@ -29,7 +29,7 @@ import torch
 
 from torchgp._shapes import broadcast_shapes
 from torchgp.errors import ShapeError
-from torchgp.linalg.pivoted_factor import scaled_gram
+from torchgp.linalg.pivoted_factor import core_solve, scaled_gram
 from torchgp.linalg.sharded_pivoted_factor import row_range, sharded_pivoted_cholesky
 
 __all__ = ["row_range", "gather_rows", "sharded_pivoted_cholesky", "ShardedPivotedCholeskyPreconditioner"]
@@ -143,9 +143,7 @@ class ShardedPivotedCholeskyPreconditioner:
         Y = (V_rows.to(LD.dtype).mT @ LD).mT  # (*batch, k, t)
         Y = Y.expand(*broadcast_shapes(Y.shape[:-2], V_rows.shape[:-2]), *Y.shape[-2:]).contiguous()
         self.shard.all_reduce([Y], "preconditioner solve WᵀV")
-        # C⁻¹ Y = R⁻ᵀ (R⁻¹ Y): two triangular solves (1.6 ms against cholesky_solve's 5.3 ms at k = 1789, t = 11)
-        R = self.R.expand(*Y.shape[:-2], *self.R.shape[-2:])
-        Y = torch.linalg.solve_triangular(R.mT, torch.linalg.solve_triangular(R, Y, upper=False), upper=True)
+        Y = core_solve(self.R, Y)  # C⁻¹ Y
         return (Y.mT @ LD.mT).mT
 
     def solve(self, V: torch.Tensor) -> torch.Tensor:
