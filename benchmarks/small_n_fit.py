@@ -10,7 +10,9 @@ beforehand), float64, one thread. BoTorch fits the equivalent ``SingleTaskGP`` w
 from the libraries' default initial values. Wall time to convergence (median of ``--repeats``, run
 interleaved; CPU seconds by ``time.process_time`` beside it, which a loaded machine distorts less) and the
 final exact MLL of each (GPyTorch's normalisation: divided by n), evaluated by the same code. The batch part fits ``--batch`` independent models of n = 100 in one call of
-``torchgp.fit`` (``batch_shape=(B,)``) against a loop of B BoTorch fits. Unless ``--no-fallback``, torchgp also
+``torchgp.fit`` (``batch_shape=(B,)``) against a loop of B BoTorch fits, and beside it the linear-algebra floor of the rounds it took: torch's batched
+Cholesky and ``cholesky_inverse`` of as many ``n × n`` matrices as the rounds evaluated members (each round evaluates
+only the models still running), which any exact-gradient evaluation needs. Unless ``--no-fallback``, torchgp also
 fits each problem through its fallback path (scipy's ``minimize`` for one model; one ``minimize`` per model in a
 worker thread for the batch), the same iterates, to time the in-process L-BFGS-B driver against it.
 """
@@ -155,9 +157,12 @@ def batched(batch, n, d, device, repeats, fallback):
         cpu[key].append(time.process_time() - c0)
         return out
 
+    rounds = _count_members()
     for _ in range(repeats):  # interleaved
         mll_tg = torchgp_model(X, y, torch.Size([batch]))
+        rounds.clear()
         r = timed("torchgp", lambda m=mll_tg: torchgp.fit(m, progress=False))
+        members = list(rounds)
         if fallback:  # the same lockstep with one scipy minimize per model in a worker thread
             _driven(False)
             timed("threads", lambda: torchgp.fit(torchgp_model(X, y, torch.Size([batch])), progress=False))
@@ -177,6 +182,12 @@ def batched(batch, n, d, device, repeats, fallback):
         f"min {float(diff.min()):+.1e}, median {float(diff.median()):+.1e}, max {float(diff.max()):+.1e}",
         flush=True,
     )
+    floor = linalg_floor(members, n, device)
+    print(
+        f"  the rounds evaluated {sum(members)} members ({len(members)} rounds); their Cholesky factors and inverses "
+        f"alone take {floor:.3f} s: floor / botorch loop {floor / t_bt:.3f}, torchgp / floor {t_tg / floor:.2f}",
+        flush=True,
+    )
     if fallback:
         t_th, c_th = statistics.median(times["threads"]), statistics.median(cpu["threads"])
         print(
@@ -184,6 +195,38 @@ def batched(batch, n, d, device, repeats, fallback):
             f"in-process L-BFGS-B states / threads: wall {t_tg / t_th:.3f}, CPU {c_tg / c_th:.3f}",
             flush=True,
         )
+
+
+def _count_members() -> list[int]:
+    """A list that each lockstep round of ``torchgp.fit`` appends its number of evaluated members to."""
+    from torchgp.optim import _batched
+
+    counts: list[int] = []
+    call = _batched._Rounds.__call__
+
+    def counted(self, asked):
+        counts.append(len(asked))
+        return call(self, asked)
+
+    _batched._Rounds.__call__ = counted
+    return counts
+
+
+def linalg_floor(members: list[int], n: int, device, repeats: int = 3) -> float:
+    """Seconds for what every exact evaluation of the rounds must do, a Cholesky factor and ``cholesky_inverse``
+    (the gradient's ``K⁻¹``, R&W eq. 5.9) of each evaluated member's ``n × n`` matrix, batched as the rounds are."""
+    g = torch.Generator().manual_seed(0)
+    best = float("inf")
+    for _ in range(repeats):
+        total = 0.0
+        for k in members:
+            A = torch.randn(k, n, n, generator=g, dtype=torch.float64).to(device)
+            K = A @ A.mT / n + torch.eye(n, dtype=torch.float64, device=device)
+            t0 = time.perf_counter()
+            torch.cholesky_inverse(torch.linalg.cholesky(K))
+            total += time.perf_counter() - t0
+        best = min(best, total)
+    return best
 
 
 def main():

@@ -1,7 +1,7 @@
 r"""One start of :func:`~torchgp.optim.fit.fit` with scipy's L-BFGS-B on the flat raw-parameter vector.
 
-The objective sets the parameters from L-BFGS-B's float64 vector, evaluates ``-mll`` and its gradient
-by autograd, and hands both back (to a :class:`~torchgp.optim._lbfgsb.LBFGSB` state, or to ``minimize``
+The objective sets the parameters from L-BFGS-B's float64 vector, evaluates ``-mll`` (for an exact GP
+on its own data through :class:`~torchgp.optim._direct.FitLoss`) and its gradient by autograd, and hands both back (to a :class:`~torchgp.optim._lbfgsb.LBFGSB` state, or to ``minimize``
 where scipy's core cannot be driven directly: the same iterates); a trial point where the factorisation
 fails (after the start itself succeeded) returns a high loss so that the line search backtracks.
 """
@@ -15,6 +15,7 @@ import numpy as np
 from torchgp.errors import NonFiniteError, NotPSDError
 from torchgp.linalg._lapack import openblas_threads
 from torchgp.optim import _lbfgsb
+from torchgp.optim._direct import FitLoss
 from torchgp.optim._run import _full_loss, _Run, _Stop
 
 
@@ -39,13 +40,15 @@ def run_scipy(run: _Run, mll, model, vec, data, maxiter, ftol, gtol, patience, b
     from scipy.optimize import minimize
 
     params = vec.params
+    full = lambda: _full_loss(mll, model, data)  # noqa: E731
+    loss_of = full if data is not None else FitLoss(mll, model, full, True, params)  # the exact GP's own data
 
     def objective(x):
         vec.set(x)
         for p in params:
             p.grad = None
         try:
-            loss = _full_loss(mll, model, data)
+            loss = loss_of()
             loss.backward()
         except (NotPSDError, NonFiniteError) as err:
             if not math.isfinite(run.best_loss):

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from torchgp.errors import InputError, NonFiniteError
+from torchgp.optim._direct import FitLoss
 from torchgp.optim._run import _batches, _loss_on, _Run, _Stop
 
 
@@ -52,11 +53,19 @@ def run_torch(run: _Run, mll, model, vec, data, optimizer, lr, maxiter, ftol, gt
         isinstance(data, (tuple, list)) and len(data) == 2 and all(torch.is_tensor(t) for t in data)
     )
 
+    # the exact GP on its own data: evaluated from its parts once the first evaluation matched (FitLoss)
+    direct = (
+        None if data is not None else FitLoss(mll, model, lambda: _loss_on(mll, model, *own_data()), True, vec.params)
+    )
+
+    def own_data():
+        return model.train_inputs[0], model.train_targets
+
     def step(X, y) -> float:
         def closure():
             for o in optimizers:
                 o.zero_grad()
-            loss = _loss_on(mll, model, X, y)
+            loss = _loss_on(mll, model, X, y) if direct is None else direct()
             loss.backward()
             return loss
 

@@ -6,6 +6,12 @@ minibatches) default to Adam. Both share the same stopping rules, restarts from 
 starting values (the best run is kept), recovery from :class:`~torchgp.errors.NotPSDError`,
 a progress bar and a :class:`FitResult` record.
 
+With L-BFGS-B, an exact GP built the standard way (``forward`` returning
+``MultivariateNormal(self.mean_module(x), self.covar_module(x))``, a Gaussian likelihood, no priors, hooks or
+added loss terms, the Cholesky path) is evaluated after the first evaluation from its mean, kernel and noise
+directly (:mod:`torchgp.optim._direct`), once the first evaluation showed the same loss and gradients: the
+user's ``forward`` then runs once per start, not at every evaluation.
+
 Example:
     >>> import torch, torchgp
     >>> X = torch.linspace(0, 1, 20, dtype=torch.float64).unsqueeze(-1)
@@ -38,6 +44,7 @@ from torchgp.errors import InputError, NonFiniteError, NotPSDError
 from torchgp.module import fit_scope, reuse_constrained_values
 from torchgp.optim._active import SubBatch
 from torchgp.optim._batched import independent_blocks, member_objective, run_lockstep
+from torchgp.optim._direct import FitLoss
 from torchgp.optim._run import _ParamVector, _Run
 from torchgp.optim._scale import standardize_lengthscales
 from torchgp.optim._scipy_runner import _scipy_blas_one_thread, run_scipy
@@ -179,10 +186,10 @@ def _fit(
     model.train()
     vec = _ParamVector(params)
     x0 = vec.get()
-    blocks, loss_vector = None, None
+    blocks, member_losses = None, None
     if scipy_opt and data is None and batch_independent is not False:
 
-        def loss_vector():  # each member's own priors only: the members stay independent
+        def member_losses():  # each member's own priors only: the members stay independent
             with reuse_constrained_values():
                 return -member_objective(mll, model)
 
@@ -223,6 +230,7 @@ def _fit(
                         if blocks is not None:
                             with _scipy_blas_one_thread():
                                 subset = SubBatch.build(mll, model, params, len(blocks))
+                                loss_vector = FitLoss(mll, model, member_losses, False, params)
                                 run_lockstep(run, vec, blocks, loss_vector, maxiter, ftol, gtol, patience, bar, subset)
                         elif scipy_opt:
                             run_scipy(run, mll, model, vec, data, maxiter, ftol, gtol, patience, bar)
