@@ -16,6 +16,9 @@ GP, ``--profile`` adds one line per rank with ``[wall s, CPU s, calls, peak RSS 
 each part
 (kernel tiles, each collective by name, preconditioner build and apply, backward), ``--replicated-cg`` runs CG
 replicated on every rank instead of split by rows, and ``--max-cg-iterations`` caps CG (a memory run at large n).
+The exact GP's line also times a fixed GEMM loop and a fixed streaming loop on every rank at once
+(``control_*_s_per_rank``): with the same from a one-process run they give the machine's own ceiling for the
+speed-up, ``P ×`` one process's seconds ÷ the concurrent ranks'.
 """
 
 from __future__ import annotations
@@ -233,6 +236,34 @@ def bench_exact(a) -> dict:
         "grad_norm": float(torch.cat([p.grad.reshape(-1) for p in model.parameters()]).norm()),
         "rss_before_mll_mib_per_rank": [round(r) for r in _gather(rss_start)],
         "peak_rss_forward_mib_per_rank": [round(r) for r in _gather(rss_forward)],
+        **_machine_control(),
+    }
+
+
+def _machine_control() -> dict:
+    """Seconds of a fixed compute-bound and a fixed memory-bound job, run by every rank at once after the MLL.
+
+    The machine's own ceiling for a speed-up by P processes is ``P x`` (one process's seconds) / (the concurrent
+    ranks' seconds): below P where the processes share caches, memory bandwidth or a core's turbo. Compare the
+    sharded MLL's speed-up with it, from a run with 1 process and one with P.
+    """
+    gen = torch.Generator().manual_seed(1)
+    A = torch.randn(768, 768, generator=gen).to(_DEVICE)  # float32, in cache: compute-bound GEMMs
+    big = torch.randn(2**24, generator=gen).to(_DEVICE)  # 64 MiB: a streaming pass is memory-bound
+    out = torch.empty_like(big)
+    dist.barrier()
+    t0 = time.perf_counter()
+    for _ in range(60):
+        A @ A
+    gemm = time.perf_counter() - t0
+    dist.barrier()
+    t0 = time.perf_counter()
+    for _ in range(40):
+        torch.mul(big, 1.0001, out=out)
+    stream = time.perf_counter() - t0
+    return {
+        "control_gemm_s_per_rank": [round(v, 3) for v in _gather(gemm)],
+        "control_stream_s_per_rank": [round(v, 3) for v in _gather(stream)],
     }
 
 

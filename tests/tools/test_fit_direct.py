@@ -237,3 +237,21 @@ def test_adam_fit_equals_the_full_path(monkeypatch):
     assert abs(res.loss - ref.loss) <= 1e-12 * max(1.0, abs(ref.loss))
     for k in ours:
         torch.testing.assert_close(ours[k], theirs[k], rtol=1e-10, atol=1e-12)
+
+
+def test_predictions_made_before_a_direct_fit_do_not_go_stale():
+    X, y = _data(seed=3)
+    mll = _mll(X, y)
+    model = mll.model
+    Xt = torch.rand(5, D, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+    model.eval()
+    with torch.no_grad():
+        before = model(Xt).mean  # builds the prediction cache at the starting parameters
+    torchgp.fit(mll, progress=False)
+    fresh = _mll(X, y)
+    fresh.load_state_dict(mll.state_dict())
+    model.eval(), fresh.model.eval()
+    with torch.no_grad():
+        after, ref = model(Xt).mean, fresh.model(Xt).mean
+    assert not torch.allclose(before, ref, atol=1e-3)
+    torch.testing.assert_close(after, ref, rtol=1e-12, atol=1e-12)
