@@ -141,13 +141,16 @@ class FitLoss:
     def __call__(self) -> torch.Tensor:
         if self.used:
             with reuse_constrained_values():
-                values = -self.direct.values()
-            return values.sum() if self.reduce and values.dim() else values
+                return self._loss(self.direct.values())
         loss = self.full()
         if not self.checked:
             self.checked = True
             self.used = self._verify(loss)
         return loss
+
+    def _loss(self, values: torch.Tensor) -> torch.Tensor:
+        """The loss ``full()`` returns from the direct ``mll`` values ``(*batch)``: ``-Σ`` or ``-values``."""
+        return -values.sum() if self.reduce and values.dim() else -values
 
     def _verify(self, loss: torch.Tensor) -> bool:
         """Whether the direct path gives ``loss`` and its gradients at the current parameters."""
@@ -160,8 +163,7 @@ class FitLoss:
                 values, mean = direct._values()
             if not direct.matches(output, mean):
                 return False
-            values = -values
-            other = values.sum() if self.reduce and values.dim() else values
+            other = self._loss(values)
             if other.shape != loss.shape or not bool(torch.isfinite(loss).all()):
                 return False
             eps = torch.finfo(loss.dtype).eps

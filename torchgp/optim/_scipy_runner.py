@@ -1,8 +1,9 @@
 r"""One start of :func:`~torchgp.optim.fit.fit` with scipy's L-BFGS-B on the flat raw-parameter vector.
 
 The objective sets the parameters from L-BFGS-B's float64 vector, evaluates ``-mll`` (for an exact GP
-on its own data through :class:`~torchgp.optim._direct.FitLoss`) and its gradient by autograd, and hands both back (to a :class:`~torchgp.optim._lbfgsb.LBFGSB` state, or to ``minimize``
-where scipy's core cannot be driven directly: the same iterates); a trial point where the factorisation
+on its own data through :class:`~torchgp.optim._direct.FitLoss`) and its gradient by autograd, and
+hands both back (to a :class:`~torchgp.optim._lbfgsb.LBFGSB` state, or to ``minimize`` where scipy's
+core cannot be driven directly: the same iterates); a trial point where the factorisation
 fails (after the start itself succeeded) returns a high loss so that the line search backtracks.
 """
 

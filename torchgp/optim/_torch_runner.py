@@ -54,18 +54,17 @@ def run_torch(run: _Run, mll, model, vec, data, optimizer, lr, maxiter, ftol, gt
     )
 
     # the exact GP on its own data: evaluated from its parts once the first evaluation matched (FitLoss)
-    direct = (
-        None if data is not None else FitLoss(mll, model, lambda: _loss_on(mll, model, *own_data()), True, vec.params)
-    )
-
-    def own_data():
-        return model.train_inputs[0], model.train_targets
+    own_loss = None
+    if data is None:
+        own_loss = FitLoss(
+            mll, model, lambda: _loss_on(mll, model, model.train_inputs[0], model.train_targets), True, vec.params
+        )
 
     def step(X, y) -> float:
         def closure():
             for o in optimizers:
                 o.zero_grad()
-            loss = _loss_on(mll, model, X, y) if direct is None else direct()
+            loss = _loss_on(mll, model, X, y) if own_loss is None else own_loss()
             loss.backward()
             return loss
 

@@ -6,11 +6,11 @@ minibatches) default to Adam. Both share the same stopping rules, restarts from 
 starting values (the best run is kept), recovery from :class:`~torchgp.errors.NotPSDError`,
 a progress bar and a :class:`FitResult` record.
 
-With L-BFGS-B, an exact GP built the standard way (``forward`` returning
-``MultivariateNormal(self.mean_module(x), self.covar_module(x))``, a Gaussian likelihood, no priors, hooks or
-added loss terms, the Cholesky path) is evaluated after the first evaluation from its mean, kernel and noise
-directly (:mod:`torchgp.optim._direct`), once the first evaluation showed the same loss and gradients: the
-user's ``forward`` then runs once per start, not at every evaluation.
+Fitted on its own data (L-BFGS-B, the batched lockstep or a torch optimiser), an exact GP built the standard
+way (``forward`` returning ``MultivariateNormal(self.mean_module(x), self.covar_module(x))``, a Gaussian
+likelihood, no priors, hooks or added loss terms, the Cholesky path) is evaluated from its mean, kernel and noise
+directly (:mod:`torchgp.optim._direct`) once its first evaluation showed the same loss and gradients as the full
+path: the user's ``forward`` then runs once per start, not at every evaluation.
 
 Example:
     >>> import torch, torchgp
